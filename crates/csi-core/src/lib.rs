@@ -1,0 +1,1 @@
+//! The pfs-csi domain, ports and use cases: no gRPC, no Kubernetes

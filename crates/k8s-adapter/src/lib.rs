@@ -1,0 +1,1 @@
+//! CSI gRPC services over a unix socket and the Kubernetes API side of pfs-csi

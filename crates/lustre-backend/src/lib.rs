@@ -1,0 +1,1 @@
+//! Lustre (DDN EXAScaler) adapter of the pfs-csi ports
