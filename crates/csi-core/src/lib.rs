@@ -1,1 +1,22 @@
-//! The pfs-csi domain, ports and use cases: no gRPC, no Kubernetes
+//! The pfs-csi core: the domain, the ports and the use cases of a CSI driver for parallel
+//! filesystems. It knows nothing of gRPC or Kubernetes.
+//!
+//! - [`domain`]: volumes, capacities, access modes, topology, snapshots, stats, secrets.
+//! - [`ports`]: async traits the outside world implements: [`ports::Mounter`],
+//!   [`ports::CommandRunner`], [`ports::QuotaManager`], [`ports::SnapshotEngine`],
+//!   [`ports::TopologyProvider`] and the per-filesystem [`ports::FilesystemBackend`].
+//!   With the `mock` feature, each has a mockall mock.
+//! - [`service`]: the use cases ([`service::ControllerService`], [`service::NodeService`]):
+//!   validation, routing by volume id, per-volume locks and the CSI idempotency rules.
+//! - [`linux`]: the Linux implementations of the mounter and the command runner.
+//! - [`error`]: the one error type and its status codes.
+
+pub mod domain;
+pub mod error;
+pub mod id_alloc;
+pub mod linux;
+pub mod ports;
+pub mod records;
+pub mod service;
+
+pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,1 @@
+//! Linux implementations of the ports: mounts through syscalls, commands through tokio.

@@ -1,0 +1,169 @@
+//! What one filesystem type (Lustre, BeeGFS) provides to the use cases.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    CapacityRange, Parameters, RequestMetadata, Secrets, Snapshot, SnapshotId, Topology,
+    TopologyRequirement, Volume, VolumeCapability, VolumeCondition, VolumeContentSource, VolumeId,
+    VolumeStats,
+};
+use crate::error::Result;
+
+/// A validated CreateVolume request.
+#[derive(Debug, Clone)]
+pub struct CreateVolumeRequest {
+    /// The CO's name for the volume (idempotency key).
+    pub name: String,
+    /// Requested capacity.
+    pub capacity: CapacityRange,
+    /// Requested capabilities (at least one, each supported by the backend).
+    pub capabilities: Vec<VolumeCapability>,
+    /// StorageClass parameters, without the reserved `csi.storage.k8s.io/` keys.
+    pub parameters: Parameters,
+    /// PVC/PV names added by the provisioner.
+    pub metadata: RequestMetadata,
+    /// StorageClass secrets.
+    pub secrets: Secrets,
+    /// Snapshot or volume to fill the new volume from.
+    pub content_source: Option<VolumeContentSource>,
+    /// Accessibility requirements.
+    pub topology: TopologyRequirement,
+}
+
+/// A validated CreateSnapshot request.
+#[derive(Debug, Clone)]
+pub struct CreateSnapshotRequest {
+    /// The CO's name for the snapshot (idempotency key).
+    pub name: String,
+    /// The volume to snapshot.
+    pub source_volume_id: VolumeId,
+    /// VolumeSnapshotClass parameters.
+    pub parameters: Parameters,
+    /// Snapshotter secrets.
+    pub secrets: Secrets,
+}
+
+/// A validated NodeStageVolume request.
+#[derive(Debug, Clone)]
+pub struct NodeStageRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// The per-volume staging directory the CO created.
+    pub staging_path: PathBuf,
+    /// The capability the volume is staged with.
+    pub capability: VolumeCapability,
+    /// The volume context returned by CreateVolume (or PV `volumeAttributes`).
+    pub context: BTreeMap<String, String>,
+    /// Node-stage secrets.
+    pub secrets: Secrets,
+}
+
+/// A validated NodePublishVolume request.
+#[derive(Debug, Clone)]
+pub struct NodePublishRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// Where NodeStageVolume staged it.
+    pub staging_path: PathBuf,
+    /// The workload's mount target.
+    pub target_path: PathBuf,
+    /// The capability it is published with.
+    pub capability: VolumeCapability,
+    /// Whether the publish must be read-only (request flag or a read-only access mode).
+    pub read_only: bool,
+    /// The volume context.
+    pub context: BTreeMap<String, String>,
+    /// Node-publish secrets.
+    pub secrets: Secrets,
+}
+
+/// A volume with its health, for ListVolumes and ControllerGetVolume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// The volume.
+    pub volume: Volume,
+    /// Its condition as the controller sees it (directory present, quota readable).
+    pub condition: VolumeCondition,
+}
+
+/// One filesystem type: provisions, deletes, expands, stages and reports volumes.
+///
+/// The core validates requests, holds per-volume locks and answers the idempotency cases
+/// it can decide alone; a backend still makes each operation idempotent on its own state.
+/// Backends report errors with the core's [`crate::Error`] and never know gRPC.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait FilesystemBackend: Send + Sync {
+    /// Short name, `lustre` or `beegfs`.
+    fn name(&self) -> &'static str;
+
+    /// Filesystem types a capability may name (`lustre`; `beegfs`).
+    fn fs_types(&self) -> &'static [&'static str];
+
+    /// Whether `id` is in one of this backend's volume id formats: `None` when not,
+    /// `Some(Err)` (InvalidArgument) when it is but is malformed (e.g. `..` in a path).
+    fn claim_volume_id(&self, id: &VolumeId) -> Option<Result<()>>;
+
+    /// Same as [`Self::claim_volume_id`] for snapshot ids.
+    fn claim_snapshot_id(&self, id: &SnapshotId) -> Option<Result<()>>;
+
+    /// Whether CreateVolume/GetCapacity parameters are meant for this backend.
+    fn accepts_parameters(&self, parameters: &Parameters) -> bool;
+
+    /// Checks tools and configuration; Probe answers ready only when this succeeds.
+    async fn check_ready(&self) -> Result<()>;
+
+    /// Creates (or returns the existing volume of) `request.name`. A volume of that name
+    /// with other parameters is `AlreadyExists`; a content source that does not exist is
+    /// `NotFound`.
+    async fn create_volume(&self, request: &CreateVolumeRequest) -> Result<Volume>;
+
+    /// Deletes a volume this driver created: its data and its quota. Not an error when the
+    /// volume does not exist. A volume the driver did not create is never deleted:
+    /// `FailedPrecondition`.
+    async fn delete_volume(&self, id: &VolumeId, secrets: &Secrets) -> Result<()>;
+
+    /// Raises the volume's capacity to `bytes` (larger than the current one); returns the
+    /// new capacity. `NotFound` when the volume does not exist.
+    async fn expand_volume(&self, id: &VolumeId, bytes: u64, secrets: &Secrets) -> Result<u64>;
+
+    /// The volume and its condition; `NotFound` when it does not exist.
+    async fn get_volume(&self, id: &VolumeId) -> Result<VolumeInfo>;
+
+    /// Every volume this driver created on every configured filesystem.
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
+
+    /// Bytes a new volume with these parameters could still get in `topology` (empty: any
+    /// topology): free space that quotas have not promised away.
+    async fn available_capacity(&self, parameters: &Parameters, topology: &Topology)
+    -> Result<u64>;
+
+    /// Starts (or reports the state of) snapshot `request.name`; `ready_to_use` is false
+    /// while the archive is still being written. `NotFound` when the source does not exist.
+    async fn create_snapshot(&self, request: &CreateSnapshotRequest) -> Result<Snapshot>;
+
+    /// Deletes a snapshot; not an error when it does not exist.
+    async fn delete_snapshot(&self, id: &SnapshotId, secrets: &Secrets) -> Result<()>;
+
+    /// Every snapshot on every configured filesystem.
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>>;
+
+    /// Topology segments this node contributes (e.g. its Lustre zone).
+    async fn node_topology(&self) -> Result<Topology>;
+
+    /// Makes the volume available at `request.staging_path`. Idempotent: staging again with
+    /// the same capability succeeds.
+    async fn stage_volume(&self, request: &NodeStageRequest) -> Result<()>;
+
+    /// Undoes [`Self::stage_volume`]. Idempotent: unstaging something not staged succeeds.
+    async fn unstage_volume(&self, id: &VolumeId, staging_path: &Path) -> Result<()>;
+
+    /// The directory the core bind-mounts onto the publish target (below the staging path).
+    async fn publish_source(&self, request: &NodePublishRequest) -> Result<PathBuf>;
+
+    /// Usage of a published volume whose data is visible at `volume_path`.
+    async fn volume_stats(&self, id: &VolumeId, volume_path: &Path) -> Result<VolumeStats>;
+}

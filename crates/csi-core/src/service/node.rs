@@ -1,0 +1,435 @@
+//! The node use cases: stage, publish, unpublish, unstage, stats, node info.
+//!
+//! Publishing is the core's own job for every backend: a bind mount of the directory the
+//! backend names onto the target (read-only when asked or when the access mode is), done
+//! with syscalls only, so a publish spawns no process and never reads the mount table on
+//! the common path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+
+use crate::domain::{Secrets, Topology, VolumeCapability, VolumeCondition, VolumeId, VolumeStats};
+use crate::error::{Error, ErrorCode, Result};
+use crate::ports::{Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider};
+use crate::service::controller::{Readiness, check_capabilities, check_readiness};
+use crate::service::{Backends, LockGuard, OperationLocks};
+
+/// NodeGetInfo's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// This node's id.
+    pub node_id: String,
+    /// Its topology segments.
+    pub topology: Topology,
+}
+
+/// A NodeStageVolume request as received.
+#[derive(Debug, Clone, Default)]
+pub struct StageVolume {
+    /// Volume id.
+    pub volume_id: String,
+    /// Staging path.
+    pub staging_path: String,
+    /// Capability (required).
+    pub capability: Option<VolumeCapability>,
+    /// Volume context.
+    pub context: BTreeMap<String, String>,
+    /// Secrets.
+    pub secrets: Secrets,
+}
+
+/// A NodePublishVolume request as received.
+#[derive(Debug, Clone, Default)]
+pub struct PublishVolume {
+    /// Volume id.
+    pub volume_id: String,
+    /// Staging path (required: the driver stages every volume).
+    pub staging_path: String,
+    /// Target path.
+    pub target_path: String,
+    /// Capability (required).
+    pub capability: Option<VolumeCapability>,
+    /// The CO's read-only flag.
+    pub read_only: bool,
+    /// Volume context.
+    pub context: BTreeMap<String, String>,
+    /// Secrets.
+    pub secrets: Secrets,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Publication {
+    target: PathBuf,
+    read_only: bool,
+    single_writer: bool,
+}
+
+/// The node service.
+pub struct NodeService {
+    node_id: String,
+    backends: Backends,
+    mounter: Arc<dyn Mounter>,
+    topology: Option<Arc<dyn TopologyProvider>>,
+    locks: OperationLocks,
+    publications: Mutex<HashMap<VolumeId, Vec<Publication>>>,
+}
+
+impl NodeService {
+    /// A node service for `node_id`; `topology` (e.g. the Node's labels) adds to and
+    /// overrides what the backends report.
+    pub fn new(
+        node_id: String,
+        backends: Backends,
+        mounter: Arc<dyn Mounter>,
+        topology: Option<Arc<dyn TopologyProvider>>,
+    ) -> Result<Self> {
+        if node_id.trim().is_empty() {
+            return Err(Error::invalid("node_id", "must not be empty"));
+        }
+        Ok(Self {
+            node_id,
+            backends,
+            mounter,
+            topology,
+            locks: OperationLocks::default(),
+            publications: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks every backend.
+    pub async fn readiness(&self) -> Readiness {
+        check_readiness(&self.backends).await
+    }
+
+    /// NodeGetInfo.
+    pub async fn node_info(&self) -> Result<NodeInfo> {
+        let mut topology = Topology::new();
+        for backend in self.backends.all() {
+            topology.extend(backend.node_topology().await?);
+        }
+        if let Some(provider) = &self.topology {
+            topology.extend(provider.topology().await?);
+        }
+        Ok(NodeInfo {
+            node_id: self.node_id.clone(),
+            topology,
+        })
+    }
+
+    /// NodeStageVolume.
+    pub async fn stage(&self, request: StageVolume) -> Result<()> {
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let staging_path = absolute_path("staging_target_path", &request.staging_path)?;
+        let capability = request
+            .capability
+            .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
+        let backend = self.backends.for_existing_volume(&volume_id)?;
+        check_capabilities(backend.as_ref(), std::slice::from_ref(&capability))?;
+        let _guard = self.lock(&volume_id)?;
+        let request = NodeStageRequest {
+            volume_id,
+            staging_path,
+            capability,
+            context: request.context,
+            secrets: request.secrets,
+        };
+        backend.stage_volume(&request).await?;
+        info!(volume_id = %request.volume_id, staging_path = %request.staging_path.display(), "volume staged");
+        Ok(())
+    }
+
+    /// NodeUnstageVolume; idempotent.
+    pub async fn unstage(&self, volume_id: &str, staging_path: &str) -> Result<()> {
+        let volume_id = VolumeId::parse(volume_id)?;
+        let staging_path = absolute_path("staging_target_path", staging_path)?;
+        let backend = self.backends.for_existing_volume(&volume_id)?;
+        let _guard = self.lock(&volume_id)?;
+        backend.unstage_volume(&volume_id, &staging_path).await?;
+        info!(volume_id = %volume_id, staging_path = %staging_path.display(), "volume unstaged");
+        Ok(())
+    }
+
+    /// NodePublishVolume: bind-mounts the volume onto the target. Publishing again to the
+    /// same target with the same flags succeeds; with other flags it is `AlreadyExists`;
+    /// a ReadWriteOncePod volume published at another target is `FailedPrecondition`.
+    pub async fn publish(&self, request: PublishVolume) -> Result<()> {
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let staging_path = absolute_path("staging_target_path", &request.staging_path)?;
+        let target = absolute_path("target_path", &request.target_path)?;
+        let capability = request
+            .capability
+            .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
+        let backend = self.backends.for_existing_volume(&volume_id)?;
+        check_capabilities(backend.as_ref(), std::slice::from_ref(&capability))?;
+        let read_only = request.read_only || capability.access_mode.is_read_only();
+        let single_writer = capability.access_mode.is_single_publication();
+        let _guard = self.lock(&volume_id)?;
+
+        if self.prepare_target(&target).await? {
+            return self
+                .check_existing_publication(&volume_id, &target, read_only)
+                .await;
+        }
+        if let Some(other) = self.published_elsewhere(&volume_id, &target) {
+            if single_writer || other.single_writer {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {volume_id} is single-writer (ReadWriteOncePod) and already published at {}",
+                    other.target.display()
+                )));
+            }
+        }
+        let publish = NodePublishRequest {
+            volume_id: volume_id.clone(),
+            staging_path,
+            target_path: target.clone(),
+            capability,
+            read_only,
+            context: request.context,
+            secrets: request.secrets,
+        };
+        let source = backend.publish_source(&publish).await?;
+        self.mounter.bind_mount(&source, &target, read_only).await?;
+        self.publications()
+            .entry(volume_id.clone())
+            .or_default()
+            .push(Publication {
+                target: target.clone(),
+                read_only,
+                single_writer,
+            });
+        info!(volume_id = %volume_id, target = %target.display(), read_only, "volume published");
+        Ok(())
+    }
+
+    /// NodeUnpublishVolume: unmounts and removes the target directory. A target that does
+    /// not exist or is not mounted succeeds. Never removes a directory that still has
+    /// content after the unmount.
+    pub async fn unpublish(&self, volume_id: &str, target_path: &str) -> Result<()> {
+        let volume_id = VolumeId::parse(volume_id)?;
+        let target = absolute_path("target_path", target_path)?;
+        let _guard = self.lock(&volume_id)?;
+        match std::fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("stat", &target, e)),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "target_path {} is a symbolic link; it was not made by this driver",
+                    target.display()
+                )));
+            }
+            Ok(_) => {
+                // Stacked mounts (a publish retried after a lost reply) are unwound one by one.
+                for _ in 0..8 {
+                    if !self.mounter.is_mount_point(&target).await? {
+                        break;
+                    }
+                    self.mounter.unmount(&target).await?;
+                }
+                match std::fs::remove_dir(&target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "target_path {} still has content after unmount; leaving it in place",
+                            target.display()
+                        )));
+                    }
+                    Err(e) => return Err(Error::io("remove directory", &target, e)),
+                }
+            }
+        }
+        let mut publications = self.publications();
+        if let Some(list) = publications.get_mut(&volume_id) {
+            list.retain(|p| p.target != target);
+            if list.is_empty() {
+                publications.remove(&volume_id);
+            }
+        }
+        info!(volume_id = %volume_id, target = %target.display(), "volume unpublished");
+        Ok(())
+    }
+
+    /// NodeGetVolumeStats: usage, and a condition that is abnormal when the volume path is
+    /// no longer a mount or does not answer.
+    pub async fn stats(
+        &self,
+        volume_id: &str,
+        volume_path: &str,
+    ) -> Result<(VolumeStats, VolumeCondition)> {
+        let volume_id = VolumeId::parse(volume_id)?;
+        let path = absolute_path("volume_path", volume_path)?;
+        let backend = self.backends.for_existing_volume(&volume_id)?;
+        let mounted = match self.mounter.is_mount_point(&path).await {
+            Ok(mounted) => mounted,
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                return Err(Error::NotFound(format!(
+                    "volume_path {} does not exist",
+                    path.display()
+                )));
+            }
+            Err(e) if e.code() == ErrorCode::DeadlineExceeded => {
+                return Ok((
+                    VolumeStats::default(),
+                    VolumeCondition::abnormal(format!("the mount does not answer: {e}")),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        if !mounted {
+            return Ok((
+                VolumeStats::default(),
+                VolumeCondition::abnormal(format!("{} is not mounted any more", path.display())),
+            ));
+        }
+        match backend.volume_stats(&volume_id, &path).await {
+            Ok(stats) => Ok((stats, VolumeCondition::healthy())),
+            Err(e)
+                if e.code() == ErrorCode::DeadlineExceeded
+                    || e.code() == ErrorCode::Unavailable =>
+            {
+                warn!(volume_id = %volume_id, error = %e, "volume stats unavailable");
+                Ok((
+                    VolumeStats::default(),
+                    VolumeCondition::abnormal(format!("usage cannot be read: {e}")),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the target directory when missing; `true` when it is already a mount point.
+    /// A target that is a symbolic link or not a directory is refused before anything is
+    /// mounted, so a planted link cannot redirect the mount.
+    async fn prepare_target(&self, target: &Path) -> Result<bool> {
+        match std::fs::symlink_metadata(target) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir(target)
+                    .map_err(|e| Error::io("create directory", target, e))?;
+                Ok(false)
+            }
+            Err(e) => Err(Error::io("stat", target, e)),
+            Ok(meta) if meta.file_type().is_symlink() => Err(Error::FailedPrecondition(format!(
+                "target_path {} is a symbolic link; refusing to mount through it",
+                target.display()
+            ))),
+            Ok(meta) if !meta.is_dir() => Err(Error::FailedPrecondition(format!(
+                "target_path {} exists and is not a directory",
+                target.display()
+            ))),
+            Ok(_) => self.mounter.is_mount_point(target).await,
+        }
+    }
+
+    /// A target that is already a mount: fine when it is this volume with the same flags.
+    async fn check_existing_publication(
+        &self,
+        volume_id: &VolumeId,
+        target: &Path,
+        read_only: bool,
+    ) -> Result<()> {
+        let known = self.publications().get(volume_id).and_then(|list| {
+            list.iter()
+                .find(|p| p.target == target)
+                .map(|p| p.read_only)
+        });
+        let mounted_read_only = match known {
+            Some(ro) => ro,
+            // Published before a restart: the mount table tells the flags.
+            None => self
+                .mounter
+                .list_mounts()
+                .await?
+                .iter()
+                .rev()
+                .find(|m| m.mount_point == target)
+                .map(|m| m.is_read_only())
+                .unwrap_or(read_only),
+        };
+        if mounted_read_only != read_only {
+            return Err(Error::AlreadyExists(format!(
+                "volume {volume_id} is already published at {} with read_only={mounted_read_only}",
+                target.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn published_elsewhere(&self, volume_id: &VolumeId, target: &Path) -> Option<Publication> {
+        self.publications()
+            .get(volume_id)
+            .and_then(|list| list.iter().find(|p| p.target != target).cloned())
+    }
+
+    fn publications(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeId, Vec<Publication>>> {
+        self.publications.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock(&self, id: &VolumeId) -> Result<LockGuard> {
+        self.locks
+            .try_lock(format!("volume:{id}"), &format!("volume {id}"))
+    }
+}
+
+/// Validates a path field: present, absolute, UTF-8 clean, without `..` components.
+fn absolute_path(field: &str, raw: &str) -> Result<PathBuf> {
+    if raw.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if raw.contains('\0') {
+        return Err(Error::invalid(field, "must not contain NUL"));
+    }
+    let path = PathBuf::from(raw);
+    if !path.is_absolute() {
+        return Err(Error::invalid(
+            field,
+            format!("{raw:?} is not an absolute path"),
+        ));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::invalid(
+            field,
+            format!("{raw:?} must not contain '..'"),
+        ));
+    }
+    Ok(path)
+}
+
+impl std::fmt::Debug for NodeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeService")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn paths_must_be_absolute_and_clean() {
+        assert!(absolute_path("target_path", "").is_err());
+        assert!(absolute_path("target_path", "rel/x").is_err());
+        assert!(absolute_path("target_path", "/a/../etc").is_err());
+        assert!(absolute_path("target_path", "/a\0b").is_err());
+        assert_eq!(
+            absolute_path("target_path", "/a/b").unwrap(),
+            PathBuf::from("/a/b")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_paths_never_climb(s in "[/a-z.]{0,24}") {
+            if let Ok(p) = absolute_path("p", &s) {
+                prop_assert!(p.is_absolute());
+                prop_assert!(!p.components().any(|c| c == Component::ParentDir));
+            }
+        }
+    }
+}
