@@ -167,3 +167,44 @@ pub trait FilesystemBackend: Send + Sync {
     /// Usage of a published volume whose data is visible at `volume_path`.
     async fn volume_stats(&self, id: &VolumeId, volume_path: &Path) -> Result<VolumeStats>;
 }
+
+/// Which binary a backend runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The controller plugin (provisioning, snapshots).
+    Controller,
+    /// The node plugin (stage, publish, stats).
+    Node,
+}
+
+/// What a backend is given to work with. The wiring builds one per backend, so the
+/// mounter carries that backend's configured `mount` tool.
+#[derive(Clone)]
+pub struct BackendContext {
+    /// Controller or node.
+    pub role: Role,
+    /// This node's id (the Kubernetes node name).
+    pub node_id: String,
+    /// Runs every external command.
+    pub runner: std::sync::Arc<dyn crate::ports::CommandRunner>,
+    /// Mounts and unmounts.
+    pub mounter: std::sync::Arc<dyn crate::ports::Mounter>,
+    /// Cuts and restores snapshot archives.
+    pub snapshots: std::sync::Arc<dyn crate::ports::SnapshotEngine>,
+    /// A private directory of this process for generated files (client configuration,
+    /// secret files written 0400); survives restarts of the plugin.
+    pub state_dir: PathBuf,
+    /// The kubelet root directory (`/var/lib/kubelet` unless configured).
+    pub kubelet_dir: PathBuf,
+}
+
+impl std::fmt::Debug for BackendContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendContext")
+            .field("role", &self.role)
+            .field("node_id", &self.node_id)
+            .field("state_dir", &self.state_dir)
+            .field("kubelet_dir", &self.kubelet_dir)
+            .finish_non_exhaustive()
+    }
+}

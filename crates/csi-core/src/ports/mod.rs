@@ -11,8 +11,8 @@ mod snapshot;
 mod topology;
 
 pub use backend::{
-    CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend, NodePublishRequest,
-    NodeStageRequest, VolumeInfo,
+    BackendContext, CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend,
+    NodePublishRequest, NodeStageRequest, VolumeInfo,
 };
 pub use command::{Command, CommandOutput, CommandRunner};
 pub use mounter::{MountEntry, Mounter};
