@@ -12,7 +12,7 @@ mod topology;
 
 pub use backend::{
     BackendContext, CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend,
-    NodePublishRequest, NodeStageRequest, VolumeInfo,
+    NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
 };
 pub use command::{Command, CommandOutput, CommandRunner};
 pub use mounter::{MountEntry, Mounter};
