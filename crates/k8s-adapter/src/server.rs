@@ -1,0 +1,310 @@
+//! Serving a tonic router on a private unix socket.
+//!
+//! Shaped like mini-redis: [`PrivateSocket::bind`] creates the socket,
+//! [`serve`] runs a router on it until a shutdown future completes, so
+//! tests start the real server on a temporary socket. [`serve_endpoint`]
+//! does both for the binaries, and [`shutdown_signal`] gives them the
+//! SIGTERM/SIGINT future.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), k8s_adapter::AdapterError> {
+//! use k8s_adapter::{endpoint::SocketEndpoint, server};
+//! let endpoint: SocketEndpoint = "unix:///csi/csi.sock".parse()?;
+//! let router = tonic::transport::Server::builder()
+//!     .add_routes(tonic::service::Routes::default());
+//! server::serve_endpoint(&endpoint, router, server::shutdown_signal()?).await
+//! # }
+//! ```
+
+use std::{
+    fs,
+    future::Future,
+    io,
+    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{
+    body::Body,
+    codegen::{Body as HttpBody, Bytes, Service, StdError, http},
+    service::Routes,
+    transport::server::Router,
+};
+use tower::Layer;
+use tracing::{debug, info, warn};
+
+use crate::{AdapterError, endpoint::SocketEndpoint, proto::FILE_DESCRIPTOR_SET};
+
+/// Permission bits of the socket file: owner read/write only.
+pub const SOCKET_MODE: u32 = 0o600;
+
+/// Prefix of the private directory the socket is created in before it is
+/// moved into place (kept short: socket paths are limited to 107 bytes).
+const STAGING_DIR_PREFIX: &str = ".s";
+
+/// A unix socket bound with mode 0600 at its final path, not yet serving.
+///
+/// Dropping it (or the end of [`serve`]) removes the socket file again, but
+/// only while the path still holds this very socket: a newer instance that
+/// took the path over keeps its socket.
+#[derive(Debug)]
+pub struct PrivateSocket {
+    listener: std::os::unix::net::UnixListener,
+    file: SocketFile,
+}
+
+impl PrivateSocket {
+    /// Binds a socket at `path`, readable and writable by the owner only.
+    ///
+    /// Creates the parent directory if needed and removes a stale socket
+    /// left at `path`; refuses to remove anything that is not a socket
+    /// (a regular file, a directory, a symlink).
+    pub fn bind(path: impl AsRef<Path>) -> Result<Self, AdapterError> {
+        let path = path.as_ref();
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| AdapterError::InvalidEndpoint {
+                endpoint: path.display().to_string(),
+                reason: "the socket path must name a file".into(),
+            })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(parent)
+            .map_err(|e| AdapterError::io("create the socket directory", parent, e))?;
+        remove_stale_socket(path)?;
+
+        // The socket must never be reachable with wider permissions than
+        // 0600. bind(2) creates the file with 0777 minus the umask, and the
+        // umask is process-wide (changing it would race with every other
+        // thread creating files), while fchmod on a socket fd does not touch
+        // the file. So the socket is bound inside a fresh 0700 directory
+        // that only we can traverse, chmod-ed to 0600 there, and then
+        // renamed into place; rename keeps the inode, so the listener stays
+        // valid, and RENAME_NOREPLACE never clobbers whatever may have
+        // appeared at the final path in the meantime.
+        let staging = tempfile::Builder::new()
+            .prefix(STAGING_DIR_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
+            .map_err(|e| AdapterError::io("create a private directory in", parent, e))?;
+        let staged = staging.path().join(file_name);
+        let listener = std::os::unix::net::UnixListener::bind(&staged)
+            .map_err(|e| AdapterError::io("bind a unix socket at", &staged, e))?;
+        fs::set_permissions(&staged, fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(|e| AdapterError::io("restrict the permissions of", &staged, e))?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            staged.as_path(),
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|errno| {
+            AdapterError::io(
+                "move the socket into place at",
+                path,
+                io::Error::from(errno),
+            )
+        })?;
+        staging
+            .close()
+            .map_err(|e| AdapterError::io("remove the private directory in", parent, e))?;
+
+        let file = SocketFile::identify(path)?;
+        debug!(path = %path.display(), "bound private unix socket");
+        Ok(Self { listener, file })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+}
+
+/// Identity of the socket file we created, removed again on drop.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn identify(path: &Path) -> Result<Self, AdapterError> {
+        let meta = fs::symlink_metadata(path)
+            .map_err(|e| AdapterError::io("inspect the new socket", path, e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                match fs::remove_file(&self.path) {
+                    Ok(()) => debug!(path = %self.path.display(), "removed unix socket"),
+                    Err(error) => warn!(
+                        path = %self.path.display(), %error, "cannot remove unix socket"
+                    ),
+                }
+            }
+            Ok(_) => debug!(
+                path = %self.path.display(),
+                "socket path now belongs to another instance; left in place"
+            ),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => warn!(path = %self.path.display(), %error, "cannot inspect unix socket"),
+        }
+    }
+}
+
+/// Removes a stale socket at `path`; anything else there is an error.
+fn remove_stale_socket(path: &Path) -> Result<(), AdapterError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(AdapterError::io("inspect", path, e)),
+    };
+    let file_type = meta.file_type();
+    if !file_type.is_socket() {
+        let kind = if file_type.is_dir() {
+            "directory"
+        } else if file_type.is_symlink() {
+            "symbolic link"
+        } else if file_type.is_file() {
+            "regular file"
+        } else {
+            "special file"
+        };
+        return Err(AdapterError::NotASocket {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    match fs::remove_file(path) {
+        Ok(()) => {
+            info!(path = %path.display(), "removed stale unix socket");
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(AdapterError::io("remove the stale socket", path, e)),
+    }
+}
+
+/// Serves `router` on `socket` until `shutdown` completes.
+///
+/// Adds the gRPC reflection service (v1 and v1alpha) describing
+/// `csi.proto`. When `shutdown` completes the socket stops accepting,
+/// in-flight calls run to completion, then the socket file is removed.
+pub async fn serve<L, ResBody, F>(
+    socket: PrivateSocket,
+    router: Router<L>,
+    shutdown: F,
+) -> Result<(), AdapterError>
+where
+    F: Future<Output = ()>,
+    L: Layer<Routes>,
+    L::Service:
+        Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    <L::Service as Service<http::Request<Body>>>::Future: Send,
+    <L::Service as Service<http::Request<Body>>>::Error: Into<StdError> + Send,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<StdError>,
+{
+    let PrivateSocket { listener, file } = socket;
+    let path = file.path.clone();
+
+    let router = router
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?);
+
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| AdapterError::io("configure the socket at", &path, e))?;
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| AdapterError::io("register the socket at", &path, e))?;
+
+    info!(path = %path.display(), "serving CSI on unix socket");
+    let result = router
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| AdapterError::transport(&path, e));
+    info!(path = %path.display(), "CSI server stopped");
+    drop(file);
+    result
+}
+
+/// Binds `endpoint` privately and serves `router` on it until `shutdown`.
+pub async fn serve_endpoint<L, ResBody, F>(
+    endpoint: &SocketEndpoint,
+    router: Router<L>,
+    shutdown: F,
+) -> Result<(), AdapterError>
+where
+    F: Future<Output = ()>,
+    L: Layer<Routes>,
+    L::Service:
+        Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    <L::Service as Service<http::Request<Body>>>::Future: Send,
+    <L::Service as Service<http::Request<Body>>>::Error: Into<StdError> + Send,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<StdError>,
+{
+    let socket = PrivateSocket::bind(endpoint.path())?;
+    serve(socket, router, shutdown).await
+}
+
+/// Reflection service, protocol v1.
+fn reflection_v1() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    AdapterError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+/// Reflection service, protocol v1alpha (still what many tools speak).
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    AdapterError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
+}
+
+/// Listens for SIGTERM and SIGINT; the returned future completes on the
+/// first of them.
+///
+/// The handlers are installed before this returns, so a signal that arrives
+/// before the future is polled is not lost.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, AdapterError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|error| AdapterError::Signal {
+        signal: "SIGTERM",
+        error,
+    })?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|error| AdapterError::Signal {
+        signal: "SIGINT",
+        error,
+    })?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutting down: finishing in-flight calls");
+    })
+}
