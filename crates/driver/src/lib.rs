@@ -1,0 +1,1 @@
+//! Assembles a pfs-csi driver from configuration.
