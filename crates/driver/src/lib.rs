@@ -1,1 +1,9 @@
-//! Assembles a pfs-csi driver from configuration.
+//! Assembles a pfs-csi driver from configuration, so the binaries stay thin.
+//!
+//! - [`cli`]: the flags of the plugin binaries.
+//! - [`config`]: loading the EXAScaler, BeeGFS and pfs-csi configuration files.
+//! - [`logging`]: text or JSON logs.
+
+pub mod cli;
+pub mod config;
+pub mod logging;

@@ -174,13 +174,13 @@ impl NodeService {
                 .check_existing_publication(&volume_id, &target, read_only)
                 .await;
         }
-        if let Some(other) = self.published_elsewhere(&volume_id, &target) {
-            if single_writer || other.single_writer {
-                return Err(Error::FailedPrecondition(format!(
-                    "volume {volume_id} is single-writer (ReadWriteOncePod) and already published at {}",
-                    other.target.display()
-                )));
-            }
+        if let Some(other) = self.published_elsewhere(&volume_id, &target)
+            && (single_writer || other.single_writer)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {volume_id} is single-writer (ReadWriteOncePod) and already published at {}",
+                other.target.display()
+            )));
         }
         let publish = NodePublishRequest {
             volume_id: volume_id.clone(),
