@@ -610,6 +610,110 @@ def helm_both_default(helm, chart):
     return Render("helm-both", yaml.safe_load_all(result.stdout))
 
 
+# ---------------------------------------------------------------- OpenShift
+
+
+def load_dir(path):
+    objects = []
+    for directory, _, files in os.walk(path):
+        for file in sorted(files):
+            if file.endswith(".yaml") and file != "kustomization.yaml":
+                with open(os.path.join(directory, file), encoding="utf-8") as handle:
+                    objects += [o for o in yaml.safe_load_all(handle) if o]
+    return objects
+
+
+def check_openshift(repo, kustomize_both):
+    objects = load_dir(os.path.join(repo, "deploy", "openshift"))
+    by_kind = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+    expect(all(o["metadata"].get("namespace", "pfs-csi") == "pfs-csi" for o in objects),
+           "OpenShift objects must live in namespace pfs-csi")
+    config_maps = by_kind.get("ConfigMap", {})
+    streams = by_kind.get("ImageStream", {})
+    accounts = by_kind.get("ServiceAccount", {})
+
+    # The SCC is granted to the driver's ServiceAccounts, whatever installs them.
+    driver_accounts = {(pod_spec(w)["serviceAccountName"], w["metadata"]["namespace"])
+                       for w in (kustomize_both.controller, kustomize_both.node)}
+    scc_binding = by_kind["RoleBinding"]["pfs-csi-scc"]
+    expect({(s["name"], s["namespace"]) for s in scc_binding["subjects"]} == driver_accounts,
+           "SCC RoleBinding subjects are not the driver's ServiceAccounts")
+    expect(by_kind["ClusterRole"]["pfs-csi-scc"]["rules"][0]["resourceNames"] == ["pfs-csi"],
+           "SCC use must name the pfs-csi SCC only")
+    scc = by_kind["SecurityContextConstraints"]["pfs-csi"]
+    expect(not scc["allowHostPID"] and not scc["allowHostIPC"], "SCC grants host PID/IPC")
+
+    # Builds: their ConfigMaps exist and they output into a defined ImageStream.
+    for name, build in by_kind.get("BuildConfig", {}).items():
+        for source in build["spec"]["source"].get("configMaps", []):
+            expect(source["configMap"]["name"] in config_maps,
+                   f"BuildConfig {name}: ConfigMap {source['configMap']['name']} is not defined")
+        stream = build["spec"]["output"]["to"]["name"].split(":")[0]
+        expect(stream in streams, f"BuildConfig {name}: ImageStream {stream} is not defined")
+        base = build["spec"]["strategy"]["dockerStrategy"]["from"]
+        expect(base["name"].startswith("driver-toolkit:") and base["namespace"] == "openshift",
+               f"BuildConfig {name} must build on the driver-toolkit ImageStreamTag")
+        expect({t["type"] for t in build["spec"]["triggers"]} >= {"ImageChange"},
+               f"BuildConfig {name} must rebuild when driver-toolkit changes")
+
+    # KMM Modules: per-kernel images, an existing Dockerfile and ServiceAccount,
+    # LNet before the modules that need it.
+    modules = by_kind.get("Module", {})
+    expect({"lnet", "ko2iblnd", "lustre", "beegfs"} <= set(modules), f"Modules {sorted(modules)}")
+    for name, module in modules.items():
+        loader = module["spec"]["moduleLoader"]
+        expect(loader["serviceAccountName"] in accounts, f"Module {name}: ServiceAccount not defined")
+        for mapping in loader["container"]["kernelMappings"]:
+            expect("${KERNEL_FULL_VERSION}" in mapping["containerImage"],
+                   f"Module {name}: one image per kernel (${{KERNEL_FULL_VERSION}})")
+            if "build" in mapping:
+                expect(mapping["build"]["dockerfileConfigMap"]["name"] in config_maps,
+                       f"Module {name}: Dockerfile ConfigMap is not defined")
+    for name in ("ko2iblnd", "lustre"):
+        expect("kmm.node.kubernetes.io/pfs-csi.lnet.ready" in modules[name]["spec"]["selector"],
+               f"Module {name} must wait for LNet")
+    built_images = {m["spec"]["moduleLoader"]["container"]["kernelMappings"][0]["containerImage"]
+                    for m in modules.values() if "build" in m["spec"]["moduleLoader"]["container"]["kernelMappings"][0]}
+    for name in ("ko2iblnd", "lustre"):
+        image = modules[name]["spec"]["moduleLoader"]["container"]["kernelMappings"][0]["containerImage"]
+        expect(image in built_images, f"Module {name} loads an image no Module builds")
+
+    # Client DaemonSets: tools land in <kubeletDir>/plugins/<driverName>/client of
+    # the default installation, which is where the driver looks.
+    driver_name, kubelet_dir = driver_settings(kustomize_both)
+    client_dir = f"{kubelet_dir}/plugins/{driver_name}/client"
+    lnet_config = config_maps["lnet-config"]["data"]
+    expect({"LNET_NETWORK", "LNET_INTERFACE"} <= set(lnet_config), "LNet parameters missing")
+    daemonsets = by_kind.get("DaemonSet", {})
+    expect({"lnet-configuration", "beegfs7-client", "beegfs8-client", "beegfs-tools"} <= set(daemonsets),
+           f"DaemonSets {sorted(daemonsets)}")
+    for name, ds in daemonsets.items():
+        spec = pod_spec(ds)
+        expect(spec["serviceAccountName"] in accounts, f"DaemonSet {name}: ServiceAccount not defined")
+        cont = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in cont.get("env", [])}
+        for ref in cont.get("envFrom", []):
+            env.update(config_maps[ref["configMapRef"]["name"]]["data"])
+        expect(env.get("CLIENT_DIR") == client_dir, f"DaemonSet {name}: CLIENT_DIR {env.get('CLIENT_DIR')}")
+        expect(resolve(ds, cont, client_dir) == ("host", client_dir),
+               f"DaemonSet {name}: CLIENT_DIR is not the host's {client_dir}")
+        stream = cont["image"].split(":")[0]
+        expect(stream in streams, f"DaemonSet {name}: image {cont['image']} is no ImageStream here")
+        expect(ds["spec"]["template"]["metadata"]["annotations"].get(
+            "alpha.image.policy.openshift.io/resolve-names") == "*",
+            f"DaemonSet {name}: ImageStream names need the resolve-names annotation")
+    lnet = pod_spec(daemonsets["lnet-configuration"])
+    expect(lnet["nodeSelector"] == {"kmm.node.kubernetes.io/pfs-csi.lnet.ready": ""},
+           "LNet DaemonSet must run where KMM loaded LNet")
+    scripts = config_maps["lustre-client-scripts"]["data"]
+    expect("lnetctl net add --net \"$LNET_NETWORK\" --if \"$LNET_INTERFACE\"" in scripts["lnet-up.sh"],
+           "LNet DaemonSet does not use its parameters")
+    expect("/proc/1/mounts" in scripts["lnet-down.sh"] and lnet.get("hostPID") is True,
+           "LNet preStop must see the host's mounts before unconfiguring")
+
+
 # ---------------------------------------------------------------- binaries
 
 
@@ -725,6 +829,7 @@ def main():
     tests.append(("helm lustre+beegfs matches kustomize-both",
                   lambda: check_helm_matches_kustomize(helm_both_default(args.helm, chart), renders["kustomize-both"])))
     tests.append(("helm variants", lambda: check_helm_variants(args.helm, chart)))
+    tests.append(("OpenShift manifests", lambda: check_openshift(args.repo, renders["kustomize-both"])))
     tests.append(("Dockerfile binaries", lambda: check_dockerfile(args.repo)))
     tests.append(("binary paths named in deploy, examples, docs", lambda: check_binary_mentions(args.repo)))
     if args.built_target_dir:
