@@ -46,6 +46,13 @@ pub enum AdapterError {
         error: TransportErrorChain,
     },
 
+    /// A service name to advertise is not declared in csi.proto.
+    #[error("service {name:?} is not declared in csi.proto")]
+    UnknownService {
+        /// The name given.
+        name: String,
+    },
+
     /// The reflection service could not be built from our descriptors.
     #[error("cannot build the gRPC reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

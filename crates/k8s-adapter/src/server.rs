@@ -12,7 +12,8 @@
 //! let endpoint: SocketEndpoint = "unix:///csi/csi.sock".parse()?;
 //! let router = tonic::transport::Server::builder()
 //!     .add_routes(tonic::service::Routes::default());
-//! server::serve_endpoint(&endpoint, router, server::shutdown_signal()?).await
+//! let served = ["csi.v1.Identity", "csi.v1.Node"];
+//! server::serve_endpoint(&endpoint, router, &served, server::shutdown_signal()?).await
 //! # }
 //! ```
 
@@ -34,7 +35,11 @@ use tonic::{
 use tower::Layer;
 use tracing::{debug, info, warn};
 
-use crate::{AdapterError, endpoint::SocketEndpoint, proto::FILE_DESCRIPTOR_SET};
+use crate::{
+    AdapterError,
+    endpoint::SocketEndpoint,
+    proto::{FILE_DESCRIPTOR_SET, SERVICE_NAMES},
+};
 
 /// Permission bits of the socket file: owner read/write only.
 pub const SOCKET_MODE: u32 = 0o600;
@@ -146,23 +151,68 @@ impl SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
+        let path = self.path.display();
         match fs::symlink_metadata(&self.path) {
+            // Inode numbers are reused as soon as a file is deleted, so the
+            // same (dev, ino) alone does not prove the file is still ours: a
+            // newer instance may have replaced it. Our listener is closed by
+            // now, so a socket that still accepts connections is theirs.
             Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
-                match fs::remove_file(&self.path) {
-                    Ok(()) => debug!(path = %self.path.display(), "removed unix socket"),
-                    Err(error) => warn!(
-                        path = %self.path.display(), %error, "cannot remove unix socket"
-                    ),
+                match listener_state(&self.path) {
+                    ListenerState::Absent => match fs::remove_file(&self.path) {
+                        Ok(()) => debug!(%path, "removed unix socket"),
+                        Err(error) => warn!(%path, %error, "cannot remove unix socket"),
+                    },
+                    ListenerState::Alive => {
+                        debug!(%path, "socket path now belongs to another instance; left in place");
+                    }
+                    ListenerState::Unknown(error) => {
+                        warn!(%path, %error, "cannot tell whether the socket is in use; left in place");
+                    }
                 }
             }
-            Ok(_) => debug!(
-                path = %self.path.display(),
-                "socket path now belongs to another instance; left in place"
-            ),
+            Ok(_) => debug!(%path, "socket path now belongs to another instance; left in place"),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => warn!(path = %self.path.display(), %error, "cannot inspect unix socket"),
+            Err(error) => warn!(%path, %error, "cannot inspect unix socket"),
         }
     }
+}
+
+/// Whether some process accepts connections on a unix socket path.
+#[derive(Debug)]
+enum ListenerState {
+    /// Nobody listens: the socket is stale.
+    Absent,
+    /// A listener accepted (or queued) our connection attempt.
+    Alive,
+    /// The probe itself failed.
+    Unknown(nix::Error),
+}
+
+/// Probes `path` with a non-blocking connect (it never waits on a full
+/// backlog).
+fn listener_state(path: &Path) -> ListenerState {
+    use nix::{
+        errno::Errno,
+        sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket},
+    };
+    use std::os::fd::AsRawFd;
+
+    let probe = || -> Result<ListenerState, nix::Error> {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let addr = UnixAddr::new(path)?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(ListenerState::Alive),
+            Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Ok(ListenerState::Absent),
+            Err(other) => Err(other),
+        }
+    };
+    probe().unwrap_or_else(ListenerState::Unknown)
 }
 
 /// Removes a stale socket at `path`; anything else there is an error.
@@ -188,6 +238,12 @@ fn remove_stale_socket(path: &Path) -> Result<(), AdapterError> {
             kind,
         });
     }
+    if let ListenerState::Alive = listener_state(path) {
+        warn!(
+            path = %path.display(),
+            "another process still listens on the socket; taking the path over"
+        );
+    }
     match fs::remove_file(path) {
         Ok(()) => {
             info!(path = %path.display(), "removed stale unix socket");
@@ -198,14 +254,23 @@ fn remove_stale_socket(path: &Path) -> Result<(), AdapterError> {
     }
 }
 
+/// Names under which the reflection services advertise themselves.
+pub const REFLECTION_SERVICE_NAMES: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Serves `router` on `socket` until `shutdown` completes.
 ///
 /// Adds the gRPC reflection service (v1 and v1alpha) describing
-/// `csi.proto`. When `shutdown` completes the socket stops accepting,
-/// in-flight calls run to completion, then the socket file is removed.
+/// `csi.proto`; it advertises `services` (the CSI services the router
+/// really serves, e.g. `IdentityServer::<T>::NAME`) and itself. When
+/// `shutdown` completes the socket stops accepting, in-flight calls run to
+/// completion, then the socket file is removed.
 pub async fn serve<L, ResBody, F>(
     socket: PrivateSocket,
     router: Router<L>,
+    services: &[&str],
     shutdown: F,
 ) -> Result<(), AdapterError>
 where
@@ -218,17 +283,19 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<StdError>,
 {
+    // Built before the socket is taken apart: on error, `socket` drops as a
+    // whole, closing the listener before its file is cleaned up.
+    let router = router
+        .add_service(reflection_builder(services)?.build_v1()?)
+        .add_service(reflection_builder(services)?.build_v1alpha()?);
+
     let PrivateSocket { listener, file } = socket;
     let path = file.path.clone();
 
-    let router = router
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?);
-
-    listener
+    // On error here the listener is dropped first, then `file` cleans up.
+    let listener = listener
         .set_nonblocking(true)
-        .map_err(|e| AdapterError::io("configure the socket at", &path, e))?;
-    let listener = tokio::net::UnixListener::from_std(listener)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
         .map_err(|e| AdapterError::io("register the socket at", &path, e))?;
 
     info!(path = %path.display(), "serving CSI on unix socket");
@@ -241,10 +308,12 @@ where
     result
 }
 
-/// Binds `endpoint` privately and serves `router` on it until `shutdown`.
+/// Binds `endpoint` privately and serves `router` on it until `shutdown`;
+/// `services` as for [`serve`].
 pub async fn serve_endpoint<L, ResBody, F>(
     endpoint: &SocketEndpoint,
     router: Router<L>,
+    services: &[&str],
     shutdown: F,
 ) -> Result<(), AdapterError>
 where
@@ -258,31 +327,28 @@ where
     ResBody::Error: Into<StdError>,
 {
     let socket = PrivateSocket::bind(endpoint.path())?;
-    serve(socket, router, shutdown).await
+    serve(socket, router, services, shutdown).await
 }
 
-/// Reflection service, protocol v1.
-fn reflection_v1() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    AdapterError,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()?)
-}
-
-/// Reflection service, protocol v1alpha (still what many tools speak).
-fn reflection_v1alpha() -> Result<
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-    AdapterError,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?)
+/// A reflection builder over our descriptors advertising `services` and
+/// the reflection service itself; unknown service names are refused.
+fn reflection_builder(
+    services: &[&str],
+) -> Result<tonic_reflection::server::Builder<'static>, AdapterError> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET);
+    for name in services {
+        if !SERVICE_NAMES.contains(name) {
+            return Err(AdapterError::UnknownService {
+                name: (*name).to_owned(),
+            });
+        }
+        builder = builder.with_service_name(*name);
+    }
+    for name in REFLECTION_SERVICE_NAMES {
+        builder = builder.with_service_name(name);
+    }
+    Ok(builder)
 }
 
 /// Listens for SIGTERM and SIGINT; the returned future completes on the
