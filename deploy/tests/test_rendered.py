@@ -714,6 +714,63 @@ def check_openshift(repo, kustomize_both):
            "LNet preStop must see the host's mounts before unconfiguring")
 
 
+# ---------------------------------------------------------------- examples
+
+# StorageClass / volumeAttributes keys the backends accept (reference docs).
+LUSTRE_KEYS = {
+    "configName", "exaFS", "mountPoint", "projectId", "minProjectId", "maxProjectId",
+    "generateProjectIdRetries", "exaMountUid", "exaMountGid", "bindMount", "mountOptions",
+    "managementIp", "zone", "tempMountPoint", "volumeDirPermissions", "v1xCompatible",
+}
+BEEGFS_KEYS = {
+    "sysMgmtdHost", "volDirBasePath", "stripePattern/storagePoolID", "stripePattern/chunkSize",
+    "stripePattern/numTargets", "permissions/uid", "permissions/gid", "permissions/mode",
+}
+SNAPSHOT_KEYS = {"snapshotFolder", "snapshotUtility", "dtarPath", "snapshotMd5Verify"}
+
+
+def check_examples(repo, driver_name):
+    objects = load_dir(os.path.join(repo, "examples"))
+    kinds = {}
+    for obj in objects:
+        kinds.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+    expect(len(objects) >= 15, "examples are missing")
+    for name, sc in kinds["StorageClass"].items():
+        expect(sc["provisioner"] == driver_name, f"StorageClass {name}: provisioner")
+        keys = set(sc.get("parameters", {}))
+        expect(keys <= LUSTRE_KEYS or keys <= BEEGFS_KEYS,
+               f"StorageClass {name}: unknown or mixed parameters {sorted(keys - LUSTRE_KEYS - BEEGFS_KEYS)}")
+        for term in sc.get("allowedTopologies", []):
+            for expr in term["matchLabelExpressions"]:
+                expect(expr["key"] in ("topology.exa.csi.ddn.com/zone", f"{driver_name}/lustre-client",
+                                       f"{driver_name}/beegfs-client"),
+                       f"StorageClass {name}: topology key {expr['key']} is not reported by the node plugin")
+    for name, vsc in kinds["VolumeSnapshotClass"].items():
+        expect(vsc["driver"] == driver_name, f"VolumeSnapshotClass {name}: driver")
+        expect(set(vsc.get("parameters", {})) <= SNAPSHOT_KEYS, f"VolumeSnapshotClass {name}: parameters")
+    for name, pv in kinds["PersistentVolume"].items():
+        csi = pv["spec"]["csi"]
+        expect(csi["driver"] == driver_name, f"PV {name}: driver")
+        expect(len(csi["volumeHandle"].encode()) <= 128, f"PV {name}: volume id over 128 bytes")
+        expect(re.match(r"^(beegfs://[^/]+/.+|[A-Za-z0-9_.-]+:/.+|/.+)$", csi["volumeHandle"]),
+               f"PV {name}: handle {csi['volumeHandle']} is in no known form")
+        expect(set(csi.get("volumeAttributes", {})) <= LUSTRE_KEYS | BEEGFS_KEYS, f"PV {name}: attributes")
+    for name, pvc in kinds["PersistentVolumeClaim"].items():
+        sc_name = pvc["spec"].get("storageClassName")
+        expect(sc_name == "" or sc_name in kinds["StorageClass"], f"PVC {name}: StorageClass {sc_name}")
+        source = pvc["spec"].get("dataSource")
+        if source:
+            expect(source["name"] in kinds["VolumeSnapshot"], f"PVC {name}: snapshot {source['name']}")
+    for name, snap in kinds["VolumeSnapshot"].items():
+        expect(snap["spec"]["volumeSnapshotClassName"] in kinds["VolumeSnapshotClass"], f"snapshot {name}: class")
+        expect(snap["spec"]["source"]["persistentVolumeClaimName"] in kinds["PersistentVolumeClaim"],
+               f"snapshot {name}: source claim")
+    for name, pod in kinds["Pod"].items():
+        for vol in pod["spec"]["volumes"]:
+            claim = vol["persistentVolumeClaim"]["claimName"]
+            expect(claim in kinds["PersistentVolumeClaim"], f"Pod {name}: claim {claim}")
+
+
 # ---------------------------------------------------------------- binaries
 
 
@@ -829,6 +886,7 @@ def main():
     tests.append(("helm lustre+beegfs matches kustomize-both",
                   lambda: check_helm_matches_kustomize(helm_both_default(args.helm, chart), renders["kustomize-both"])))
     tests.append(("helm variants", lambda: check_helm_variants(args.helm, chart)))
+    tests.append(("examples", lambda: check_examples(args.repo, driver_settings(renders["kustomize-both"])[0])))
     tests.append(("OpenShift manifests", lambda: check_openshift(args.repo, renders["kustomize-both"])))
     tests.append(("Dockerfile binaries", lambda: check_dockerfile(args.repo)))
     tests.append(("binary paths named in deploy, examples, docs", lambda: check_binary_mentions(args.repo)))
