@@ -1,1 +1,11 @@
-//! BeeGFS 7 and 8 adapter of the pfs-csi ports
+//! BeeGFS 7 and 8 adapter of the pfs-csi ports.
+//!
+//! - [`config`]: `csi-beegfs-config.yaml`, merged per node and filesystem.
+//! - [`secrets`]: the connAuth and TLS certificate files.
+//! - [`settings`]: this driver's own settings (`pfsCsi.beegfs`).
+//! - [`error`]: the crate's error type (configuration problems).
+
+pub mod config;
+pub mod error;
+pub mod secrets;
+pub mod settings;

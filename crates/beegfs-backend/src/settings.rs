@@ -1,0 +1,433 @@
+//! This driver's own BeeGFS settings, read from the `pfsCsi.beegfs` key of a YAML file (the
+//! driver configuration file itself or a separate one); every key has a default.
+//!
+//! ```yaml
+//! pfsCsi:
+//!   beegfs:
+//!     driverName: beegfs.csi.netapp.com
+//!     mountTool: mount
+//!     beegfsCtlTool: beegfs-ctl          # BeeGFS 7
+//!     beegfsTool: beegfs                 # BeeGFS 8
+//!     clientConfTemplate: /etc/beegfs/beegfs-client.conf
+//!     commandTimeoutSeconds: 30
+//!     mountTimeoutSeconds: 60
+//!     clientMountMode: perVolume         # or shared
+//!     nodeUnstageTimeoutSeconds: 120
+//!     deleteWaitSeconds: 10
+//!     grpcPort: 8010
+//!     quotas:
+//!       - sysMgmtdHost: 10.0.0.5
+//!         enabled: true
+//!         gidMin: 2000000
+//!         gidMax: 2099999
+//!         storagePool: 1
+//!         inodesPerGib: 100000            # absent: no inode limit
+//!     snapshots: {tar: tar, verifyMd5: true}
+//! ```
+//!
+//! Tools named without a `/` are looked up first under
+//! `<kubeletDir>/plugins/<driverName>/client/` (where the OpenShift client DaemonSet puts
+//! them), then in `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::config::check_host;
+use crate::error::ConfigError;
+
+/// Default template locations, tried in order when none is configured.
+pub const DEFAULT_TEMPLATE: &str = "/etc/beegfs/beegfs-client.conf";
+
+/// One client mount per volume, or one per filesystem shared by its volumes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClientMountMode {
+    /// One BeeGFS client instance (and UDP port) per staged volume, as the reference driver.
+    #[default]
+    PerVolume,
+    /// One client instance per filesystem per node, reference-counted by its staged volumes.
+    Shared,
+}
+
+/// Quota settings of one filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// The filesystem.
+    pub sys_mgmtd_host: String,
+    /// Whether volumes get a group id and group quota limits.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Smallest group id handed to a volume.
+    #[serde(default)]
+    pub gid_min: u32,
+    /// Largest group id handed to a volume.
+    #[serde(default)]
+    pub gid_max: u32,
+    /// The storage pool the limits are set on.
+    #[serde(default = "default_pool")]
+    pub storage_pool: u16,
+    /// Inodes allowed per GiB of capacity; absent: no inode limit.
+    #[serde(default)]
+    pub inodes_per_gib: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_pool() -> u16 {
+    1
+}
+
+/// How snapshot archives are written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct SnapshotSettings {
+    /// GNU tar.
+    pub tar: PathBuf,
+    /// mpifileutils `dtar`; used instead of tar when set.
+    pub dtar: Option<PathBuf>,
+    /// Write and check an MD5 checksum of every archive.
+    pub verify_md5: bool,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        Self {
+            tar: PathBuf::from("tar"),
+            dtar: None,
+            verify_md5: true,
+        }
+    }
+}
+
+/// The BeeGFS backend's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct BeegfsSettings {
+    /// The CSI driver name, used in the client plugin directory path.
+    pub driver_name: String,
+    /// The `mount` program (for the wiring's mounter).
+    pub mount_tool: PathBuf,
+    /// The BeeGFS 7 `beegfs-ctl`.
+    pub beegfs_ctl_tool: PathBuf,
+    /// The BeeGFS 8 `beegfs` tool.
+    pub beegfs_tool: PathBuf,
+    /// The `beegfs-client.conf` template; absent: the default locations, then a built-in one.
+    pub client_conf_template: Option<PathBuf>,
+    /// Timeout of every BeeGFS tool call.
+    pub command_timeout_seconds: u64,
+    /// Timeout of every mount (for the wiring's mounter).
+    pub mount_timeout_seconds: u64,
+    /// Client mounts per volume or per filesystem.
+    pub client_mount_mode: ClientMountMode,
+    /// How long DeleteVolume waits, over all its retries, for nodes to unstage a volume
+    /// before deleting it anyway; 0: never wait.
+    pub node_unstage_timeout_seconds: u64,
+    /// How long one DeleteVolume call waits for nodes before answering "retry later".
+    pub delete_wait_seconds: u64,
+    /// The BeeGFS 8 management gRPC port when the driver configuration gives none.
+    pub grpc_port: u16,
+    /// Quota settings per filesystem; filesystems not listed have quotas off.
+    pub quotas: Vec<QuotaSettings>,
+    /// Snapshot archives.
+    pub snapshots: SnapshotSettings,
+    /// The file whose existence means SELinux is on.
+    pub selinux_enforce_path: PathBuf,
+}
+
+impl Default for BeegfsSettings {
+    fn default() -> Self {
+        Self {
+            driver_name: "beegfs.csi.netapp.com".into(),
+            mount_tool: PathBuf::from("mount"),
+            beegfs_ctl_tool: PathBuf::from("beegfs-ctl"),
+            beegfs_tool: PathBuf::from("beegfs"),
+            client_conf_template: None,
+            command_timeout_seconds: 30,
+            mount_timeout_seconds: 60,
+            client_mount_mode: ClientMountMode::PerVolume,
+            node_unstage_timeout_seconds: 120,
+            delete_wait_seconds: 10,
+            grpc_port: 8010,
+            quotas: Vec::new(),
+            snapshots: SnapshotSettings::default(),
+            selinux_enforce_path: PathBuf::from("/sys/fs/selinux/enforce"),
+        }
+    }
+}
+
+/// Tool and template paths after the plugin-directory search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTools {
+    /// `mount`.
+    pub mount: PathBuf,
+    /// `beegfs-ctl` (BeeGFS 7).
+    pub beegfs_ctl: PathBuf,
+    /// `beegfs` (BeeGFS 8).
+    pub beegfs: PathBuf,
+    /// Candidate templates, in order; the first readable one is used.
+    pub templates: Vec<PathBuf>,
+}
+
+impl BeegfsSettings {
+    /// Reads the `pfsCsi.beegfs` key of a YAML document; defaults when it is absent.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let malformed = |e: serde_yaml::Error| ConfigError::Malformed {
+            what: "pfsCsi.beegfs".into(),
+            message: e.to_string(),
+        };
+        let doc: Value = serde_yaml::from_str(text).map_err(malformed)?;
+        let section = doc
+            .get("pfsCsi")
+            .and_then(|p| p.get("beegfs"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let settings: Self = if section.is_null() {
+            Self::default()
+        } else {
+            serde_yaml::from_value(section).map_err(malformed)?
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Reads a settings file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("pfsCsi.beegfs.{m}")));
+        if self.driver_name.is_empty() || self.driver_name.contains('/') {
+            return invalid(format!(
+                "driverName: {:?} is not a driver name",
+                self.driver_name
+            ));
+        }
+        if self.command_timeout_seconds == 0 || self.mount_timeout_seconds == 0 {
+            return invalid("commandTimeoutSeconds and mountTimeoutSeconds must be > 0".into());
+        }
+        if self.grpc_port == 0 {
+            return invalid("grpcPort: must be > 0".into());
+        }
+        for (i, q) in self.quotas.iter().enumerate() {
+            if let Err(e) = check_host(&q.sys_mgmtd_host) {
+                return invalid(format!("quotas[{i}].sysMgmtdHost: {e}"));
+            }
+            if self.quotas[..i]
+                .iter()
+                .any(|o| o.sys_mgmtd_host == q.sys_mgmtd_host)
+            {
+                return invalid(format!("quotas[{i}]: {} is listed twice", q.sys_mgmtd_host));
+            }
+            if q.enabled {
+                if q.gid_min == 0 {
+                    return invalid(format!(
+                        "quotas[{i}].gidMin: must be > 0 (gid 0 is root's group)"
+                    ));
+                }
+                if q.gid_min > q.gid_max {
+                    return invalid(format!(
+                        "quotas[{i}]: gidMin {} is larger than gidMax {}",
+                        q.gid_min, q.gid_max
+                    ));
+                }
+            }
+            if q.inodes_per_gib == Some(0) {
+                return invalid(format!("quotas[{i}].inodesPerGib: must be > 0 or absent"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Timeout of tool calls.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_seconds)
+    }
+
+    /// Timeout of mounts.
+    pub fn mount_timeout(&self) -> Duration {
+        Duration::from_secs(self.mount_timeout_seconds)
+    }
+
+    /// The quota settings of `host` when quotas are enabled there.
+    pub fn quota_for(&self, host: &str) -> Option<&QuotaSettings> {
+        self.quotas
+            .iter()
+            .find(|q| q.sys_mgmtd_host == host && q.enabled)
+    }
+
+    /// The directory the OpenShift client DaemonSet fills with tools and a template.
+    pub fn client_plugin_dir(&self, kubelet_dir: &Path) -> PathBuf {
+        kubelet_dir
+            .join("plugins")
+            .join(&self.driver_name)
+            .join("client")
+    }
+
+    /// Resolves tool names against the client plugin directory.
+    pub fn resolve_tools(&self, kubelet_dir: &Path) -> ResolvedTools {
+        let plugin_dir = self.client_plugin_dir(kubelet_dir);
+        let resolve = |tool: &Path| -> PathBuf {
+            if tool.components().count() > 1 || tool.is_absolute() {
+                return tool.to_path_buf();
+            }
+            let candidate = plugin_dir.join(tool);
+            if candidate.is_file() {
+                candidate
+            } else {
+                tool.to_path_buf()
+            }
+        };
+        let templates = match &self.client_conf_template {
+            Some(t) => vec![t.clone()],
+            None => vec![
+                PathBuf::from(DEFAULT_TEMPLATE),
+                plugin_dir.join("beegfs-client.conf"),
+            ],
+        };
+        ResolvedTools {
+            mount: resolve(&self.mount_tool),
+            beegfs_ctl: resolve(&self.beegfs_ctl_tool),
+            beegfs: resolve(&self.beegfs_tool),
+            templates,
+        }
+    }
+}
+
+/// Whether `program` can be run: an existing file for a path, a `PATH` hit for a name.
+pub fn tool_exists(program: &Path) -> bool {
+    if program.components().count() > 1 || program.is_absolute() {
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn absent_section_gives_defaults() {
+        let s = BeegfsSettings::from_yaml("config: {}\n").unwrap();
+        assert_eq!(s, BeegfsSettings::default());
+        assert_eq!(s.client_mount_mode, ClientMountMode::PerVolume);
+        assert_eq!(s.grpc_port, 8010);
+        assert_eq!(
+            BeegfsSettings::from_yaml("").unwrap(),
+            BeegfsSettings::default()
+        );
+    }
+
+    #[test]
+    fn every_key_is_read_in_camel_case() {
+        let s = BeegfsSettings::from_yaml(
+            "pfsCsi:\n  beegfs:\n    clientMountMode: shared\n    commandTimeoutSeconds: 5\n    nodeUnstageTimeoutSeconds: 0\n    grpcPort: 9010\n    beegfsCtlTool: /opt/beegfs/sbin/beegfs-ctl\n    quotas:\n      - sysMgmtdHost: 10.0.0.5\n        gidMin: 100\n        gidMax: 200\n        inodesPerGib: 1000\n      - sysMgmtdHost: fs-b\n        enabled: false\n    snapshots:\n      verifyMd5: false\n",
+        )
+        .unwrap();
+        assert_eq!(s.client_mount_mode, ClientMountMode::Shared);
+        assert_eq!(s.command_timeout(), Duration::from_secs(5));
+        assert_eq!(s.node_unstage_timeout_seconds, 0);
+        assert_eq!(s.grpc_port, 9010);
+        let q = s.quota_for("10.0.0.5").unwrap();
+        assert_eq!((q.gid_min, q.gid_max, q.storage_pool), (100, 200, 1));
+        assert_eq!(q.inodes_per_gib, Some(1000));
+        assert!(s.quota_for("fs-b").is_none(), "disabled quotas are off");
+        assert!(s.quota_for("other").is_none());
+        assert!(!s.snapshots.verify_md5);
+        assert_eq!(s.snapshots.tar, PathBuf::from("tar"));
+    }
+
+    #[test]
+    fn invalid_settings_name_their_key() {
+        let cases = [
+            ("clientMountMode: sometimes", "pfsCsi.beegfs"),
+            ("colour: blue", "pfsCsi.beegfs"),
+            (
+                "quotas: [{sysMgmtdHost: h, gidMin: 0, gidMax: 5}]",
+                "quotas[0].gidMin",
+            ),
+            (
+                "quotas: [{sysMgmtdHost: h, gidMin: 9, gidMax: 5}]",
+                "quotas[0]",
+            ),
+            (
+                "quotas: [{sysMgmtdHost: h, gidMin: 1, gidMax: 5}, {sysMgmtdHost: h, gidMin: 1, gidMax: 5}]",
+                "quotas[1]",
+            ),
+            ("grpcPort: 0", "grpcPort"),
+            ("commandTimeoutSeconds: 0", "commandTimeoutSeconds"),
+        ];
+        for (body, key) in cases {
+            let yaml = format!("pfsCsi:\n  beegfs: {{{body}}}\n");
+            let err = BeegfsSettings::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn tools_are_found_in_the_client_plugin_directory_first() {
+        let kubelet = tempfile::tempdir().unwrap();
+        let s = BeegfsSettings::default();
+        let dir = s.client_plugin_dir(kubelet.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("beegfs-ctl"), "#!/bin/sh\n").unwrap();
+        let tools = s.resolve_tools(kubelet.path());
+        assert_eq!(tools.beegfs_ctl, dir.join("beegfs-ctl"));
+        assert_eq!(tools.beegfs, PathBuf::from("beegfs"));
+        assert_eq!(tools.mount, PathBuf::from("mount"));
+        assert_eq!(
+            tools.templates,
+            vec![
+                PathBuf::from(DEFAULT_TEMPLATE),
+                dir.join("beegfs-client.conf")
+            ]
+        );
+        let custom = BeegfsSettings {
+            beegfs_ctl_tool: PathBuf::from("/opt/ctl"),
+            client_conf_template: Some(PathBuf::from("/t.conf")),
+            ..BeegfsSettings::default()
+        }
+        .resolve_tools(kubelet.path());
+        assert_eq!(custom.beegfs_ctl, PathBuf::from("/opt/ctl"));
+        assert_eq!(custom.templates, vec![PathBuf::from("/t.conf")]);
+    }
+
+    #[test]
+    fn tool_existence_checks_paths_and_path_lookups() {
+        assert!(tool_exists(Path::new("sh")));
+        assert!(!tool_exists(Path::new("/nonexistent/beegfs-ctl")));
+        assert!(!tool_exists(Path::new("surely-not-a-real-tool-name")));
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_text_never_panics(text in "(?s).{0,200}") {
+            let _ = BeegfsSettings::from_yaml(&text);
+            let _ = BeegfsSettings::from_yaml(&format!("pfsCsi:\n  beegfs:\n    {text}"));
+        }
+
+        #[test]
+        fn valid_gid_ranges_are_accepted(min in 1u32..1_000_000, span in 0u32..1_000_000) {
+            let yaml = format!(
+                "pfsCsi:\n  beegfs:\n    quotas:\n      - sysMgmtdHost: h\n        gidMin: {min}\n        gidMax: {}\n",
+                min + span
+            );
+            let s = BeegfsSettings::from_yaml(&yaml).unwrap();
+            prop_assert_eq!(s.quota_for("h").unwrap().gid_max, min + span);
+        }
+    }
+}
