@@ -45,8 +45,13 @@ use crate::{
 pub const SOCKET_MODE: u32 = 0o600;
 
 /// Prefix of the private directory the socket is created in before it is
-/// moved into place (kept short: socket paths are limited to 107 bytes).
-const STAGING_DIR_PREFIX: &str = ".s";
+/// moved into place.
+const STAGING_DIR_PREFIX: &str = ".";
+/// Random characters in that directory's name, and the socket's name in
+/// it: kept short because socket paths are limited to 107 bytes; the staged
+/// path (`<parent>/.XXXXX/s`) is no longer than `<parent>/csi.sock`.
+const STAGING_DIR_RANDOM_CHARS: usize = 5;
+const STAGED_SOCKET_NAME: &str = "s";
 
 /// A unix socket bound with mode 0600 at its final path, not yet serving.
 ///
@@ -67,12 +72,12 @@ impl PrivateSocket {
     /// (a regular file, a directory, a symlink).
     pub fn bind(path: impl AsRef<Path>) -> Result<Self, AdapterError> {
         let path = path.as_ref();
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| AdapterError::InvalidEndpoint {
+        if path.file_name().is_none() {
+            return Err(AdapterError::InvalidEndpoint {
                 endpoint: path.display().to_string(),
                 reason: "the socket path must name a file".into(),
-            })?;
+            });
+        }
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -92,10 +97,11 @@ impl PrivateSocket {
         // appeared at the final path in the meantime.
         let staging = tempfile::Builder::new()
             .prefix(STAGING_DIR_PREFIX)
+            .rand_bytes(STAGING_DIR_RANDOM_CHARS)
             .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(parent)
             .map_err(|e| AdapterError::io("create a private directory in", parent, e))?;
-        let staged = staging.path().join(file_name);
+        let staged = staging.path().join(STAGED_SOCKET_NAME);
         let listener = std::os::unix::net::UnixListener::bind(&staged)
             .map_err(|e| AdapterError::io("bind a unix socket at", &staged, e))?;
         fs::set_permissions(&staged, fs::Permissions::from_mode(SOCKET_MODE))
@@ -114,13 +120,14 @@ impl PrivateSocket {
                 io::Error::from(errno),
             )
         })?;
-        staging
-            .close()
-            .map_err(|e| AdapterError::io("remove the private directory in", parent, e))?;
-
-        let file = SocketFile::identify(path)?;
+        // From here on a failure must not leave the socket behind.
+        let socket = SocketFile::identify(path).map(|file| Self { listener, file });
+        if let Err(error) = staging.close() {
+            warn!(dir = %parent.display(), %error, "cannot remove the empty staging directory");
+        }
+        let socket = socket?;
         debug!(path = %path.display(), "bound private unix socket");
-        Ok(Self { listener, file })
+        Ok(socket)
     }
 
     /// The socket's path.

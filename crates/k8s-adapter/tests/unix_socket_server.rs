@@ -445,3 +445,20 @@ async fn connecting_to_a_missing_socket_fails_naming_the_path() {
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("No such file"), "{text}");
 }
+
+#[test]
+fn socket_path_of_the_maximum_length_binds() {
+    use k8s_adapter::endpoint::{MAX_SOCKET_PATH_BYTES, SocketEndpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let name = "csi.sock";
+    let base = dir.path().display().to_string();
+    let filler = MAX_SOCKET_PATH_BYTES - base.len() - 2 - name.len();
+    let path = format!("{base}/{}/{name}", "d".repeat(filler));
+    assert_eq!(path.len(), MAX_SOCKET_PATH_BYTES);
+
+    let endpoint = SocketEndpoint::parse(&format!("unix://{path}")).unwrap();
+    let socket = PrivateSocket::bind(endpoint.path()).unwrap();
+    assert!(is_socket(Path::new(&path)));
+    drop(socket);
+    assert!(!Path::new(&path).exists());
+}
