@@ -2,8 +2,11 @@
 //!
 //! - [`command::TokioCommandRunner`]: the [`crate::ports::CommandRunner`].
 //! - [`mountinfo`]: the `/proc/self/mountinfo` parser and reader.
+//! - [`mounter::LinuxMounter`]: the [`crate::ports::Mounter`].
 
 pub mod command;
+pub mod mounter;
 pub mod mountinfo;
 
 pub use command::TokioCommandRunner;
+pub use mounter::LinuxMounter;

@@ -1,0 +1,588 @@
+//! [`Mounter`] on Linux: `mount(8)` for filesystems that need their helper, syscalls for the
+//! rest, every call that can block on a hung filesystem bounded by a timeout.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::statvfs::{FsFlags, statvfs};
+use tracing::{debug, warn};
+
+use crate::error::{Error, Result};
+use crate::linux::mountinfo::{SELF_MOUNTINFO, read_mount_table};
+use crate::ports::{Command, CommandRunner, MountEntry, Mounter};
+
+/// Mounts with `mount(8)` (through the [`CommandRunner`]) and with syscalls.
+///
+/// - [`Mounter::mount`] runs `<mount_program> -t TYPE [-o OPTS] SOURCE TARGET`: Lustre and
+///   BeeGFS need their mount helpers.
+/// - [`Mounter::bind_mount`], [`Mounter::unmount`] and [`Mounter::is_mount_point`] are
+///   syscalls (no process spawned), each run on the blocking pool and bounded by `timeout`:
+///   a call that does not return in time (a hung filesystem) is `DeadlineExceeded`, and the
+///   thread that made it stays blocked until the kernel lets it go.
+/// - The publish target is opened with `O_NOFOLLOW` and mounted on through its descriptor,
+///   so a symbolic link planted at the target cannot redirect a mount.
+#[derive(Clone)]
+pub struct LinuxMounter {
+    runner: Arc<dyn CommandRunner>,
+    mount_program: PathBuf,
+    timeout: Duration,
+    mountinfo: PathBuf,
+}
+
+impl std::fmt::Debug for LinuxMounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinuxMounter")
+            .field("mount_program", &self.mount_program)
+            .field("timeout", &self.timeout)
+            .field("mountinfo", &self.mountinfo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinuxMounter {
+    /// A mounter running `mount_program` (e.g. `/bin/mount`) through `runner`, with
+    /// `timeout` for every mount, unmount and stat.
+    pub fn new(runner: Arc<dyn CommandRunner>, mount_program: PathBuf, timeout: Duration) -> Self {
+        Self {
+            runner,
+            mount_program,
+            timeout,
+            mountinfo: PathBuf::from(SELF_MOUNTINFO),
+        }
+    }
+
+    /// Reads the mount table from `path` instead of `/proc/self/mountinfo` (simulators).
+    pub fn with_mountinfo(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mountinfo = path.into();
+        self
+    }
+
+    /// The timeout of each operation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Runs `f` on the blocking pool, giving up after `timeout` with `DeadlineExceeded`
+/// describing `what`.
+async fn run_blocking<T, F>(timeout: Duration, what: String, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(join)) => Err(Error::Internal(format!("{what} failed: {join}"))),
+        Err(_) => Err(Error::DeadlineExceeded(format!(
+            "{what} did not return within {:.1}s (the filesystem may be hung)",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
+/// Turns an errno of `op` on `path` into the core error: a missing path is `NotFound`.
+fn errno_error(op: &'static str, path: &Path, errno: Errno) -> Error {
+    match errno {
+        Errno::ENOENT => Error::NotFound(format!("{op} {}: {}", path.display(), errno.desc())),
+        _ => Error::io(op, path, std::io::Error::from(errno)),
+    }
+}
+
+/// Opens a directory without following a symbolic link in its last component.
+fn open_dir_nofollow(path: &Path) -> std::result::Result<File, Errno> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// `/proc/self/fd/N`: the path the kernel resolves to exactly the object `file` refers to.
+fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Opens the bind target, refusing a symbolic link or a non-directory.
+fn open_target(target: &Path) -> Result<File> {
+    open_dir_nofollow(target).map_err(|errno| match errno {
+        Errno::ELOOP | Errno::ENOTDIR => {
+            let is_link = std::fs::symlink_metadata(target)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            Error::FailedPrecondition(format!(
+                "mount target {} is {}; refusing to mount on it",
+                target.display(),
+                if is_link {
+                    "a symbolic link"
+                } else {
+                    "not a directory"
+                }
+            ))
+        }
+        other => errno_error("open mount target", target, other),
+    })
+}
+
+/// The per-mount flags a read-only remount must keep (the kernel refuses to drop locked
+/// ones, and dropping `nosuid`/`nodev`/`noexec` would loosen the mount).
+fn kept_flags(path: &Path) -> MsFlags {
+    let Ok(stat) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let flags = stat.flags();
+    let mut kept = MsFlags::empty();
+    for (st, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if flags.contains(st) {
+            kept |= ms;
+        }
+    }
+    kept
+}
+
+/// The bind mount and read-only remount, done synchronously.
+fn bind_blocking(source: &Path, target: &Path, read_only: bool) -> Result<()> {
+    let target_dir = open_target(target)?;
+    nix::mount::mount(
+        Some(source),
+        &fd_path(&target_dir),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| match e {
+        Errno::ENOENT => Error::NotFound(format!(
+            "bind mount source {} does not exist",
+            source.display()
+        )),
+        other => errno_error("bind mount", target, other),
+    })?;
+    if !read_only {
+        return Ok(());
+    }
+    // Reopen: the path now leads to the new mount's root, which is what gets remounted.
+    let remount = open_target(target).and_then(|mounted| {
+        let path = fd_path(&mounted);
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(&path);
+        nix::mount::mount(None::<&str>, &path, None::<&str>, flags, None::<&str>)
+            .map_err(|e| errno_error("remount read-only", target, e))
+    });
+    if let Err(e) = remount {
+        // Never leave a writable bind behind a failed read-only publish.
+        if let Err(undo) =
+            nix::mount::umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+        {
+            warn!(target = %target.display(), error = %undo, "could not undo the bind mount after the read-only remount failed");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Whether `path` is a mount root, from one `statx` (and one of its parent on kernels that
+/// do not report `STATX_ATTR_MOUNT_ROOT`).
+fn is_mount_point_blocking(path: &Path) -> Result<bool> {
+    let stx = statx_nofollow(path).map_err(|e| match e {
+        Errno::ENOENT | Errno::ENOTDIR => {
+            Error::NotFound(format!("{} does not exist", path.display()))
+        }
+        other => errno_error("statx", path, other),
+    })?;
+    let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & mount_root != 0 {
+        return Ok(stx.stx_attributes & mount_root != 0);
+    }
+    is_mount_point_by_device(path, &stx)
+}
+
+/// The fallback for kernels without `STATX_ATTR_MOUNT_ROOT` (before 5.8): a mount root sits
+/// on another device than its parent, or is `/`. Misses a bind mount within one filesystem.
+fn is_mount_point_by_device(path: &Path, stx: &libc::statx) -> Result<bool> {
+    let parent = statx_nofollow(&path.join("..")).map_err(|e| errno_error("statx", path, e))?;
+    let device = |s: &libc::statx| (s.stx_dev_major, s.stx_dev_minor);
+    Ok(device(stx) != device(&parent) || stx.stx_ino == parent.stx_ino)
+}
+
+fn statx_nofollow(path: &Path) -> std::result::Result<libc::statx, Errno> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: statx is plain old data; the kernel fills it.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a valid output buffer.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE | libc::STATX_INO,
+            &mut buf,
+        )
+    };
+    if rc == 0 { Ok(buf) } else { Err(Errno::last()) }
+}
+
+/// Checks what reaches `mount(8)`'s command line: nothing that could be read as an option
+/// or split into several arguments.
+fn check_mount_args(source: &str, target: &Path, fs_type: &str, options: &[String]) -> Result<()> {
+    if fs_type.is_empty()
+        || fs_type.starts_with('-')
+        || !fs_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(Error::invalid(
+            "fs_type",
+            format!("{fs_type:?} is not a filesystem type"),
+        ));
+    }
+    if source.is_empty() || source.starts_with('-') || source.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "mount source",
+            format!("{source:?} is empty, starts with '-' or holds control characters"),
+        ));
+    }
+    if !target.is_absolute() {
+        return Err(Error::invalid(
+            "mount target",
+            format!("{} is not an absolute path", target.display()),
+        ));
+    }
+    if let Some(bad) = options
+        .iter()
+        .find(|o| o.is_empty() || o.chars().any(char::is_control))
+    {
+        return Err(Error::invalid(
+            "mount options",
+            format!("{bad:?} is empty or holds control characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Mounter for LinuxMounter {
+    async fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fs_type: &str,
+        options: &[String],
+    ) -> Result<()> {
+        check_mount_args(source, target, fs_type, options)?;
+        let owned = target.to_path_buf();
+        let exists = run_blocking(
+            self.timeout,
+            format!("stat {}", target.display()),
+            move || std::fs::metadata(&owned).map(|m| m.is_dir()),
+        )
+        .await?;
+        match exists {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "mount target {} is not a directory",
+                    target.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!(
+                    "mount target {} does not exist",
+                    target.display()
+                )));
+            }
+            Err(e) => return Err(Error::io("stat", target, e)),
+        }
+        let mut command = Command::new(&self.mount_program, self.timeout)
+            .arg("-t")
+            .arg(fs_type);
+        if !options.is_empty() {
+            command = command.arg("-o").arg(options.join(","));
+        }
+        let command = command.arg(source).arg(target);
+        self.runner
+            .run(&command)
+            .await?
+            .check(&self.mount_program.display().to_string())?;
+        debug!(source, target = %target.display(), fs_type, "mounted");
+        Ok(())
+    }
+
+    async fn bind_mount(&self, source: &Path, target: &Path, read_only: bool) -> Result<()> {
+        let (src, dst) = (source.to_path_buf(), target.to_path_buf());
+        run_blocking(
+            self.timeout,
+            format!("bind mount of {} on {}", source.display(), target.display()),
+            move || bind_blocking(&src, &dst, read_only),
+        )
+        .await??;
+        debug!(source = %source.display(), target = %target.display(), read_only, "bind mounted");
+        Ok(())
+    }
+
+    async fn unmount(&self, target: &Path) -> Result<()> {
+        let owned = target.to_path_buf();
+        let attempt = run_blocking(
+            self.timeout,
+            format!("unmount of {}", target.display()),
+            move || nix::mount::umount2(&owned, MntFlags::UMOUNT_NOFOLLOW),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(())) => {
+                debug!(target = %target.display(), "unmounted");
+                Ok(())
+            }
+            // EINVAL: not a mount point (or a symbolic link, never followed); ENOENT: gone.
+            Ok(Err(Errno::EINVAL | Errno::ENOENT)) => Ok(()),
+            Ok(Err(e)) => Err(Error::io("unmount", target, std::io::Error::from(e))),
+            Err(e) if e.code() == crate::error::ErrorCode::DeadlineExceeded => {
+                warn!(target = %target.display(), timeout_ms = self.timeout.as_millis() as u64, "unmount did not return in time; detaching lazily");
+                let owned = target.to_path_buf();
+                let lazy = run_blocking(
+                    self.timeout,
+                    format!("lazy unmount of {}", target.display()),
+                    move || {
+                        nix::mount::umount2(
+                            &owned,
+                            MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+                        )
+                    },
+                )
+                .await?;
+                match lazy {
+                    Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {
+                        warn!(target = %target.display(), "lazily unmounted; the filesystem is released when its last user goes");
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::io("lazy unmount", target, std::io::Error::from(e))),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn is_mount_point(&self, path: &Path) -> Result<bool> {
+        let owned = path.to_path_buf();
+        run_blocking(
+            self.timeout,
+            format!("stat of {}", path.display()),
+            move || is_mount_point_blocking(&owned),
+        )
+        .await?
+    }
+
+    async fn list_mounts(&self) -> Result<Vec<MountEntry>> {
+        let path = self.mountinfo.clone();
+        let table = run_blocking(
+            self.timeout,
+            format!("reading {}", self.mountinfo.display()),
+            move || read_mount_table(&path),
+        )
+        .await??;
+        Ok(table.entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::ports::{CommandOutput, MockCommandRunner};
+
+    fn mounter(runner: MockCommandRunner) -> LinuxMounter {
+        LinuxMounter::new(
+            Arc::new(runner),
+            PathBuf::from("/sbin/mount.test"),
+            Duration::from_secs(5),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_blocking_call_past_its_timeout_is_deadline_exceeded() {
+        let err = run_blocking(Duration::from_millis(50), "stat of /hung".into(), || {
+            std::thread::sleep(Duration::from_millis(500))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+        assert!(err.to_string().contains("stat of /hung"), "{err}");
+        let ok = run_blocking(Duration::from_secs(5), "quick".into(), || 7)
+            .await
+            .unwrap();
+        assert_eq!(ok, 7);
+    }
+
+    #[tokio::test]
+    async fn mount_runs_the_helper_with_type_options_source_and_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().to_path_buf();
+        let expected_target = target.clone();
+        let mut runner = MockCommandRunner::new();
+        runner
+            .expect_run()
+            .withf(move |c| {
+                c.program == Path::new("/sbin/mount.test")
+                    && c.args
+                        == vec![
+                            "-t".into(),
+                            "lustre".into(),
+                            "-o".into(),
+                            "flock,ro".into(),
+                            "10.0.0.1@tcp:/fs".into(),
+                            expected_target.clone().into_os_string(),
+                        ]
+                    && c.timeout == Duration::from_secs(5)
+            })
+            .times(1)
+            .returning(|_| {
+                Ok(CommandOutput {
+                    status: Some(0),
+                    ..Default::default()
+                })
+            });
+        mounter(runner)
+            .mount(
+                "10.0.0.1@tcp:/fs",
+                &target,
+                "lustre",
+                &["flock".into(), "ro".into()],
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn mount_without_options_passes_no_dash_o_and_reports_the_helper_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = MockCommandRunner::new();
+        runner
+            .expect_run()
+            .withf(|c| c.args.len() == 4 && c.args[0] == "-t")
+            .returning(|_| {
+                Ok(CommandOutput {
+                    status: Some(32),
+                    stdout: String::new(),
+                    stderr: "mount.beegfs: bad superblock".into(),
+                })
+            });
+        let err = mounter(runner)
+            .mount("beegfs_nodev", dir.path(), "beegfs", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal);
+        assert!(err.to_string().contains("bad superblock"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn mount_refuses_injected_arguments_and_missing_targets_without_running_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mounter(MockCommandRunner::new());
+        let cases: [(&str, &Path, &str, Vec<String>, ErrorCode); 5] = [
+            (
+                "-oremount",
+                dir.path(),
+                "lustre",
+                vec![],
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                "src",
+                dir.path(),
+                "--bind",
+                vec![],
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                "src",
+                dir.path(),
+                "lustre",
+                vec!["a\nb".into()],
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                "src",
+                Path::new("relative"),
+                "lustre",
+                vec![],
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                "src",
+                &dir.path().join("missing"),
+                "lustre",
+                vec![],
+                ErrorCode::NotFound,
+            ),
+        ];
+        for (source, target, fs_type, options, code) in cases {
+            let err = m
+                .mount(source, target, fs_type, &options)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), code, "{source} {fs_type}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn is_mount_point_answers_for_root_a_plain_directory_and_a_missing_path() {
+        let m = mounter(MockCommandRunner::new());
+        assert!(m.is_mount_point(Path::new("/")).await.unwrap());
+        assert!(m.is_mount_point(Path::new("/proc")).await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plain")).unwrap();
+        assert!(!m.is_mount_point(&dir.path().join("plain")).await.unwrap());
+        let err = m
+            .is_mount_point(&dir.path().join("missing"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn the_device_fallback_tells_filesystem_roots_from_directories() {
+        let by_device = |p: &str| {
+            let path = Path::new(p);
+            is_mount_point_by_device(path, &statx_nofollow(path).unwrap()).unwrap()
+        };
+        assert!(by_device("/"));
+        assert!(by_device("/proc"));
+        assert!(!by_device("/proc/self/fd"));
+    }
+
+    #[tokio::test]
+    async fn unmounting_what_is_not_mounted_succeeds() {
+        let m = mounter(MockCommandRunner::new());
+        let dir = tempfile::tempdir().unwrap();
+        m.unmount(dir.path()).await.unwrap();
+        m.unmount(&dir.path().join("missing")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn list_mounts_reads_the_configured_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("mountinfo");
+        std::fs::write(
+            &table,
+            "1 0 0:1 / / rw - ext4 /dev/sda rw\nbad line\n2 1 0:2 / /mnt\\040x ro - lustre fs rw\n",
+        )
+        .unwrap();
+        let m = mounter(MockCommandRunner::new()).with_mountinfo(&table);
+        let mounts = m.list_mounts().await.unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[1].mount_point, Path::new("/mnt x"));
+        assert!(mounts[1].is_read_only());
+    }
+}

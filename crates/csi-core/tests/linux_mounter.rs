@@ -1,0 +1,293 @@
+//! The Linux mounter against the real kernel. These tests mount, so they need root; each
+//! one re-runs itself inside a private mount namespace (`unshare --mount --propagation
+//! private`), so even a crash leaves nothing mounted on the host, and works only under its
+//! own temporary directory, with guards that unmount on drop.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use csi_core::ErrorCode;
+use csi_core::linux::{LinuxMounter, TokioCommandRunner};
+use csi_core::ports::Mounter;
+use nix::mount::{MntFlags, umount2};
+use nix::sys::statvfs::{FsFlags, statvfs};
+
+/// Set in the environment of the re-run test inside the private namespace.
+const IN_PRIVATE_NS: &str = "PFS_CSI_TEST_IN_PRIVATE_MOUNT_NS";
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the mount tests need root (CAP_SYS_ADMIN) and do not skip: run them as root"
+    );
+}
+
+/// True when the caller should run the test body here: inside the private namespace, or
+/// in this namespace when `unshare` is not installed. False after re-running test `name`
+/// in a private namespace (which must have passed).
+fn isolated(name: &str) -> bool {
+    require_root();
+    if std::env::var_os(IN_PRIVATE_NS).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(&exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_PRIVATE_NS, "1")
+        .output();
+    match output {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            eprintln!("unshare(1) is not installed: running {name} in this mount namespace");
+            true
+        }
+        Err(e) => panic!("could not run unshare: {e}"),
+        Ok(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{name} failed inside its private mount namespace ({}):\n{stdout}\n{stderr}",
+                out.status
+            );
+            false
+        }
+    }
+}
+
+/// Unmounts (lazily, repeatedly: stacked mounts too) when dropped.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        for _ in 0..8 {
+            if umount2(&self.0, MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn mounter() -> LinuxMounter {
+    LinuxMounter::new(
+        Arc::new(TokioCommandRunner::new()),
+        PathBuf::from("mount"),
+        Duration::from_secs(10),
+    )
+}
+
+/// A temporary directory with `src` (holding `file`), `dst` and `plain`.
+fn layout() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, plain) = (
+        dir.path().join("src"),
+        dir.path().join("dst"),
+        dir.path().join("plain"),
+    );
+    for d in [&src, &dst, &plain] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::write(src.join("file"), b"data").unwrap();
+    (dir, src, dst, plain)
+}
+
+#[tokio::test]
+async fn a_bind_mount_is_a_mount_point_and_unmounting_twice_succeeds() {
+    if !isolated("a_bind_mount_is_a_mount_point_and_unmounting_twice_succeeds") {
+        return;
+    }
+    let (_dir, src, dst, plain) = layout();
+    let m = mounter();
+    m.bind_mount(&src, &dst, false).await.unwrap();
+    let _guard = MountGuard(dst.clone());
+    assert!(m.is_mount_point(&dst).await.unwrap());
+    assert!(!m.is_mount_point(&plain).await.unwrap());
+    assert!(!m.is_mount_point(&dst.join("file")).await.unwrap());
+    assert_eq!(fs::read(dst.join("file")).unwrap(), b"data");
+    fs::write(dst.join("new"), b"x").unwrap();
+    assert!(src.join("new").exists());
+
+    let entry = m
+        .list_mounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.mount_point == dst)
+        .expect("the bind mount is in the table");
+    assert!(!entry.is_read_only());
+
+    m.unmount(&dst).await.unwrap();
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+    assert!(!dst.join("file").exists());
+    m.unmount(&dst).await.unwrap();
+    assert!(
+        m.list_mounts()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.mount_point != dst)
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_bind_refuses_writes_and_keeps_nosuid_and_nodev() {
+    if !isolated("a_read_only_bind_refuses_writes_and_keeps_nosuid_and_nodev") {
+        return;
+    }
+    let (_dir, src, dst, _plain) = layout();
+    let m = mounter();
+    // A source filesystem with nosuid,nodev, mounted through mount(8) and the runner.
+    m.mount(
+        "pfs-test",
+        &src,
+        "tmpfs",
+        &["size=1m".into(), "nosuid".into(), "nodev".into()],
+    )
+    .await
+    .unwrap();
+    let _src_guard = MountGuard(src.clone());
+    assert!(m.is_mount_point(&src).await.unwrap());
+    fs::write(src.join("file"), b"data").unwrap();
+
+    m.bind_mount(&src, &dst, true).await.unwrap();
+    let _guard = MountGuard(dst.clone());
+    let err = fs::write(dst.join("new"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert_eq!(fs::read(dst.join("file")).unwrap(), b"data");
+    fs::write(src.join("still-writable"), b"x").unwrap();
+
+    let flags = statvfs(&dst).unwrap().flags();
+    assert!(flags.contains(FsFlags::ST_RDONLY));
+    assert!(flags.contains(FsFlags::ST_NOSUID));
+    assert!(flags.contains(FsFlags::ST_NODEV));
+
+    let mounts = m.list_mounts().await.unwrap();
+    let bind = mounts.iter().rfind(|e| e.mount_point == dst).unwrap();
+    assert!(bind.is_read_only());
+    assert_eq!(bind.fs_type, "tmpfs");
+    let source = mounts.iter().rfind(|e| e.mount_point == src).unwrap();
+    assert_eq!(source.source, "pfs-test");
+    assert!(!source.is_read_only());
+
+    m.unmount(&dst).await.unwrap();
+    m.unmount(&src).await.unwrap();
+    assert!(!m.is_mount_point(&src).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_symbolic_link_target_is_refused_and_nothing_is_mounted_where_it_points() {
+    if !isolated("a_symbolic_link_target_is_refused_and_nothing_is_mounted_where_it_points") {
+        return;
+    }
+    let (dir, src, _dst, plain) = layout();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&plain, &link).unwrap();
+    let m = mounter();
+    let err = m.bind_mount(&src, &link, false).await.unwrap_err();
+    let _guard = MountGuard(plain.clone());
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!m.is_mount_point(&plain).await.unwrap());
+    assert!(!plain.join("file").exists());
+    // Unmounting through the link never follows it either.
+    m.unmount(&link).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_paths_are_not_found() {
+    if !isolated("missing_paths_are_not_found") {
+        return;
+    }
+    let (dir, src, dst, _plain) = layout();
+    let m = mounter();
+    let missing = dir.path().join("missing");
+    let err = m.bind_mount(&missing, &dst, false).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    let err = m.bind_mount(&src, &missing, true).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+    let err = m.is_mount_point(&missing).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn stacked_bind_mounts_unwind_one_by_one() {
+    if !isolated("stacked_bind_mounts_unwind_one_by_one") {
+        return;
+    }
+    let (_dir, src, dst, _plain) = layout();
+    let m = mounter();
+    m.bind_mount(&src, &dst, false).await.unwrap();
+    let _guard = MountGuard(dst.clone());
+    m.bind_mount(&src, &dst, true).await.unwrap();
+    assert!(fs::write(dst.join("x"), b"x").is_err());
+    m.unmount(&dst).await.unwrap();
+    assert!(m.is_mount_point(&dst).await.unwrap());
+    fs::write(dst.join("x"), b"x").unwrap();
+    m.unmount(&dst).await.unwrap();
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_table_is_read_whole_while_mounts_come_and_go() {
+    if !isolated("the_table_is_read_whole_while_mounts_come_and_go") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // Enough mounts that the table spans many pages (the kernel hands out a page per read).
+    let mut guards = Vec::new();
+    for i in 0..300 {
+        let t = dir.path().join(format!("stable {i}"));
+        fs::create_dir(&t).unwrap();
+        nix::mount::mount(
+            Some(&src),
+            &t,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        guards.push(MountGuard(t));
+    }
+    let churn_dir = dir.path().join("churn");
+    fs::create_dir(&churn_dir).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (stop, src, churn_dir) = (stop.clone(), src.clone(), churn_dir.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = nix::mount::mount(
+                    Some(&src),
+                    &churn_dir,
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_BIND,
+                    None::<&str>,
+                );
+                let _ = umount2(&churn_dir, MntFlags::MNT_DETACH);
+                n += 1;
+            }
+            n
+        })
+    };
+    let m = mounter();
+    for _ in 0..50 {
+        let mounts = m.list_mounts().await.unwrap();
+        let stable = mounts
+            .iter()
+            .filter(|e| e.mount_point.starts_with(dir.path()) && e.mount_point != churn_dir)
+            .count();
+        assert_eq!(stable, 300, "a stable mount went missing or doubled");
+        assert!(mounts.iter().any(|e| e.mount_point == Path::new("/")));
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(churn.join().unwrap() > 0);
+    drop(guards);
+}
