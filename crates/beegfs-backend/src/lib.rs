@@ -7,5 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod params;
 pub mod secrets;
 pub mod settings;
+pub mod volume_id;
