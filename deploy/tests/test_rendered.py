@@ -594,6 +594,7 @@ def check_helm_variants(helm, chart):
         "lustre without config": (["--set", "beegfs.enabled=true",
                                    "--set", "config.beegfs.config.connInterfaces[0]=eth0"], "config.exascaler"),
         "no config at all": ([], "config"),
+        "existing Secret without files": (["--set", "config.existingSecret.name=mine"], "existingSecret.files"),
         "bad log format": (lustre_values + ["--set", "logFormat=xml"], "logFormat"),
     }
     for what, (values, needle) in bad.items():
