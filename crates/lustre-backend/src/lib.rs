@@ -1,1 +1,10 @@
-//! Lustre (DDN EXAScaler) adapter of the pfs-csi ports
+//! Lustre (DDN EXAScaler) adapter of the pfs-csi ports.
+
+pub mod config;
+pub mod error;
+pub mod exafs;
+pub mod mount_options;
+
+pub use config::{LustreConfig, LustreEntry, LustreSettings};
+pub use error::LustreError;
+pub use exafs::{ExaFs, NidList};
