@@ -100,6 +100,11 @@ impl NodeService {
         })
     }
 
+    /// The configured backends.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
     /// Checks every backend.
     pub async fn readiness(&self) -> Readiness {
         check_readiness(&self.backends).await
