@@ -466,8 +466,12 @@ def check_security(render):
             expect(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{cont['name']}: drop ALL")
             expect(not sc.get("capabilities", {}).get("add"), f"{cont['name']}: adds capabilities")
             if workload["kind"] == "Deployment":
-                expect(sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) > 0,
-                       f"controller {cont['name']} must run as non-root")
+                # Root only to reach the driver's owner-only socket; otherwise
+                # non-root in the socket directory's group.
+                user = sc.get("runAsUser")
+                expect(user is not None, f"controller {cont['name']}: runAsUser must be explicit")
+                expect((sc.get("runAsNonRoot") is True) == (user > 0),
+                       f"controller {cont['name']}: runAsNonRoot must match runAsUser {user}")
                 expect(sc.get("runAsGroup") == spec["securityContext"].get("fsGroup"),
                        f"controller {cont['name']}: runAsGroup must be the pod fsGroup (socket access)")
         for vol in spec.get("volumes", []):
@@ -565,6 +569,16 @@ def check_helm_variants(helm, chart):
     secret = next(o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "Secret")
     expect(secret["stringData"]["exascaler-csi-file-driver-config.yaml"] == text,
            "EXAScaler configuration text was altered")
+
+    # Non-root controller sidecars for a group-accessible driver socket.
+    result = helm_template(helm, chart, lustre_values, ["--set", "controller.sidecarUser=65532"])
+    expect(result.returncode == 0, result.stderr)
+    render = Render("helm-lustre", yaml.safe_load_all(result.stdout))
+    check_security(render)
+    for cont in pod_spec(render.controller)["containers"]:
+        if cont["name"] != "driver":
+            expect(cont["securityContext"]["runAsUser"] == 65532 and cont["securityContext"]["runAsNonRoot"],
+                   f"{cont['name']} is not non-root with sidecarUser=65532")
 
     # One replica: no PodDisruptionBudget that would block drains forever.
     result = helm_template(helm, chart, lustre_values, ["--set", "controller.replicas=1"])
