@@ -9,6 +9,7 @@
 //! - [`service`]: the use cases ([`service::ControllerService`], [`service::NodeService`]):
 //!   validation, routing by volume id, per-volume locks and the CSI idempotency rules.
 //! - [`linux`]: the Linux implementations of the mounter and the command runner.
+//! - [`snapshot_engine`]: the [`ports::SnapshotEngine`] on GNU tar or dtar, with MD5 checks.
 //! - [`error`]: the one error type and its status codes.
 
 pub mod domain;
@@ -18,5 +19,6 @@ pub mod linux;
 pub mod ports;
 pub mod records;
 pub mod service;
+pub mod snapshot_engine;
 
 pub use error::{Error, ErrorCode, Result};

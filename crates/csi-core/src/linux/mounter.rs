@@ -73,7 +73,7 @@ impl LinuxMounter {
 
 /// Runs `f` on the blocking pool, giving up after `timeout` with `DeadlineExceeded`
 /// describing `what`.
-async fn run_blocking<T, F>(timeout: Duration, what: String, f: F) -> Result<T>
+pub(crate) async fn run_blocking<T, F>(timeout: Duration, what: String, f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
