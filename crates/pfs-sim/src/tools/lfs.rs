@@ -201,7 +201,11 @@ fn mode_type(meta: &std::fs::Metadata) -> &'static str {
 }
 
 /// The `project_get_xattr` checks: only regular files and directories.
-fn project_state(path: &str, target: &Target, io: &mut ToolIo<'_>) -> Result<ProjectState, i32> {
+fn project_state(
+    path: &str,
+    target: &Target,
+    io: &mut ToolIo<'_>,
+) -> Result<(ProjectState, bool), i32> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) => {
@@ -219,13 +223,16 @@ fn project_state(path: &str, target: &Target, io: &mut ToolIo<'_>) -> Result<Pro
         ));
         return Err(1);
     }
-    target.get().map_err(|e| {
-        io.err(&format!(
-            "lfs: failed to get xattr for '{path}': {}\n",
-            crate::errno_text(&e)
-        ));
-        1
-    })
+    target
+        .get()
+        .map(|state| (state, meta.is_dir()))
+        .map_err(|e| {
+            io.err(&format!(
+                "lfs: failed to get xattr for '{path}': {}\n",
+                crate::errno_text(&e)
+            ));
+            1
+        })
 }
 
 fn project_one(
@@ -235,8 +242,8 @@ fn project_one(
     tree_id: u32,
     io: &mut ToolIo<'_>,
 ) -> i32 {
-    let state = match project_state(path, target, io) {
-        Ok(state) => state,
+    let (state, is_dir) = match project_state(path, target, io) {
+        Ok(found) => found,
         Err(code) => return code,
     };
     match args.op {
@@ -272,7 +279,8 @@ fn project_one(
             let wanted = if args.op == ProjectOp::Set {
                 ProjectState {
                     id: args.projid.unwrap_or(state.id),
-                    inherit: state.inherit || args.set_inherit,
+                    // As on XFS, the inherit flag only sticks to directories.
+                    inherit: (state.inherit || args.set_inherit) && is_dir,
                 }
             } else {
                 ProjectState {
