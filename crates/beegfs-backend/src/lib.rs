@@ -6,6 +6,7 @@
 //! - [`error`]: the crate's error type (configuration problems).
 
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod params;
 pub mod secrets;
