@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod exafs;
 pub mod mount_options;
+pub mod quota;
 pub mod volume_id;
 
 pub use config::{LustreConfig, LustreEntry, LustreSettings};
