@@ -291,11 +291,7 @@ async fn a_hung_archiver_is_deadline_exceeded_and_leaves_nothing_behind() {
     let volume = dir.path().join("volume");
     fs::create_dir(&volume).unwrap();
     let hung = dir.path().join("hung-tar");
-    fs::write(
-        &hung,
-        "#!/bin/sh\nexec sleep 30\n",
-    )
-    .unwrap();
+    fs::write(&hung, "#!/bin/sh\nexec sleep 30\n").unwrap();
     chmod(&hung, 0o755);
     let archive = dir.path().join("snap.tar");
     let engine = engine().with_archive_timeout(Duration::from_millis(300));
