@@ -5,10 +5,12 @@
 //! - [`settings`]: this driver's own settings (`pfsCsi.beegfs`).
 //! - [`error`]: the crate's error type (configuration problems).
 
+pub mod clientconf;
 pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod params;
+pub mod quota;
 pub mod secrets;
 pub mod settings;
 pub mod volume_id;
