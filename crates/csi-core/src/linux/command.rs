@@ -157,11 +157,10 @@ impl CommandRunner for TokioCommandRunner {
             Ok(Err(e)) => {
                 killer.kill();
                 reap(&mut child, command).await;
-                Err(Error::Command {
-                    program,
-                    failure: CommandFailure::Spawn(format!("reading its output failed: {e}")),
-                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
-                })
+                Err(Error::Internal(format!(
+                    "{}: reading its output failed: {e}",
+                    command.display()
+                )))
             }
             Err(_) => {
                 killer.kill();
