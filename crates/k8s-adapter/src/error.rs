@@ -46,6 +46,15 @@ pub enum AdapterError {
         error: TransportErrorChain,
     },
 
+    /// The configured driver name is not a valid CSI plugin name.
+    #[error("invalid driver name {name:?}: {reason}")]
+    InvalidDriverName {
+        /// The name as configured.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A service name to advertise is not declared in csi.proto.
     #[error("service {name:?} is not declared in csi.proto")]
     UnknownService {

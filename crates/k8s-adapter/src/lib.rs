@@ -4,17 +4,37 @@
 //! Module map:
 //! - [`proto`]: the generated `csi.v1` types, clients and servers, and the
 //!   descriptor set for gRPC reflection. Only this crate touches them.
+//! - [`convert`]: the one place proto messages become `csi-core` domain
+//!   types and back; a missing required field is InvalidArgument naming it.
+//! - [`status`]: the one mapping from core errors to gRPC statuses.
+//! - [`identity`], [`controller`], [`node`]: the three CSI services, thin
+//!   handlers over the core's use cases.
+//! - [`rpc_log`]: the tower layer giving every RPC a span with a request
+//!   id and logging its outcome; requests are logged with secrets redacted.
+//! - [`csi_server`]: assembles the services into a router and runs it; what
+//!   the binaries call.
 //! - [`endpoint`]: parses the `--endpoint` flag (`unix:///path`).
 //! - [`server`]: binds a private unix socket and serves a tonic router on
 //!   it, with reflection and graceful shutdown.
 //! - [`socket_client`]: connects a tonic `Channel` to a unix socket.
 //! - [`error`]: the crate's error enum.
+//!
+//! Invariants: backends and the core never build a `tonic::Status`; no
+//! generated request is ever formatted into a log except through
+//! [`rpc_log::LoggedRequest::redacted`].
 
+pub mod controller;
+pub mod convert;
+pub mod csi_server;
 pub mod endpoint;
 pub mod error;
+pub mod identity;
+pub mod node;
 pub mod proto;
+pub mod rpc_log;
 pub mod server;
 pub mod socket_client;
+pub mod status;
 
 pub use error::AdapterError;
 pub use proto::FILE_DESCRIPTOR_SET;
