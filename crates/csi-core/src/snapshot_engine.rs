@@ -20,6 +20,12 @@
 //!
 //! The checksum file is `ARCHIVE.md5` in `md5sum` format (`<hex>  <archive file name>`),
 //! so `md5sum -c` in the archive's directory checks it too.
+//!
+//! A clone ([`SnapshotEngine::copy_tree`]) archives the source into a hidden temporary
+//! archive in the destination's parent directory, extracts it and removes it (no pipe
+//! between two processes, which would need a shell); it is never checksummed, since it
+//! never leaves this call. A restore that fails half-way leaves what was extracted in the
+//! destination: the caller removes the new volume.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
