@@ -96,13 +96,18 @@ struct FaultAdd {
     #[arg(long)]
     tool: String,
     /// A string some argument must contain (repeatable; all must match).
-    #[arg(long = "args-contain")]
+    #[arg(long = "args-contain", allow_hyphen_values = true)]
     args_contain: Vec<String>,
     /// Fail with this exit code.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     fail_exit_code: Option<i32>,
     /// The message printed to stderr by a failing rule.
-    #[arg(long, requires = "fail_exit_code", default_value = "")]
+    #[arg(
+        long,
+        requires = "fail_exit_code",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     stderr: String,
     /// Never return.
     #[arg(long)]

@@ -173,3 +173,28 @@ fn a_broken_fault_file_is_reported() {
     let bad = sim.sim(&["fault", "add", "--tool", "nosuchtool", "--hang"]);
     assert_eq!(bad.code, Some(1));
 }
+
+#[test]
+fn needles_may_look_like_options() {
+    let sim = Sim::new();
+    sim.sim(&[
+        "fault",
+        "add",
+        "--tool",
+        "lfs",
+        "--args-contain",
+        "-B",
+        "--fail-exit-code",
+        "3",
+        "--stderr",
+        "-quota failed",
+    ])
+    .ok();
+    let out = sim.tool("lfs", &["setquota", "-p", "1", "-B", "1G", "/mnt"]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(3), "-quota failed\n")
+    );
+    let other = sim.tool("lfs", &["setquota", "-p", "1", "-I", "10", "/mnt"]);
+    assert_eq!(other.code, Some(1), "{other:#?}");
+}

@@ -241,11 +241,19 @@ pub fn parse(args: &[String]) -> Result<CliArgs, String> {
     }
     let command = command.join(" ");
     let positional: Vec<String> = rest.collect();
-    if command.is_empty() {
+    if !COMMAND_TREE.contains(&command.as_str()) {
+        // A group such as `entry` without (or with an unknown) subcommand.
         return match positional.first() {
-            Some(word) => Err(format!("unknown command \"{word}\" for \"beegfs\"")),
+            Some(word) => Err(format!(
+                "unknown command \"{word}\" for \"{}\"",
+                if command.is_empty() {
+                    "beegfs".to_string()
+                } else {
+                    format!("beegfs {command}")
+                }
+            )),
             None => Ok(CliArgs {
-                command,
+                command: String::new(),
                 flags,
                 args: positional,
             }),
@@ -1092,6 +1100,11 @@ mod tests {
 
     #[test]
     fn unknown_commands_and_flags_are_errors() {
+        assert_eq!(
+            parse(&args(&["entry", "bogus"])).unwrap_err(),
+            "unknown command \"bogus\" for \"beegfs entry\""
+        );
+        assert_eq!(parse(&args(&["entry"])).unwrap().command, "");
         assert_eq!(
             parse(&args(&["bogus"])).unwrap_err(),
             "unknown command \"bogus\" for \"beegfs\""

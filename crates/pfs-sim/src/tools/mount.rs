@@ -96,14 +96,33 @@ pub fn vfs_flags(options: &[String]) -> Result<MsFlags, String> {
     Ok(flags)
 }
 
-/// Splits `-o` values into options (empty entries dropped).
+/// Splits `-o` values into options at commas outside double quotes (as libmount does, so
+/// `context="system_u:object_r:container_file_t:s0:c1,c2"` stays one option); empty entries are
+/// dropped.
 pub fn split_options(values: &[String]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter(|o| !o.is_empty())
-        .map(str::to_string)
-        .collect()
+    let mut out = Vec::new();
+    for value in values {
+        let mut current = String::new();
+        let mut quoted = false;
+        for c in value.chars() {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    current.push(c);
+                }
+                ',' if !quoted => {
+                    if !current.is_empty() {
+                        out.push(std::mem::take(&mut current));
+                    }
+                }
+                _ => current.push(c),
+            }
+        }
+        if !current.is_empty() {
+            out.push(current);
+        }
+    }
+    out
 }
 
 struct Request {
@@ -443,6 +462,17 @@ mod tests {
         );
         assert_eq!(vfs_flags(&["ro".into(), "rw".into()]), Ok(MsFlags::empty()));
         assert_eq!(vfs_flags(&["remount".into()]), Err("remount".into()));
+        let selinux = split_options(&[
+            "nosuid,context=\"system_u:object_r:container_file_t:s0:c1,c2\",ro".into(),
+        ]);
+        assert_eq!(
+            selinux,
+            vec![
+                "nosuid",
+                "context=\"system_u:object_r:container_file_t:s0:c1,c2\"",
+                "ro"
+            ]
+        );
     }
 
     #[test]
@@ -483,6 +513,11 @@ mod tests {
             prop_assert_eq!(parsed.nids, nids);
             prop_assert_eq!(parsed.fsname, fsname);
             prop_assert_eq!(parsed.subdir, subdir.join("/"));
+        }
+
+        #[test]
+        fn options_without_quotes_split_at_every_comma(options in prop::collection::vec("[a-z0-9=_]{1,8}", 1..6)) {
+            prop_assert_eq!(split_options(&[options.join(",")]), options);
         }
 
         #[test]
