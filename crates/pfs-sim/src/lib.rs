@@ -63,6 +63,26 @@
 //! `faults.json` holds a list of rules, read on every invocation; see [`faults`] for the format
 //! (`fail` with exit code and message, `hang`, `delay_ms`, `auth_failure`, optional `times`).
 //!
+//! # Behaviour of the real tools that backends must get right
+//! - `lfs setquota` reads block limits in KiB unless suffixed (`k`, `M`, `G`, `T`, `P`, `E`;
+//!   `b` for bytes): `-B 1073741824` means 1 TiB. `lfs project -s DIR` also sets the project of
+//!   the directory's entries (not recursively without `-r`) and fails on symlinks among them.
+//!   `lfs project DIR` lists the entries, `-d` the directory itself (`%5u %c %s`).
+//! - `lfs quota` prints a mount point longer than 15 characters alone on its line.
+//! - `beegfs-ctl` takes values only after `=`: the quota id is a separate argument
+//!   (`--getquota --gid 1000`; `--gid=1000` leaves the id unspecified and fails with "No ID
+//!   specified."), and a mode's path is the first remaining argument in sorted order. The CSV of
+//!   `--getquota --csv` starts with the header `name,id,size,hard,files,hard`. `--setquota`
+//!   needs both `--sizelimit` and `--inodelimit`. A configuration without `connAuthFile` and
+//!   without `connDisableAuthentication = true` fails ("No connAuthFile configured", exit 3).
+//! - `beegfs quota set-limits` takes the pool as its positional argument
+//!   (`storage_pool_default`, `1`); sizes are SI (`10G` = 10^10) or IEC (`10GiB`);
+//!   `entry set --chunk-size` wants IEC (`512Ki`, not `512k`), at least 64 KiB, a power of two.
+//!   Without `--auth-disable` the tool reads `--auth-file` (default `/etc/beegfs/conn.auth`);
+//!   without `--tls-disable` it needs `--tls-cert-file` (default `/etc/beegfs/cert.pem`)
+//!   matching a filesystem created with `--tls-cert-file`.
+//! - `dtar` resolves the archive and sources relative to `-C DIR`.
+//!
 //! # Limitations
 //! - Project ids are real (`FS_IOC_FSSETXATTR`) only when the state root is on a filesystem that
 //!   supports them (XFS); elsewhere they are recorded by path and inode ([`projects`]).

@@ -56,7 +56,9 @@ fn archives_round_trip_and_gnu_tar_reads_them() {
     let src = sim.scratch("src");
     let xattrs = make_tree(&src);
     if !xattrs {
-        eprintln!("NOTE: the temporary directory's filesystem refuses user xattrs; xattr checks skipped");
+        eprintln!(
+            "NOTE: the temporary directory's filesystem refuses user xattrs; xattr checks skipped"
+        );
     }
     let archive = sim.scratch("archives").join("snap.tar");
 

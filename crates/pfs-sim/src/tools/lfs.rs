@@ -178,8 +178,22 @@ fn parse_project(args: &[String]) -> Result<ProjectArgs, String> {
     if parsed.op == ProjectOp::List && parsed.projid.is_some() {
         parsed.op = ProjectOp::Set;
     }
-    if parsed.op == ProjectOp::Clear && parsed.projid.is_some() {
-        return Err("cannot specify '-C' '-p' together".into());
+    match parsed.op {
+        ProjectOp::Check if parsed.keep => return Err("'-k' is useless together with '-c'".into()),
+        ProjectOp::Clear if !parsed.newline => {
+            return Err("'-0' is useless together with '-C'".into());
+        }
+        ProjectOp::Clear if parsed.projid.is_some() => {
+            return Err("'-p' is useless together with '-C'".into());
+        }
+        ProjectOp::Set if !parsed.newline => {
+            return Err("'-0' is useless together with '-s'".into());
+        }
+        ProjectOp::Set if parsed.keep => return Err("'-k' is useless together with '-s'".into()),
+        ProjectOp::List if !parsed.newline => {
+            return Err("'-0' is useless for list operations".into());
+        }
+        _ => {}
     }
     if parsed.paths.is_empty() {
         return Err("missing file or directory target(s)".into());
@@ -749,6 +763,10 @@ mod tests {
             ProjectOp::Clear
         );
         assert!(parse_project(&args(&["-C", "-s", "/d"])).is_err());
+        assert!(parse_project(&args(&["-C", "-p", "3", "/d"])).is_err());
+        assert!(parse_project(&args(&["-s", "-k", "/d"])).is_err());
+        assert!(parse_project(&args(&["-0", "/d"])).is_err());
+        assert!(!parse_project(&args(&["-c", "-0", "/d"])).unwrap().newline);
         assert!(parse_project(&args(&["-p", "x", "/d"])).is_err());
         assert!(parse_project(&args(&["-d"])).is_err());
     }
