@@ -14,7 +14,7 @@
 //! Identity is always served; Controller and Node when their use case is
 //! given (the controller binary passes a controller, the node binary a
 //! node, a test may pass both). Every call goes through
-//! [`RpcLogLayer`](crate::rpc_log::RpcLogLayer).
+//! [`RpcLogLayer`].
 //!
 //! There is deliberately no server-side per-RPC timeout. The sidecars and
 //! the kubelet set a deadline on every call (external-provisioner's

@@ -558,4 +558,103 @@ mod tests {
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(status.message(), "volume x");
     }
+
+    /// Runs `call` against the layer wrapped around `inner` under a
+    /// capturing subscriber, returning what was logged.
+    fn logged_by<S>(inner: S, path: &'static str, limit: Duration) -> String
+    where
+        S: Service<http::Request<()>, Response = http::Response<()>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Debug,
+    {
+        use std::sync::Mutex;
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || WriteTo(writer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut service = RpcLogLayer::new().layer(inner);
+                let request = http::Request::builder().uri(path).body(()).unwrap();
+                let _ = tokio::time::timeout(limit, service.call(request)).await;
+            });
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    struct WriteTo(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for WriteTo {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_error_status_is_logged_with_its_code_at_its_level() {
+        let failing = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(
+                Status::internal("quota table unreadable").into_http::<()>(),
+            )
+        });
+        let log = logged_by(
+            failing,
+            "/csi.v1.Controller/CreateVolume",
+            Duration::from_secs(5),
+        );
+        let line = log
+            .lines()
+            .find(|l| l.contains("RPC failed"))
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains("code=Internal"), "{line}");
+        assert!(line.contains("quota table unreadable"), "{line}");
+        assert!(line.contains("method=CreateVolume"), "{line}");
+        assert!(line.contains("request_id=1"), "{line}");
+    }
+
+    #[test]
+    fn a_call_dropped_before_it_finishes_is_logged_as_abandoned() {
+        let stuck = tower::service_fn(|_: http::Request<()>| {
+            std::future::pending::<Result<http::Response<()>, std::convert::Infallible>>()
+        });
+        let log = logged_by(
+            stuck,
+            "/csi.v1.Node/NodeStageVolume",
+            Duration::from_millis(20),
+        );
+        let line = log
+            .lines()
+            .find(|l| l.contains("abandoned"))
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("method=NodeStageVolume"), "{line}");
+        assert!(!log.contains("RPC finished"), "{log}");
+    }
+
+    #[test]
+    fn a_successful_probe_is_logged_at_debug() {
+        let ok = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        });
+        let log = logged_by(ok, "/csi.v1.Identity/Probe", Duration::from_secs(5));
+        let line = log
+            .lines()
+            .find(|l| l.contains("RPC finished"))
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains("DEBUG"), "{line}");
+        assert!(line.contains("code=Ok"), "{line}");
+    }
 }
