@@ -1,0 +1,818 @@
+//! Controller operations: provision, delete, expand, describe and list volumes, capacity.
+//!
+//! Directories are created with the BeeGFS tools (ownership, mode and stripe pattern as the
+//! reference driver sets them); everything else (special mode bits, quota group, records,
+//! node tracking, deletion, snapshot archives) goes through the controller's client mount.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use csi_core::domain::{
+    GIB, MAX_ID_BYTES, Parameters, Volume, VolumeCondition, VolumeContentSource,
+};
+use csi_core::id_alloc::{IdRange, IdReservation};
+use csi_core::ports::{CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo};
+use csi_core::records::{RecordStore, check_key};
+use csi_core::service::DEFAULT_VOLUME_BYTES;
+use csi_core::{Error, Result};
+use tracing::{info, warn};
+
+use crate::backend::{FsAccess, Inner, now_secs, volume_context};
+use crate::fs_tree::{self, blocking};
+use crate::params::VolumeParams;
+use crate::records::{
+    BaseRecord, KnownFilesystem, SourceRecord, VolumeRecord, VolumeState, bases_dir, nodes_dir,
+    safe_key, volume_dir,
+};
+use crate::settings::QuotaSettings;
+use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId, VolumePath};
+
+/// Checks a CO name used as a directory and record name.
+pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
+    if name.chars().any(char::is_control) || name.contains('/') || name == "." || name == ".." {
+        return Err(Error::invalid(
+            field,
+            format!("{name:?} cannot be a directory name"),
+        ));
+    }
+    check_key(name).map_err(|_| {
+        Error::invalid(
+            field,
+            format!(
+                "{name:?} cannot be a directory name (empty, leading '.', or longer than 200 bytes)"
+            ),
+        )
+    })
+}
+
+/// The quota limits of a volume of `capacity` bytes.
+pub(crate) fn limits_for(quota: &QuotaSettings, capacity: u64) -> QuotaLimits {
+    let gib = capacity.div_ceil(GIB).max(1);
+    QuotaLimits {
+        bytes_hard: Some(capacity),
+        inodes_hard: quota.inodes_per_gib.map(|n| n.saturating_mul(gib)),
+        ..QuotaLimits::default()
+    }
+}
+
+impl VolumeRecord {
+    /// The volume as reported to the CO.
+    pub(crate) fn to_volume(&self) -> Result<Volume> {
+        Ok(Volume {
+            id: csi_core::domain::VolumeId::parse(&self.volume_id)?,
+            capacity_bytes: self.capacity_bytes,
+            context: volume_context(&self.host, &self.base, self.quota_gid),
+            content_source: self.source.as_ref().map(|s| match s {
+                SourceRecord::Snapshot(id) => VolumeContentSource::Snapshot(id.clone()),
+                SourceRecord::Volume(id) => VolumeContentSource::Volume(id.clone()),
+            }),
+            accessible_topology: Vec::new(),
+        })
+    }
+}
+
+impl Inner {
+    /// The record store of volumes in `base`.
+    pub(crate) fn volume_store(
+        &self,
+        fs: &FsAccess,
+        base: &VolumePath,
+    ) -> RecordStore<VolumeRecord> {
+        RecordStore::new(volume_dir(&fs.root, base))
+    }
+
+    /// The record of volume `id`; `None` for a volume the driver did not create.
+    pub(crate) async fn volume_record(
+        &self,
+        fs: &FsAccess,
+        id: &BeegfsVolumeId,
+    ) -> Result<Option<VolumeRecord>> {
+        let Some(name) = id.name().map(str::to_string) else {
+            return Ok(None);
+        };
+        if check_key(&name).is_err() {
+            return Ok(None);
+        }
+        let store = self.volume_store(fs, &id.path.parent());
+        let wanted = id.to_string();
+        let record = blocking(self.fs_timeout(), "read volume record", move || {
+            store.get(&name)
+        })
+        .await?;
+        Ok(record.filter(|r| r.volume_id == wanted))
+    }
+
+    /// Every base path recorded on a filesystem.
+    async fn bases(&self, fs: &FsAccess) -> Result<Vec<VolumePath>> {
+        let store: RecordStore<BaseRecord> = RecordStore::new(bases_dir(&fs.root));
+        let list = blocking(self.fs_timeout(), "list base paths", move || store.list()).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|(_, b)| VolumePath::clean("base", &b.base).ok())
+            .collect())
+    }
+
+    /// Every volume record on a filesystem.
+    pub(crate) async fn all_volume_records(&self, fs: &FsAccess) -> Result<Vec<VolumeRecord>> {
+        let mut out = Vec::new();
+        for base in self.bases(fs).await? {
+            let store = self.volume_store(fs, &base);
+            let records = blocking(self.fs_timeout(), "list volume records", move || {
+                store.list()
+            })
+            .await?;
+            out.extend(records.into_iter().map(|(_, r)| r));
+        }
+        Ok(out)
+    }
+
+    /// Every filesystem the controller knows of: configured, with quotas, or provisioned on.
+    pub(crate) fn known_hosts(&self) -> Result<Vec<String>> {
+        let mut hosts = self.config.hosts();
+        for q in &self.settings.quotas {
+            if !hosts.contains(&q.sys_mgmtd_host) {
+                hosts.push(q.sys_mgmtd_host.clone());
+            }
+        }
+        let store: RecordStore<KnownFilesystem> =
+            RecordStore::new(self.state().join("controller").join("filesystems"));
+        for (_, known) in store.list()? {
+            if !hosts.contains(&known.host) {
+                hosts.push(known.host);
+            }
+        }
+        Ok(hosts)
+    }
+
+    async fn remember_base(&self, fs: &FsAccess, base: &VolumePath) -> Result<()> {
+        let known: RecordStore<KnownFilesystem> =
+            RecordStore::new(self.state().join("controller").join("filesystems"));
+        let host_key = safe_key(&fs.host);
+        if known.get(&host_key)?.is_none() {
+            known.put(
+                &host_key,
+                &KnownFilesystem {
+                    host: fs.host.clone(),
+                },
+            )?;
+        }
+        let store: RecordStore<BaseRecord> = RecordStore::new(bases_dir(&fs.root));
+        let key = safe_key(base.as_str());
+        let record = BaseRecord {
+            base: base.to_string(),
+        };
+        blocking(self.fs_timeout(), "record base path", move || {
+            if store.get(&key)?.is_none() {
+                store.put(&key, &record)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Draws a group id no volume of this filesystem holds and the filesystem shows no usage
+    /// or limits for.
+    async fn allocate_gid(&self, fs: &FsAccess, quota: &QuotaSettings) -> Result<IdReservation> {
+        let used: HashSet<u32> = self
+            .all_volume_records(fs)
+            .await?
+            .iter()
+            .filter_map(|r| r.quota_gid)
+            .collect();
+        let manager = self.quota_manager(fs, quota);
+        let range = IdRange::new(quota.gid_min, quota.gid_max)?;
+        let span = u64::from(range.max - range.min) + 1;
+        let attempts = (span.saturating_mul(3)).clamp(16, 512) as u32;
+        let (manager, used) = (&manager, &used);
+        self.ids
+            .allocate(range, attempts, |gid| async move {
+                if used.contains(&gid) {
+                    return Ok(false);
+                }
+                Ok(!manager.in_use(gid).await?)
+            })
+            .await
+            .map_err(|e| match e {
+                Error::ResourceExhausted(m) => Error::ResourceExhausted(format!(
+                    "no free quota group id on {} between {} and {}: {m}",
+                    fs.host, quota.gid_min, quota.gid_max
+                )),
+                other => other,
+            })
+    }
+
+    /// CreateVolume.
+    pub(crate) async fn create_volume(&self, request: &CreateVolumeRequest) -> Result<Volume> {
+        let params = VolumeParams::parse(&request.parameters)?;
+        check_name("name", &request.name)?;
+        let path = params.base.join(&request.name);
+        let id = BeegfsVolumeId {
+            host: params.host.clone(),
+            path: path.clone(),
+        };
+        let id_text = id.to_string();
+        if id_text.len() > MAX_ID_BYTES {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "the volume id {id_text} would be longer than the {MAX_ID_BYTES} bytes CSI allows; use a shorter volDirBasePath"
+                ),
+            ));
+        }
+        let quota = self.settings.quota_for(&params.host).cloned();
+        if quota.is_some() && params.permissions.gid.is_some() {
+            return Err(Error::invalid(
+                "parameters[permissions/gid]",
+                format!(
+                    "quotas are enabled on {}: each volume's group is its own quota group id, so the group cannot be chosen",
+                    params.host
+                ),
+            ));
+        }
+        let source = request.content_source.as_ref().map(|s| match s {
+            VolumeContentSource::Snapshot(id) => SourceRecord::Snapshot(id.clone()),
+            VolumeContentSource::Volume(id) => SourceRecord::Volume(id.clone()),
+        });
+        let fs = self.controller_fs(&params.host).await?;
+        let store = self.volume_store(&fs, &params.base);
+        let key = request.name.clone();
+        let existing = {
+            let store = store.clone();
+            blocking(self.fs_timeout(), "read volume record", move || {
+                store.get(&key)
+            })
+            .await?
+        };
+        let mut _reservation = None;
+        let mut record = match existing {
+            Some(rec) => {
+                if rec.stripe != params.stripe
+                    || rec.permissions != params.permissions
+                    || rec.source != source
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {} exists with other parameters or content source",
+                        rec.volume_id
+                    )));
+                }
+                match rec.state {
+                    VolumeState::Ready => return rec.to_volume(),
+                    VolumeState::Deleting => {
+                        return Err(Error::Aborted(format!(
+                            "volume {} is being deleted; retry once it is gone",
+                            rec.volume_id
+                        )));
+                    }
+                    VolumeState::Creating => {
+                        info!(volume_id = %rec.volume_id, "finishing an interrupted creation");
+                        rec
+                    }
+                }
+            }
+            None => {
+                self.check_source(source.as_ref()).await?;
+                self.remember_base(&fs, &params.base).await?;
+                let quota_gid = match &quota {
+                    Some(q) => {
+                        let reservation = self.allocate_gid(&fs, q).await?;
+                        let gid = reservation.id();
+                        _reservation = Some(reservation);
+                        Some(gid)
+                    }
+                    None => None,
+                };
+                let rec = VolumeRecord {
+                    volume_id: id_text.clone(),
+                    name: request.name.clone(),
+                    host: params.host.clone(),
+                    base: params.base.to_string(),
+                    capacity_bytes: request.capacity.size_or(DEFAULT_VOLUME_BYTES),
+                    quota_gid,
+                    stripe: params.stripe.clone(),
+                    permissions: params.permissions.clone(),
+                    source: source.clone(),
+                    state: VolumeState::Creating,
+                    created_at: now_secs(),
+                    delete_requested_at: None,
+                };
+                self.put_record(&store, &rec).await?;
+                rec
+            }
+        };
+
+        let perms = &params.permissions;
+        let group = record.quota_gid.or(perms.gid);
+        let uid = (perms.uid != 0).then_some(perms.uid);
+        self.ctl
+            .create_dir_all(&fs.target, &path, perms.mode, uid, group)
+            .await?;
+        self.ctl
+            .set_pattern(&fs.target, &path, &params.stripe)
+            .await?;
+        let dir = fs.root.join(path.relative());
+        {
+            let (root, rel, dir, mode, nodes) = (
+                fs.root.clone(),
+                path.relative().to_string(),
+                dir.clone(),
+                perms.mode,
+                nodes_dir(&fs.root, &params.base, &request.name),
+            );
+            let owner_uid = uid;
+            let owner_gid = group;
+            blocking(self.fs_timeout(), "prepare volume directory", move || {
+                fs_tree::check_no_symlinks(&root, &rel)?;
+                if !fs_tree::is_real_dir(&dir)? {
+                    return Err(Error::Internal(format!(
+                        "{} was created with the BeeGFS tool but is not visible through the client mount",
+                        dir.display()
+                    )));
+                }
+                fs_tree::set_owner(&dir, owner_uid, owner_gid)?;
+                fs_tree::set_dir_mode(&dir, mode)?;
+                std::fs::create_dir_all(&nodes).map_err(|e| Error::io("create directory", &nodes, e))
+            })
+            .await?;
+        }
+        if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
+            self.quota_manager(&fs, q).assign(&dir, gid).await?;
+        }
+        if let Some(src) = &record.source {
+            self.fill_from_source(src, &dir, record.quota_gid).await?;
+        }
+        if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
+            self.quota_manager(&fs, q)
+                .set_limits(gid, &limits_for(q, record.capacity_bytes))
+                .await?;
+        }
+        record.state = VolumeState::Ready;
+        self.put_record(&store, &record).await?;
+        info!(volume_id = %record.volume_id, quota_gid = ?record.quota_gid, "volume directory created");
+        record.to_volume()
+    }
+
+    pub(crate) async fn put_record(
+        &self,
+        store: &RecordStore<VolumeRecord>,
+        record: &VolumeRecord,
+    ) -> Result<()> {
+        let (store, record) = (store.clone(), record.clone());
+        blocking(self.fs_timeout(), "write volume record", move || {
+            store.put(&record.name, &record)
+        })
+        .await
+    }
+
+    /// Checks that a content source exists (and a snapshot is ready) before anything is made.
+    async fn check_source(&self, source: Option<&SourceRecord>) -> Result<()> {
+        match source {
+            None => Ok(()),
+            Some(SourceRecord::Snapshot(id)) => {
+                self.ready_snapshot_archive(id).await?;
+                Ok(())
+            }
+            Some(SourceRecord::Volume(id)) => {
+                self.source_volume_dir(id).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The directory of an existing volume to clone.
+    async fn source_volume_dir(&self, id: &str) -> Result<PathBuf> {
+        let vid = BeegfsVolumeId::parse(id).map_err(|_| {
+            Error::NotFound(format!(
+                "source volume {id} is not a BeeGFS volume of this driver"
+            ))
+        })?;
+        let fs = self.controller_fs(&vid.host).await?;
+        let dir = fs.root.join(vid.path.relative());
+        let (root, rel, check) = (
+            fs.root.clone(),
+            vid.path.relative().to_string(),
+            dir.clone(),
+        );
+        let exists = blocking(self.fs_timeout(), "stat source volume", move || {
+            fs_tree::check_no_symlinks(&root, &rel)?;
+            fs_tree::is_real_dir(&check)
+        })
+        .await?;
+        if !exists {
+            return Err(Error::NotFound(format!(
+                "source volume {id} does not exist"
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// Fills a new volume directory from its source, then gives its content the volume's
+    /// quota group.
+    async fn fill_from_source(
+        &self,
+        source: &SourceRecord,
+        dir: &std::path::Path,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        let options = self.archive_options();
+        match source {
+            SourceRecord::Snapshot(id) => {
+                let archive = self.ready_snapshot_archive(id).await?;
+                self.ctx.snapshots.restore(&archive, dir, &options).await?;
+            }
+            SourceRecord::Volume(id) => {
+                let src = self.source_volume_dir(id).await?;
+                self.ctx.snapshots.copy_tree(&src, dir, &options).await?;
+            }
+        }
+        if let Some(gid) = gid {
+            let dir = dir.to_path_buf();
+            blocking(
+                Duration::from_secs(3600),
+                "set the quota group of restored content",
+                move || fs_tree::regroup_tree(&dir, gid),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// DeleteVolume.
+    pub(crate) async fn delete_volume(&self, id: &BeegfsVolumeId) -> Result<()> {
+        let id_text = id.to_string();
+        let fs = self.controller_fs(&id.host).await?;
+        let Some(mut record) = self.volume_record(&fs, id).await? else {
+            let dir = fs.root.join(id.path.relative());
+            let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
+            let exists = blocking(self.fs_timeout(), "stat volume", move || {
+                fs_tree::check_no_symlinks(&root, &rel)?;
+                fs_tree::is_real_dir(&dir)
+            })
+            .await?;
+            if exists {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id_text} was not created by this driver (a static volume); its data was left in place. Delete the PersistentVolume with reclaim policy Retain"
+                )));
+            }
+            info!(volume_id = %id_text, "volume does not exist: nothing to delete");
+            return Ok(());
+        };
+        if self
+            .cuts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|src| *src == id_text)
+        {
+            return Err(Error::Aborted(format!(
+                "a snapshot of volume {id_text} is being cut; retry when it is done"
+            )));
+        }
+        let base = id.path.parent();
+        let name = record.name.clone();
+        let store = self.volume_store(&fs, &base);
+        if record.state != VolumeState::Deleting {
+            record.state = VolumeState::Deleting;
+            record.delete_requested_at = Some(now_secs());
+            self.put_record(&store, &record).await?;
+        }
+        self.wait_for_nodes(&fs, &base, &name, &record).await?;
+
+        if !self
+            .deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id_text.clone())
+        {
+            return Err(Error::Aborted(format!(
+                "volume {id_text} is being deleted; retry later"
+            )));
+        }
+        let result = self.remove_volume_data(&fs, id, &base, &name).await;
+        self.deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id_text);
+        result?;
+        if let (Some(gid), Some(q)) = (record.quota_gid, &fs.quota) {
+            self.quota_manager(&fs, q).clear(gid).await?;
+        } else if let Some(gid) = record.quota_gid {
+            warn!(volume_id = %id_text, gid, "quotas are no longer configured for this filesystem; the group's limits were left as they are");
+        }
+        let key = name.clone();
+        blocking(self.fs_timeout(), "remove volume record", move || {
+            store.remove(&key)
+        })
+        .await?;
+        info!(volume_id = %id_text, "volume deleted");
+        Ok(())
+    }
+
+    /// Waits, up to the per-call wait, for the nodes still staging the volume to unstage it.
+    /// Nodes left after the overall timeout (counted from the first DeleteVolume) are logged
+    /// and the deletion goes on; before that, the call answers `Unavailable` to be retried.
+    async fn wait_for_nodes(
+        &self,
+        fs: &FsAccess,
+        base: &VolumePath,
+        name: &str,
+        record: &VolumeRecord,
+    ) -> Result<()> {
+        let nodes = nodes_dir(&fs.root, base, name);
+        let per_call = Duration::from_secs(self.settings.delete_wait_seconds);
+        let overall = self.settings.node_unstage_timeout_seconds;
+        let started = Instant::now();
+        loop {
+            let dir = nodes.clone();
+            let staged: Vec<String> = blocking(
+                self.fs_timeout(),
+                "list staging nodes",
+                move || match std::fs::read_dir(&dir) {
+                    Ok(entries) => Ok(entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                    Err(e) => Err(Error::io("list", &dir, e)),
+                },
+            )
+            .await?;
+            if staged.is_empty() {
+                return Ok(());
+            }
+            let waited =
+                now_secs().saturating_sub(record.delete_requested_at.unwrap_or_else(now_secs));
+            if overall == 0 || waited >= overall {
+                warn!(volume_id = %record.volume_id, nodes = ?staged, waited_secs = waited,
+                    "nodes did not unstage the volume within nodeUnstageTimeoutSeconds; deleting it anyway");
+                return Ok(());
+            }
+            let elapsed = started.elapsed();
+            if elapsed >= per_call {
+                return Err(Error::Unavailable(format!(
+                    "volume {} is still staged on node(s) {}; waited {waited}s of {overall}s, retry later",
+                    record.volume_id,
+                    staged.join(", ")
+                )));
+            }
+            tokio::time::sleep((per_call - elapsed).min(Duration::from_millis(250))).await;
+        }
+    }
+
+    async fn remove_volume_data(
+        &self,
+        fs: &FsAccess,
+        id: &BeegfsVolumeId,
+        base: &VolumePath,
+        name: &str,
+    ) -> Result<()> {
+        let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
+        let dir = fs.root.join(id.path.relative());
+        let tracking = nodes_dir(&fs.root, base, name)
+            .parent()
+            .map(std::path::Path::to_path_buf);
+        let base_dir = fs.root.join(base.relative());
+        blocking(
+            Duration::from_secs(3600),
+            "delete volume directory",
+            move || {
+                fs_tree::check_no_symlinks(&root, &rel)?;
+                if !dir.starts_with(&base_dir) || dir == base_dir {
+                    return Err(Error::Internal(format!(
+                        "{} is not below {}",
+                        dir.display(),
+                        base_dir.display()
+                    )));
+                }
+                fs_tree::remove_tree(&dir)?;
+                if let Some(tracking) = tracking {
+                    fs_tree::remove_tree(&tracking)?;
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// ControllerExpandVolume.
+    pub(crate) async fn expand_volume(&self, id: &BeegfsVolumeId, bytes: u64) -> Result<u64> {
+        let fs = self.controller_fs(&id.host).await?;
+        let Some(mut record) = self.volume_record(&fs, id).await? else {
+            self.static_volume_info(&fs, id).await?;
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} was not created by this driver; its capacity is not managed"
+            )));
+        };
+        if record.state != VolumeState::Ready {
+            return Err(Error::Aborted(format!(
+                "volume {id} is {:?}; retry later",
+                record.state
+            )));
+        }
+        if let (Some(gid), Some(q)) = (record.quota_gid, &fs.quota) {
+            self.quota_manager(&fs, q)
+                .set_limits(gid, &limits_for(q, bytes))
+                .await?;
+        }
+        record.capacity_bytes = bytes;
+        let store = self.volume_store(&fs, &id.path.parent());
+        self.put_record(&store, &record).await?;
+        info!(volume_id = %id, bytes, quota = record.quota_gid.is_some(), "volume expanded");
+        Ok(bytes)
+    }
+
+    /// A volume the driver did not create, when its directory exists.
+    async fn static_volume_info(&self, fs: &FsAccess, id: &BeegfsVolumeId) -> Result<VolumeInfo> {
+        let dir = fs.root.join(id.path.relative());
+        let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
+        let exists = blocking(self.fs_timeout(), "stat volume", move || {
+            fs_tree::check_no_symlinks(&root, &rel)?;
+            fs_tree::is_real_dir(&dir)
+        })
+        .await?;
+        if !exists {
+            return Err(Error::NotFound(format!("volume {id} does not exist")));
+        }
+        Ok(VolumeInfo {
+            volume: Volume {
+                id: csi_core::domain::VolumeId::parse(&id.to_string())?,
+                capacity_bytes: 0,
+                context: Default::default(),
+                content_source: None,
+                accessible_topology: Vec::new(),
+            },
+            condition: VolumeCondition::healthy(),
+        })
+    }
+
+    /// The condition of a recorded volume: its directory is there (and its quota readable
+    /// when `check_quota`).
+    async fn condition_of(
+        &self,
+        fs: &FsAccess,
+        record: &VolumeRecord,
+        check_quota: bool,
+    ) -> VolumeCondition {
+        let Ok(path) = BeegfsVolumeId::parse(&record.volume_id).map(|i| i.path) else {
+            return VolumeCondition::abnormal("the volume record holds an invalid id");
+        };
+        let dir = fs.root.join(path.relative());
+        match blocking(self.fs_timeout(), "stat volume", move || {
+            fs_tree::is_real_dir(&dir)
+        })
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => return VolumeCondition::abnormal("the volume directory is missing"),
+            Err(e) => {
+                return VolumeCondition::abnormal(format!(
+                    "the volume directory cannot be checked: {e}"
+                ));
+            }
+        }
+        if check_quota && let (Some(gid), Some(q)) = (record.quota_gid, &fs.quota) {
+            match self.quota_manager(fs, q).usage(gid).await {
+                Ok(usage) if usage.bytes_limit.is_none() => {
+                    return VolumeCondition::abnormal(format!(
+                        "the quota limit of group {gid} is missing"
+                    ));
+                }
+                Ok(usage) if usage.bytes_limit.is_some_and(|l| usage.bytes_used > l) => {
+                    return VolumeCondition::abnormal(format!(
+                        "the volume uses {} bytes, more than its {} byte quota",
+                        usage.bytes_used,
+                        usage.bytes_limit.unwrap_or(0)
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return VolumeCondition::abnormal(format!("the quota cannot be read: {e}"));
+                }
+            }
+        }
+        VolumeCondition::healthy()
+    }
+
+    /// ControllerGetVolume (and the existence check of ValidateVolumeCapabilities).
+    pub(crate) async fn get_volume(&self, id: &BeegfsVolumeId) -> Result<VolumeInfo> {
+        let fs = self.controller_fs(&id.host).await?;
+        match self.volume_record(&fs, id).await? {
+            Some(record) if record.state != VolumeState::Creating => Ok(VolumeInfo {
+                volume: record.to_volume()?,
+                condition: self.condition_of(&fs, &record, true).await,
+            }),
+            Some(_) => Err(Error::NotFound(format!(
+                "volume {id} is still being created"
+            ))),
+            None => self.static_volume_info(&fs, id).await,
+        }
+    }
+
+    /// ListVolumes: the volumes this driver created on every filesystem it knows. A
+    /// filesystem that cannot be reached is skipped with a warning.
+    pub(crate) async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
+        let mut out = Vec::new();
+        for host in self.known_hosts()? {
+            let fs = match self.controller_fs(&host).await {
+                Ok(fs) => fs,
+                Err(e) => {
+                    warn!(host = %host, error = %e, "filesystem unreachable; its volumes are not listed");
+                    continue;
+                }
+            };
+            for record in self.all_volume_records(&fs).await? {
+                if record.state == VolumeState::Creating {
+                    continue;
+                }
+                out.push(VolumeInfo {
+                    volume: record.to_volume()?,
+                    condition: self.condition_of(&fs, &record, false).await,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// GetCapacity: free space of the filesystem not promised to quota-limited volumes.
+    pub(crate) async fn available_capacity(&self, parameters: &Parameters) -> Result<u64> {
+        let params = VolumeParams::parse(parameters)?;
+        let fs = self.controller_fs(&params.host).await?;
+        let root = fs.root.clone();
+        let space = blocking(self.fs_timeout(), "statvfs", move || {
+            fs_tree::fs_space(&root)
+        })
+        .await?;
+        if fs.quota.is_none() {
+            return Ok(space.available);
+        }
+        let promised: u64 = self
+            .all_volume_records(&fs)
+            .await?
+            .iter()
+            .filter(|r| r.quota_gid.is_some())
+            .map(|r| r.capacity_bytes)
+            .fold(0u64, u64::saturating_add);
+        Ok(space.total.saturating_sub(promised).min(space.available))
+    }
+
+    /// The archive of a snapshot that is ready to restore.
+    pub(crate) async fn ready_snapshot_archive(&self, id: &str) -> Result<PathBuf> {
+        let sid = BeegfsSnapshotId::parse(id).map_err(|_| {
+            Error::NotFound(format!(
+                "snapshot {id} is not a BeeGFS snapshot of this driver"
+            ))
+        })?;
+        let fs = self.controller_fs(&sid.host).await?;
+        let record = self.snapshot_record(&fs, &sid).await?;
+        match record {
+            None => Err(Error::NotFound(format!("snapshot {id} does not exist"))),
+            Some(r) if !r.ready => Err(Error::Unavailable(format!(
+                "snapshot {id} is not ready yet"
+            ))),
+            Some(_) => Ok(crate::records::snapshot_archive(
+                &fs.root, &sid.base, &sid.name,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csi_core::ErrorCode;
+
+    #[test]
+    fn names_must_be_plain_directory_names() {
+        for bad in ["", ".", "..", ".hidden", "a/b", "a\0b", &"x".repeat(201)] {
+            assert_eq!(
+                check_name("name", bad).unwrap_err().code(),
+                ErrorCode::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+        check_name("name", "pvc-7621fab2-1b2c").unwrap();
+    }
+
+    #[test]
+    fn limits_follow_capacity() {
+        let q = QuotaSettings {
+            sys_mgmtd_host: "h".into(),
+            enabled: true,
+            gid_min: 1,
+            gid_max: 2,
+            storage_pool: 1,
+            inodes_per_gib: Some(1000),
+        };
+        let l = limits_for(&q, 3 * GIB + 1);
+        assert_eq!(l.bytes_hard, Some(3 * GIB + 1));
+        assert_eq!(l.inodes_hard, Some(4000));
+        let none = limits_for(
+            &QuotaSettings {
+                inodes_per_gib: None,
+                ..q
+            },
+            GIB,
+        );
+        assert_eq!(none.inodes_hard, None);
+    }
+}

@@ -1,0 +1,257 @@
+//! Directory operations on a client mount: bounded in time, never following symbolic links.
+//!
+//! A BeeGFS mount whose servers are gone blocks system calls, so every operation runs on a
+//! blocking thread and the caller stops waiting after a timeout (`DeadlineExceeded`); the
+//! thread finishes or stays blocked on its own.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path};
+use std::time::Duration;
+
+use csi_core::{Error, Result};
+
+/// Runs `f` on a blocking thread; gives up waiting after `timeout`.
+pub async fn blocking<T, F>(timeout: Duration, what: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(Error::Internal(format!("{what}: {e}"))),
+        Err(_) => Err(Error::DeadlineExceeded(format!(
+            "{what} did not finish within {:.0}s (is the filesystem reachable?)",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
+/// Refuses a path below `root` whose existing components include a symbolic link, so a
+/// link planted in the filesystem cannot redirect an operation out of it.
+pub fn check_no_symlinks(root: &Path, relative: &str) -> Result<()> {
+    let mut current = root.to_path_buf();
+    for component in Path::new(relative).components() {
+        match component {
+            Component::Normal(part) => current.push(part),
+            Component::CurDir | Component::RootDir => continue,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{relative:?} is not a clean relative path"
+                )));
+            }
+        }
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a symbolic link; refusing to follow it",
+                    current.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("stat", &current, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a real directory (a symbolic link is not).
+pub fn is_real_dir(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(meta.file_type().is_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+/// Removes directory tree `path` without following symbolic links; not an error when it
+/// does not exist. A `path` that is itself a link is refused.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", path, e)),
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::FailedPrecondition(format!(
+            "{} is a symbolic link, not a volume directory; left in place",
+            path.display()
+        ))),
+        Ok(meta) if !meta.is_dir() => {
+            std::fs::remove_file(path).map_err(|e| Error::io("remove", path, e))
+        }
+        // remove_dir_all removes links as links and never descends through them.
+        Ok(_) => match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove directory tree", path, e)),
+        },
+    }
+}
+
+/// Sets the group of everything below `dir` (and `dir`) to `gid`, links included as links.
+pub fn regroup_tree(dir: &Path, gid: u32) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+        if meta.gid() != gid {
+            std::os::unix::fs::lchown(&path, None, Some(gid))
+                .map_err(|e| Error::io("change group of", &path, e))?;
+            if meta.is_dir() && meta.permissions().mode() & 0o2000 != 0 {
+                // Changing the group may drop the setgid bit of directories; keep it.
+                let mode = meta.permissions().mode() & 0o7777;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::io("set mode of", &path, e))?;
+            }
+        }
+        if meta.is_dir() {
+            for entry in
+                std::fs::read_dir(&path).map_err(|e| Error::io("read directory", &path, e))?
+            {
+                let entry = entry.map_err(|e| Error::io("read directory", &path, e))?;
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets the exact mode (special bits included) of directory `path`, not following links.
+pub fn set_dir_mode(path: &Path, mode: u32) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if !meta.is_dir() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is not a directory",
+            path.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("set mode of", path, e))?;
+    }
+    Ok(())
+}
+
+/// Sets the owner of directory `path` where it differs, not following links.
+pub fn set_owner(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let uid = uid.filter(|u| *u != meta.uid());
+    let gid = gid.filter(|g| *g != meta.gid());
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(path, uid, gid)
+            .map_err(|e| Error::io("change owner of", path, e))?;
+    }
+    Ok(())
+}
+
+/// Sizes of the filesystem holding `path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Total bytes.
+    pub total: u64,
+    /// Bytes available to unprivileged users.
+    pub available: u64,
+    /// Total inodes.
+    pub inodes: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+}
+
+/// `statvfs` of `path`.
+pub fn fs_space(path: &Path) -> Result<FsSpace> {
+    let st = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| Error::io("statvfs", path, std::io::Error::from_raw_os_error(e as i32)))?;
+    let frsize = st.fragment_size() as u64;
+    Ok(FsSpace {
+        total: (st.blocks() as u64).saturating_mul(frsize),
+        available: (st.blocks_available() as u64).saturating_mul(frsize),
+        inodes: st.files() as u64,
+        inodes_free: st.files_free() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csi_core::ErrorCode;
+
+    #[test]
+    fn trees_are_removed_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"x").unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir_all(vol.join("a/b")).unwrap();
+        std::fs::write(vol.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, vol.join("a/link")).unwrap();
+        remove_tree(&vol).unwrap();
+        assert!(!vol.exists());
+        assert!(outside.join("keep").exists());
+        remove_tree(&vol).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        assert_eq!(
+            remove_tree(&link).unwrap_err().code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert!(outside.join("keep").exists());
+    }
+
+    #[test]
+    fn symlinked_components_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("k8s/all")).unwrap();
+        check_no_symlinks(dir.path(), "k8s/all/missing/deeper").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("k8s/evil")).unwrap();
+        let err = check_no_symlinks(dir.path(), "k8s/evil/passwd").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+        assert!(!is_real_dir(&dir.path().join("k8s/evil")).unwrap());
+        assert!(is_real_dir(&dir.path().join("k8s/all")).unwrap());
+        assert!(!is_real_dir(&dir.path().join("nope")).unwrap());
+    }
+
+    #[test]
+    fn trees_are_regrouped_and_modes_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir_all(vol.join("sub")).unwrap();
+        std::fs::write(vol.join("sub/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", vol.join("l")).unwrap();
+        set_dir_mode(&vol, 0o2770).unwrap();
+        regroup_tree(&vol, 3131).unwrap();
+        for p in ["", "sub", "sub/f"] {
+            assert_eq!(
+                std::fs::symlink_metadata(vol.join(p)).unwrap().gid(),
+                3131,
+                "{p}"
+            );
+        }
+        assert_eq!(
+            std::fs::symlink_metadata(vol.join("l")).unwrap().gid(),
+            3131
+        );
+        assert_ne!(std::fs::metadata("/etc/passwd").unwrap().gid(), 3131);
+        assert_eq!(
+            std::fs::metadata(&vol).unwrap().permissions().mode() & 0o7777,
+            0o2770
+        );
+        set_owner(&vol, Some(12), None).unwrap();
+        assert_eq!(std::fs::metadata(&vol).unwrap().uid(), 12);
+        assert!(fs_space(dir.path()).unwrap().total > 0);
+    }
+
+    #[tokio::test]
+    async fn slow_operations_time_out() {
+        let err = blocking(Duration::from_millis(20), "stat x", || {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+        assert_eq!(
+            blocking(Duration::from_secs(5), "x", || Ok(3))
+                .await
+                .unwrap(),
+            3
+        );
+    }
+}
