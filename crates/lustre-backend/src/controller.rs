@@ -1,0 +1,1008 @@
+//! Controller operations on volumes: create (empty, from a snapshot, as a clone), delete,
+//! expand, get, list, capacity.
+//!
+//! CreateVolume writes the record (state `creating`) before anything else, then makes the
+//! directory, sets its owner and mode, ties it to its project and sets the hard limit. A
+//! content source is copied in the background (state `filling`): CreateVolume waits a
+//! little, then answers `Aborted` ("in progress") until the copy is done, so a long restore
+//! never holds an RPC. DeleteVolume moves the directory to the filesystem's trash at once,
+//! clears the limits, removes the record, and empties the trash in the background.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use csi_core::domain::{
+    CapacityRange, Parameters, Secrets, Topology, TopologyRequirement, Volume, VolumeCondition,
+    VolumeContentSource, VolumeId,
+};
+use csi_core::id_alloc::IdRange;
+use csi_core::ports::{
+    ArchiveOptions, ArchiveTool, CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo,
+};
+use csi_core::service::DEFAULT_VOLUME_BYTES;
+use csi_core::{Error, ErrorCode, Result};
+use tracing::{info, warn};
+
+use crate::backend::{Inner, Target};
+use crate::config::LustreEntry;
+use crate::mount_options;
+use crate::parameters::{Strictness, VolumeParams};
+use crate::quota::kib_ceil;
+use crate::records::{
+    ContentRecord, LocationRecord, RECORD_VERSION, SnapshotState, VolumeRecord, VolumeState, now,
+};
+use crate::volume_dirs::{self, DirState};
+use crate::volume_id::{LustreSnapshotId, VolumePath, canonical_volume_id, check_name};
+
+/// Mode of a volume directory when neither the StorageClass nor the entry sets one.
+pub const DEFAULT_PERMISSIONS: u32 = 0o777;
+
+/// The hard limit for a capacity range: whole KiB, at least `required`, at most `limit`.
+pub fn quota_capacity(range: &CapacityRange) -> Result<u64> {
+    let bytes = range.size_or(DEFAULT_VOLUME_BYTES);
+    let mut kib = kib_ceil(bytes);
+    if range.limit != 0 && kib.saturating_mul(1024) > range.limit {
+        kib = range.limit / 1024;
+    }
+    if kib == 0 || kib.saturating_mul(1024) < range.required {
+        return Err(Error::OutOfRange(format!(
+            "Lustre quotas count whole KiB and no multiple of 1024 bytes lies between required_bytes {} and limit_bytes {}",
+            range.required, range.limit
+        )));
+    }
+    Ok(kib * 1024)
+}
+
+/// Where a background fill copies from.
+enum FillSource {
+    Archive {
+        archive: PathBuf,
+        options: ArchiveOptions,
+    },
+    Tree {
+        source: PathBuf,
+        options: ArchiveOptions,
+    },
+}
+
+fn fill_key(entry: &str, name: &str) -> String {
+    format!("fill:{entry}:{name}")
+}
+
+impl Inner {
+    /// Chooses the entry of a new volume: `configName`, `v1xCompatible`, `zone`, the only
+    /// entry, or the accessibility requirements, in that order.
+    pub(crate) fn choose_entry(
+        &self,
+        params: &VolumeParams,
+        topology: &TopologyRequirement,
+    ) -> Result<&LustreEntry> {
+        let fits = |entry: &LustreEntry| {
+            let t = Self::entry_topology(entry);
+            TopologyRequirement {
+                requisite: topology.requisite.clone(),
+                preferred: Vec::new(),
+            }
+            .choose(&[&t])
+            .is_some()
+        };
+        let names = || {
+            self.config
+                .entries
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let chosen = if let Some(name) = &params.config_name {
+            self.config.entry(name).ok_or_else(|| {
+                Error::invalid(
+                    "parameters[configName]",
+                    format!(
+                        "no exascaler_map entry is named {name:?} (entries: {})",
+                        names()
+                    ),
+                )
+            })?
+        } else if params.v1x_compatible == Some(true) {
+            self.config.v1x_entry().ok_or_else(|| {
+                Error::invalid(
+                    "parameters[v1xCompatible]",
+                    "no exascaler_map entry sets v1xCompatible: true",
+                )
+            })?
+        } else if let Some(zone) = &params.zone {
+            self.config
+                .entries
+                .values()
+                .find(|e| e.zone.as_deref() == Some(zone.as_str()))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "parameters[zone]",
+                        format!("no exascaler_map entry has zone {zone:?}"),
+                    )
+                })?
+        } else if self.config.entries.len() == 1 {
+            self.config
+                .entries
+                .values()
+                .next()
+                .ok_or_else(|| Error::Internal("no entry".into()))?
+        } else if topology.is_empty() {
+            return Err(Error::invalid(
+                "parameters",
+                format!(
+                    "several EXAScaler filesystems are configured ({}); set configName or zone, or use allowedTopologies",
+                    names()
+                ),
+            ));
+        } else {
+            let entries: Vec<&LustreEntry> = self.config.entries.values().collect();
+            let topologies: Vec<Topology> =
+                entries.iter().map(|e| Self::entry_topology(e)).collect();
+            let refs: Vec<&Topology> = topologies.iter().collect();
+            let i = topology.choose(&refs).ok_or_else(|| {
+                Error::ResourceExhausted(format!(
+                    "no EXAScaler filesystem is in the requested topology (entries: {})",
+                    names()
+                ))
+            })?;
+            entries[i]
+        };
+        if !fits(chosen) {
+            return Err(Error::ResourceExhausted(format!(
+                "EXAScaler entry {} (zone {}) is not in the requested topology",
+                chosen.name,
+                chosen.zone.as_deref().unwrap_or("none")
+            )));
+        }
+        Ok(chosen)
+    }
+
+    /// Where a new volume's data goes: the entry's filesystem, or the one `exaFS` names
+    /// (with its own `mountPoint`, which must not touch a configured one).
+    pub(crate) fn target_for_create(
+        &self,
+        entry: &LustreEntry,
+        params: &VolumeParams,
+    ) -> Result<Target> {
+        let Some(fs) = params
+            .exa_fs
+            .as_ref()
+            .filter(|fs| !fs.same_directory(&entry.exa_fs))
+        else {
+            return Ok(Target::of_entry(entry));
+        };
+        let mount_point = params.mount_point.clone().ok_or_else(|| {
+            Error::invalid(
+                "parameters[mountPoint]",
+                format!(
+                    "is required when exaFS names another filesystem than entry {}'s",
+                    entry.name
+                ),
+            )
+        })?;
+        for other in self.config.entries.values() {
+            if mount_point.starts_with(&other.mount_point)
+                || other.mount_point.starts_with(&mount_point)
+            {
+                return Err(Error::invalid(
+                    "parameters[mountPoint]",
+                    format!(
+                        "{} overlaps {}, the mount point of entry {}; another filesystem needs its own",
+                        mount_point.display(),
+                        other.mount_point.display(),
+                        other.name
+                    ),
+                ));
+            }
+        }
+        let location = crate::volume_id::Location {
+            exa_fs: fs.clone(),
+            mount_point,
+        };
+        Ok(Target::at(entry, Some(&location)))
+    }
+
+    /// The volume reported to the CO.
+    fn volume_of(&self, rec: &VolumeRecord, entry: &LustreEntry) -> Result<Volume> {
+        let topology = Self::entry_topology(entry);
+        Ok(Volume {
+            id: VolumeId::parse(&rec.volume_id)?,
+            capacity_bytes: rec.capacity_bytes,
+            context: rec.parameters.clone(),
+            content_source: rec.content_source.as_ref().map(VolumeContentSource::from),
+            accessible_topology: if topology.is_empty() {
+                Vec::new()
+            } else {
+                vec![topology]
+            },
+        })
+    }
+
+    /// The target a record's data lives on.
+    fn target_of(&self, entry: &LustreEntry, rec: &VolumeRecord) -> Target {
+        let location = rec.location.as_ref().map(crate::volume_id::Location::from);
+        Target::at(entry, location.as_ref())
+    }
+
+    /// CreateVolume.
+    pub(crate) async fn create_volume(
+        self: &Arc<Self>,
+        req: &CreateVolumeRequest,
+    ) -> Result<Volume> {
+        let mut params = VolumeParams::parse(req.parameters.as_map(), Strictness::Strict)?;
+        params.apply_secrets(&req.secrets)?;
+        for (i, cap) in req.capabilities.iter().enumerate() {
+            mount_options::parse(&cap.mount_flags)
+                .map_err(|r| Error::invalid(&format!("volume_capabilities[{i}].mount_flags"), r))?;
+        }
+        check_name("name", &req.name)?;
+        if req.name == self.settings.metadata_dir {
+            return Err(Error::invalid("name", "is the driver's metadata directory"));
+        }
+        let entry = self.choose_entry(&params, &req.topology)?.clone();
+        let target = self.target_for_create(&entry, &params)?;
+        let volume_id = canonical_volume_id(&entry, &req.name)?;
+        let capacity = quota_capacity(&req.capacity)?;
+        let content = req.content_source.as_ref().map(ContentRecord::from);
+        let mgmt = params.management_ip.clone();
+
+        self.mount_controller(&Target::of_entry(&entry), mgmt.as_ref())
+            .await?;
+        if target.location.is_some() {
+            self.mount_controller(&target, mgmt.as_ref()).await?;
+        }
+        let stores = self.stores(&entry);
+        let name = req.name.clone();
+
+        let record = match stores.volumes.get(&name)? {
+            Some(rec) => {
+                if rec.entry != entry.name
+                    || rec.parameters != *req.parameters.as_map()
+                    || rec.content_source != content
+                    || rec.volume_id != volume_id
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name} exists with other parameters or content source"
+                    )));
+                }
+                match rec.state {
+                    VolumeState::Ready => return self.volume_of(&rec, &entry),
+                    VolumeState::Deleting => {
+                        return Err(Error::Aborted(format!(
+                            "volume {name} is being deleted; retry later"
+                        )));
+                    }
+                    VolumeState::Filling => return self.continue_fill(rec, &entry).await,
+                    VolumeState::Creating => {
+                        let mut rec = rec;
+                        rec.capacity_bytes = capacity;
+                        stores.volumes.put(&name, &rec)?;
+                        rec
+                    }
+                }
+            }
+            None => {
+                let dir = target.path(&VolumePath::single(&name)?);
+                let state = self
+                    .fs(format!("stat {}", dir.display()), move || {
+                        volume_dirs::dir_state(&dir)
+                    })
+                    .await?;
+                if state != DirState::Missing {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} already exists on the filesystem and was not created by this driver; it is left untouched",
+                        target.path(&VolumePath::single(&name)?).display()
+                    )));
+                }
+                // Content sources are checked before anything is written.
+                if let Some(source) = &req.content_source {
+                    self.fill_source(source, &entry, capacity).await?;
+                }
+                let reservation = self.reserve_project(&params, &target, &stores).await?;
+                let (created_unix, _) = now();
+                let rec = VolumeRecord {
+                    version: RECORD_VERSION,
+                    name: name.clone(),
+                    volume_id: volume_id.clone(),
+                    entry: entry.name.clone(),
+                    state: VolumeState::Creating,
+                    location: target.location.as_ref().map(LocationRecord::from),
+                    project_id: reservation.id(),
+                    capacity_bytes: capacity,
+                    parameters: req.parameters.as_map().clone(),
+                    content_source: content.clone(),
+                    uid: params.uid,
+                    gid: params.gid,
+                    permissions: params
+                        .permissions
+                        .or(entry.volume_dir_permissions)
+                        .unwrap_or(DEFAULT_PERMISSIONS),
+                    created_unix,
+                    error: None,
+                };
+                // Written before the directory exists; the reservation is held until then.
+                stores.volumes.put(&name, &rec)?;
+                drop(reservation);
+                rec
+            }
+        };
+
+        if let Err(e) = self.make_directory_and_quota(&record, &target).await {
+            warn!(volume = %name, error = %e, "volume creation failed; undoing it");
+            self.undo_create(&record, &target, &stores).await;
+            return Err(e);
+        }
+        let mut record = record;
+        if record.content_source.is_some() {
+            record.state = VolumeState::Filling;
+            stores.volumes.put(&name, &record)?;
+            return self.continue_fill(record, &entry).await;
+        }
+        record.state = VolumeState::Ready;
+        stores.volumes.put(&name, &record)?;
+        info!(volume_id = %record.volume_id, project = record.project_id, "volume created");
+        self.volume_of(&record, &entry)
+    }
+
+    /// Picks the project id: the given one (refused when another volume of ours has it), or
+    /// a random free one in the range.
+    async fn reserve_project(
+        &self,
+        params: &VolumeParams,
+        target: &Target,
+        stores: &crate::records::Stores,
+    ) -> Result<csi_core::id_alloc::IdReservation> {
+        // Records are read after the id is reserved: a concurrent request holding the same
+        // id has either written its record by then or still holds the reservation.
+        let owner = |stores: &crate::records::Stores, id: u32| -> Result<Option<String>> {
+            Ok(stores
+                .volumes
+                .list()?
+                .into_iter()
+                .find(|(_, r)| r.project_id == id)
+                .map(|(name, _)| name))
+        };
+        if let Some(id) = params.project_id {
+            let reservation = self.ids.reserve(id)?;
+            if let Some(other) = owner(stores, id)? {
+                return Err(Error::FailedPrecondition(format!(
+                    "parameters[projectId]: project {id} already belongs to volume {other}"
+                )));
+            }
+            return Ok(reservation);
+        }
+        let quota = self.quota(&target.mount_point);
+        let range = IdRange::new(params.min_project_id, params.max_project_id)?;
+        self.ids
+            .allocate(range, params.project_id_retries, |id| {
+                let taken = owner(stores, id).map(|o| o.is_some());
+                let quota = quota.clone();
+                async move {
+                    if taken? {
+                        return Ok(false);
+                    }
+                    Ok(!quota.in_use(id).await?)
+                }
+            })
+            .await
+            .map_err(|e| match e.code() {
+                ErrorCode::ResourceExhausted => Error::ResourceExhausted(format!(
+                    "{e}; widen minProjectId/maxProjectId or raise generateProjectIdRetries"
+                )),
+                _ => e,
+            })
+    }
+
+    async fn make_directory_and_quota(&self, rec: &VolumeRecord, target: &Target) -> Result<()> {
+        let dir = target.path(&rec.dir());
+        let (uid, gid, mode) = (rec.uid, rec.gid, rec.permissions);
+        let d = dir.clone();
+        self.fs(format!("create {}", dir.display()), move || {
+            volume_dirs::create_volume_dir(&d, uid, gid, mode)
+        })
+        .await?;
+        let quota = self.quota(&target.mount_point);
+        quota.assign(&dir, rec.project_id).await?;
+        if self.settings.enforce_quota {
+            let limits = QuotaLimits {
+                bytes_hard: Some(rec.capacity_bytes),
+                ..Default::default()
+            };
+            quota.set_limits(rec.project_id, &limits).await?;
+        }
+        Ok(())
+    }
+
+    /// Best-effort undo of a failed creation: an empty directory, the limits and the record
+    /// go; anything that cannot be undone keeps the record, so DeleteVolume can finish.
+    async fn undo_create(
+        &self,
+        rec: &VolumeRecord,
+        target: &Target,
+        stores: &crate::records::Stores,
+    ) {
+        let dir = target.path(&rec.dir());
+        let d = dir.clone();
+        let removed = self
+            .fs(
+                format!("remove {}", dir.display()),
+                move || match std::fs::remove_dir(&d) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::io("remove directory", &d, e)),
+                },
+            )
+            .await;
+        if let Err(e) = &removed {
+            warn!(dir = %dir.display(), error = %e, "half-created volume kept; DeleteVolume will remove it");
+            return;
+        }
+        if let Err(e) = self.quota(&target.mount_point).clear(rec.project_id).await {
+            warn!(project = rec.project_id, error = %e, "limits of a failed volume not cleared");
+        }
+        if let Err(e) = stores.volumes.remove(&rec.name) {
+            warn!(volume = %rec.name, error = %e, "record of a failed volume kept");
+        }
+    }
+
+    /// Checks a content source and says where to copy from: a ready snapshot of ours, or an
+    /// existing volume. A restore larger than the new volume is `OutOfRange`.
+    async fn fill_source(
+        self: &Arc<Self>,
+        source: &VolumeContentSource,
+        _entry: &LustreEntry,
+        capacity: u64,
+    ) -> Result<FillSource> {
+        match source {
+            VolumeContentSource::Snapshot(id) => {
+                let sid = LustreSnapshotId::parse(id, &self.config).unwrap_or_else(|| {
+                    Err(Error::NotFound(format!(
+                        "snapshot {id:?} is not a Lustre snapshot"
+                    )))
+                })?;
+                let snap_entry = self.entry(&sid.entry)?.clone();
+                self.mount_controller(&Target::of_entry(&snap_entry), None)
+                    .await?;
+                let rec = self
+                    .stores(&snap_entry)
+                    .snapshots
+                    .get(&sid.name)?
+                    .ok_or_else(|| Error::NotFound(format!("snapshot {id} does not exist")))?;
+                match rec.state {
+                    SnapshotState::Ready => {}
+                    SnapshotState::Cutting => {
+                        return Err(Error::Unavailable(format!(
+                            "snapshot {id} is still being written; retry later"
+                        )));
+                    }
+                    SnapshotState::Failed => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "snapshot {id} failed and cannot be restored: {}",
+                            rec.error.as_deref().unwrap_or("unknown error")
+                        )));
+                    }
+                }
+                if rec.size_bytes > capacity {
+                    return Err(Error::OutOfRange(format!(
+                        "snapshot {id} holds {} bytes, more than the {capacity} bytes requested",
+                        rec.size_bytes
+                    )));
+                }
+                let location = rec.location.as_ref().map(crate::volume_id::Location::from);
+                let target = Target::at(&snap_entry, location.as_ref());
+                self.mount_controller(&target, None).await?;
+                let archive = VolumePath::parse(&rec.archive)
+                    .map_err(Error::Internal)?
+                    .under(&target.mount_point);
+                Ok(FillSource::Archive {
+                    archive,
+                    options: rec.tool.options(),
+                })
+            }
+            VolumeContentSource::Volume(id) => {
+                let handle = self.handle(id).map_err(|e| match e.code() {
+                    ErrorCode::InvalidArgument => e,
+                    _ => Error::NotFound(format!("source volume {id}: {e}")),
+                })?;
+                let src_entry = self.entry(&handle.entry)?.clone();
+                self.mount_controller(&Target::of_entry(&src_entry), None)
+                    .await?;
+                let rec = self.stores(&src_entry).volume_for(&handle.dir, id)?;
+                if let Some(rec) = &rec {
+                    if rec.state != VolumeState::Ready {
+                        return Err(Error::Unavailable(format!(
+                            "source volume {id} is not ready yet"
+                        )));
+                    }
+                    if rec.capacity_bytes > capacity {
+                        return Err(Error::OutOfRange(format!(
+                            "source volume {id} has {} bytes, more than the {capacity} bytes requested",
+                            rec.capacity_bytes
+                        )));
+                    }
+                }
+                let location = match &rec {
+                    Some(r) => r.location.as_ref().map(crate::volume_id::Location::from),
+                    None => handle.location.clone(),
+                };
+                let target = Target::at(&src_entry, location.as_ref());
+                self.mount_controller(&target, None).await?;
+                let dir = target.path(&handle.dir);
+                let root = target.mount_point.clone();
+                let source = self
+                    .fs(format!("resolve {}", dir.display()), move || {
+                        volume_dirs::resolve_inside(&root, &dir)
+                    })
+                    .await
+                    .map_err(|e| match e.code() {
+                        ErrorCode::NotFound => {
+                            Error::NotFound(format!("source volume {id} does not exist"))
+                        }
+                        _ => e,
+                    })?;
+                let options = ArchiveOptions {
+                    tool: ArchiveTool::Tar(self.settings.tar.clone()),
+                    verify_md5: false,
+                };
+                Ok(FillSource::Tree { source, options })
+            }
+        }
+    }
+
+    /// Runs (or keeps running, or restarts after a restart or a failure) the background fill
+    /// of a `filling` volume; answers the volume when it is done, else `Aborted`.
+    async fn continue_fill(
+        self: &Arc<Self>,
+        rec: VolumeRecord,
+        entry: &LustreEntry,
+    ) -> Result<Volume> {
+        let key = fill_key(&entry.name, &rec.name);
+        let stores = self.stores(entry);
+        let mut rec = rec;
+        let mut failure = None;
+        if !self.tasks.is_running(&key) {
+            if let Some(error) = rec.error.take() {
+                // Report the failure of the last attempt, and start another.
+                stores.volumes.put(&rec.name, &rec)?;
+                failure = Some(error);
+            }
+            let content = rec
+                .content_source
+                .as_ref()
+                .map(VolumeContentSource::from)
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "volume {} has no content source to fill from",
+                        rec.name
+                    ))
+                })?;
+            let source = self
+                .fill_source(&content, entry, rec.capacity_bytes)
+                .await?;
+            let target = self.target_of(entry, &rec);
+            self.mount_controller(&target, None).await?;
+            let dest = target.path(&rec.dir());
+            let inner = self.clone();
+            let (entry_copy, name) = (entry.clone(), rec.name.clone());
+            self.tasks.spawn(&key, async move {
+                inner.run_fill(entry_copy, name, source, dest).await;
+            });
+        }
+        if let Some(error) = failure {
+            return Err(Error::Unavailable(format!(
+                "filling volume {} failed: {error}; trying again",
+                rec.name
+            )));
+        }
+        self.tasks
+            .wait(
+                &key,
+                Duration::from_secs(self.settings.content_wait_seconds),
+            )
+            .await;
+        let rec = stores.volumes.get(&rec.name)?.ok_or_else(|| {
+            Error::Aborted(format!(
+                "volume {} disappeared while being filled",
+                rec.name
+            ))
+        })?;
+        match (rec.state, &rec.error) {
+            (VolumeState::Ready, _) => {
+                info!(volume_id = %rec.volume_id, "volume created and filled");
+                self.volume_of(&rec, entry)
+            }
+            (_, Some(error)) => Err(Error::Unavailable(format!(
+                "filling volume {} failed: {error}; the next attempt retries",
+                rec.name
+            ))),
+            _ => Err(Error::Aborted(format!(
+                "volume {} is still being filled from its content source; retry later",
+                rec.name
+            ))),
+        }
+    }
+
+    async fn run_fill(
+        self: Arc<Self>,
+        entry: LustreEntry,
+        name: String,
+        source: FillSource,
+        dest: PathBuf,
+    ) {
+        let engine = self.ctx.snapshots.clone();
+        let work = async {
+            match &source {
+                FillSource::Archive { archive, options } => {
+                    engine.restore(archive, &dest, options).await
+                }
+                FillSource::Tree { source, options } => {
+                    engine.copy_tree(source, &dest, options).await
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.settings.archive_timeout(), work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "filling {} took longer than {}s",
+                dest.display(),
+                self.settings.archive_timeout_seconds
+            ))),
+        };
+        let stores = self.stores(&entry);
+        match stores.volumes.get(&name) {
+            Ok(Some(mut rec)) if rec.state == VolumeState::Filling => {
+                match result {
+                    Ok(()) => {
+                        rec.state = VolumeState::Ready;
+                        rec.error = None;
+                    }
+                    Err(e) => {
+                        warn!(volume = %name, error = %e, "filling the volume failed");
+                        rec.error = Some(e.to_string());
+                    }
+                }
+                if let Err(e) = stores.volumes.put(&name, &rec) {
+                    warn!(volume = %name, error = %e, "fill result not recorded");
+                }
+            }
+            Ok(_) => info!(volume = %name, "volume deleted while being filled"),
+            Err(e) => warn!(volume = %name, error = %e, "fill result not recorded"),
+        }
+    }
+
+    /// DeleteVolume.
+    pub(crate) async fn delete_volume(
+        self: &Arc<Self>,
+        id: &VolumeId,
+        secrets: &Secrets,
+    ) -> Result<()> {
+        let handle = self.handle(id.as_str())?;
+        let entry = self.entry(&handle.entry)?.clone();
+        let mut params = VolumeParams::default();
+        params.apply_secrets(secrets)?;
+        let mgmt = params.management_ip.clone();
+        self.mount_controller(&Target::of_entry(&entry), mgmt.as_ref())
+            .await?;
+        let stores = self.stores(&entry);
+        let Some(mut rec) = stores.volume_for(&handle.dir, id.as_str())? else {
+            // Not made by this driver (a static volume, or an older driver's volume).
+            let location = match (&params.exa_fs, &handle.location) {
+                (Some(fs), _) if !fs.same_directory(&entry.exa_fs) => handle
+                    .location
+                    .clone()
+                    .filter(|l| l.exa_fs.same_directory(fs)),
+                (_, loc) => loc.clone(),
+            };
+            let target = Target::at(&entry, location.as_ref());
+            self.mount_controller(&target, mgmt.as_ref()).await?;
+            let dir = target.path(&handle.dir);
+            let d = dir.clone();
+            let state = self
+                .fs(format!("stat {}", dir.display()), move || {
+                    volume_dirs::dir_state(&d)
+                })
+                .await?;
+            if state == DirState::Missing {
+                info!(volume_id = %id, "volume does not exist: nothing to delete");
+                return Ok(());
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} was not created by this driver (no record of it), so its data at {} was left in place; remove it by hand if it is no longer needed",
+                dir.display()
+            )));
+        };
+        if self.snapshot_cutting_from(&entry, id.as_str())? {
+            return Err(Error::Aborted(format!(
+                "a snapshot of volume {id} is still being written; retry once it is done"
+            )));
+        }
+        self.tasks.abort(&fill_key(&entry.name, &rec.name)).await;
+        if rec.state != VolumeState::Deleting {
+            rec.state = VolumeState::Deleting;
+            stores.volumes.put(&rec.name, &rec)?;
+        }
+        let target = self.target_of(&entry, &rec);
+        self.mount_controller(&target, mgmt.as_ref()).await?;
+        let dir = target.path(&rec.dir());
+        let trash = self.meta_dir(&target).join("trash");
+        let d = dir.clone();
+        self.fs(format!("move {} to the trash", dir.display()), move || {
+            volume_dirs::move_to_trash(&d, &trash)
+        })
+        .await?;
+        self.quota(&target.mount_point)
+            .clear(rec.project_id)
+            .await?;
+        stores.volumes.remove(&rec.name)?;
+        self.purge_trash(&target);
+        info!(volume_id = %id, project = rec.project_id, "volume deleted");
+        Ok(())
+    }
+
+    fn snapshot_cutting_from(&self, entry: &LustreEntry, volume_id: &str) -> Result<bool> {
+        Ok(self.stores(entry).snapshots.list()?.iter().any(|(_, s)| {
+            s.source_volume_id == volume_id
+                && s.state == SnapshotState::Cutting
+                && self
+                    .tasks
+                    .is_running(&crate::snapshots::cut_key(&entry.name, &s.name))
+        }))
+    }
+
+    /// ControllerExpandVolume: raises the hard limit.
+    pub(crate) async fn expand_volume(
+        self: &Arc<Self>,
+        id: &VolumeId,
+        bytes: u64,
+        secrets: &Secrets,
+    ) -> Result<u64> {
+        let handle = self.handle(id.as_str())?;
+        let entry = self.entry(&handle.entry)?.clone();
+        let mut params = VolumeParams::default();
+        params.apply_secrets(secrets)?;
+        self.mount_controller(&Target::of_entry(&entry), params.management_ip.as_ref())
+            .await?;
+        let stores = self.stores(&entry);
+        let mut rec = stores.volume_for(&handle.dir, id.as_str())?.ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "volume {id} was not created by this driver; its quota is not managed here and cannot be expanded"
+            ))
+        })?;
+        if rec.state != VolumeState::Ready {
+            return Err(Error::Aborted(format!(
+                "volume {id} is not ready; retry later"
+            )));
+        }
+        let capacity = kib_ceil(bytes).saturating_mul(1024);
+        if capacity <= rec.capacity_bytes {
+            return Ok(rec.capacity_bytes);
+        }
+        let target = self.target_of(&entry, &rec);
+        self.mount_controller(&target, params.management_ip.as_ref())
+            .await?;
+        if self.settings.enforce_quota {
+            let limits = QuotaLimits {
+                bytes_hard: Some(capacity),
+                ..Default::default()
+            };
+            self.quota(&target.mount_point)
+                .set_limits(rec.project_id, &limits)
+                .await?;
+        }
+        rec.capacity_bytes = capacity;
+        stores.volumes.put(&rec.name, &rec)?;
+        info!(volume_id = %id, capacity, "volume expanded");
+        Ok(capacity)
+    }
+
+    /// ControllerGetVolume.
+    pub(crate) async fn get_volume(self: &Arc<Self>, id: &VolumeId) -> Result<VolumeInfo> {
+        let handle = self.handle(id.as_str())?;
+        let entry = self.entry(&handle.entry)?.clone();
+        self.mount_controller(&Target::of_entry(&entry), None)
+            .await?;
+        match self.stores(&entry).volume_for(&handle.dir, id.as_str())? {
+            Some(rec) if rec.state == VolumeState::Ready => {
+                let condition = self.condition(&entry, &rec).await;
+                Ok(VolumeInfo {
+                    volume: self.volume_of(&rec, &entry)?,
+                    condition,
+                })
+            }
+            Some(rec) => Err(Error::NotFound(format!(
+                "volume {id} is not ready (it is {:?})",
+                rec.state
+            ))),
+            None => {
+                let target = Target::at(&entry, handle.location.as_ref());
+                self.mount_controller(&target, None).await?;
+                let dir = target.path(&handle.dir);
+                let d = dir.clone();
+                match self
+                    .fs(format!("stat {}", dir.display()), move || {
+                        volume_dirs::dir_state(&d)
+                    })
+                    .await?
+                {
+                    DirState::Directory => Ok(VolumeInfo {
+                        volume: Volume {
+                            id: id.clone(),
+                            capacity_bytes: 0,
+                            context: BTreeMap::new(),
+                            content_source: None,
+                            accessible_topology: {
+                                let t = Self::entry_topology(&entry);
+                                if t.is_empty() { Vec::new() } else { vec![t] }
+                            },
+                        },
+                        condition: VolumeCondition::healthy(),
+                    }),
+                    _ => Err(Error::NotFound(format!("volume {id} does not exist"))),
+                }
+            }
+        }
+    }
+
+    /// Healthy when the directory is there.
+    async fn condition(
+        self: &Arc<Self>,
+        entry: &LustreEntry,
+        rec: &VolumeRecord,
+    ) -> VolumeCondition {
+        let target = self.target_of(entry, rec);
+        if let Err(e) = self.mount_controller(&target, None).await {
+            return VolumeCondition::abnormal(format!("the filesystem cannot be mounted: {e}"));
+        }
+        let dir = target.path(&rec.dir());
+        let d = dir.clone();
+        match self
+            .fs(format!("stat {}", dir.display()), move || {
+                volume_dirs::dir_state(&d)
+            })
+            .await
+        {
+            Ok(DirState::Directory) => VolumeCondition::healthy(),
+            Ok(DirState::Missing) => VolumeCondition::abnormal(format!(
+                "the volume directory {} is missing",
+                dir.display()
+            )),
+            Ok(DirState::Other) => {
+                VolumeCondition::abnormal(format!("{} is no longer a directory", dir.display()))
+            }
+            Err(e) => {
+                VolumeCondition::abnormal(format!("the volume directory cannot be checked: {e}"))
+            }
+        }
+    }
+
+    /// ListVolumes: the ready volumes of every entry.
+    pub(crate) async fn list_volumes(self: &Arc<Self>) -> Result<Vec<VolumeInfo>> {
+        let mut out = Vec::new();
+        for entry in self.config.entries.values() {
+            self.mount_controller(&Target::of_entry(entry), None)
+                .await?;
+            for (_, rec) in self.stores(entry).volumes.list()? {
+                if rec.entry != entry.name || rec.state != VolumeState::Ready {
+                    continue;
+                }
+                let condition = self.condition(entry, &rec).await;
+                out.push(VolumeInfo {
+                    volume: self.volume_of(&rec, entry)?,
+                    condition,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// GetCapacity: the most a new volume could get on one filesystem that fits the
+    /// parameters and topology: free space minus what our volumes were promised but do not
+    /// use yet.
+    pub(crate) async fn available_capacity(
+        self: &Arc<Self>,
+        parameters: &Parameters,
+        topology: &Topology,
+    ) -> Result<u64> {
+        let params = VolumeParams::parse(parameters.as_map(), Strictness::Strict)?;
+        let requirement = TopologyRequirement {
+            requisite: if topology.is_empty() {
+                Vec::new()
+            } else {
+                vec![topology.clone()]
+            },
+            preferred: Vec::new(),
+        };
+        let explicit = params.config_name.is_some()
+            || params.zone.is_some()
+            || params.v1x_compatible == Some(true);
+        let candidates: Vec<LustreEntry> = if explicit || self.config.entries.len() == 1 {
+            match self.choose_entry(&params, &requirement) {
+                Ok(e) => vec![e.clone()],
+                Err(e) if e.code() == ErrorCode::ResourceExhausted => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.config
+                .entries
+                .values()
+                .filter(|e| requirement.choose(&[&Self::entry_topology(e)]).is_some())
+                .cloned()
+                .collect()
+        };
+        let mut best = 0u64;
+        for entry in candidates {
+            let target = self.target_for_create(&entry, &params)?;
+            self.mount_controller(&Target::of_entry(&entry), params.management_ip.as_ref())
+                .await?;
+            self.mount_controller(&target, params.management_ip.as_ref())
+                .await?;
+            let mp = target.mount_point.clone();
+            let space = self
+                .fs(format!("statvfs {}", mp.display()), move || {
+                    volume_dirs::statvfs(&mp)
+                })
+                .await?;
+            let quota = self.quota(&target.mount_point);
+            let mut promised = 0u64;
+            for (_, rec) in self.stores(&entry).volumes.list()? {
+                if rec.state == VolumeState::Deleting
+                    || rec.location.as_ref().map(|l| &l.mount_point)
+                        != target.location.as_ref().map(|l| &l.mount_point)
+                {
+                    continue;
+                }
+                let used = match quota.usage(rec.project_id).await {
+                    Ok(u) => u.bytes_used,
+                    Err(e) => {
+                        warn!(project = rec.project_id, error = %e, "usage unknown; counting the whole quota as promised");
+                        0
+                    }
+                };
+                promised = promised.saturating_add(rec.capacity_bytes.saturating_sub(used));
+            }
+            best = best.max(space.bytes_available.saturating_sub(promised));
+        }
+        Ok(best)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacities_are_whole_kib_inside_the_range() {
+        assert_eq!(
+            quota_capacity(&CapacityRange::new(0, 0).unwrap()).unwrap(),
+            DEFAULT_VOLUME_BYTES
+        );
+        assert_eq!(
+            quota_capacity(&CapacityRange::new(1000, 0).unwrap()).unwrap(),
+            1024
+        );
+        assert_eq!(
+            quota_capacity(&CapacityRange::new(1000, 5000).unwrap()).unwrap(),
+            1024
+        );
+        assert_eq!(
+            quota_capacity(&CapacityRange::new(0, 5000).unwrap()).unwrap(),
+            4096
+        );
+        assert_eq!(
+            quota_capacity(&CapacityRange::new(1000, 1000).unwrap())
+                .unwrap_err()
+                .code(),
+            ErrorCode::OutOfRange
+        );
+        assert_eq!(
+            quota_capacity(&CapacityRange::new(1025, 2047).unwrap())
+                .unwrap_err()
+                .code(),
+            ErrorCode::OutOfRange
+        );
+    }
+}

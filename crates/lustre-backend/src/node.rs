@@ -1,0 +1,353 @@
+//! Node operations: stage, unstage, the directory to publish, usage, topology.
+//!
+//! - `bindMount: true` (default): the node mounts the whole filesystem once at its
+//!   `mountPoint` (shared by every staged volume, unmounted after the last one if this
+//!   process mounted it) and bind-mounts the volume directory onto the staging path.
+//! - `bindMount: false`: the volume directory is mounted on the staging path as its own
+//!   Lustre mount (`mount -t lustre <NIDs>:/fsname/<dir> <staging>`).
+//!
+//! The filesystem is the one the node-stage secret's `exaFS` names, else the volume
+//! context's `exaFS` (with its `mountPoint`), else the handle's, else the entry's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use csi_core::domain::{Topology, VolumeId, VolumeStats};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest};
+use csi_core::{Error, ErrorCode, Result};
+use tracing::{debug, warn};
+
+use crate::backend::{Inner, Target, ZONE_KEY};
+use crate::config::LustreEntry;
+use crate::mount_options;
+use crate::mounts::LUSTRE;
+use crate::parameters::{Strictness, VolumeParams};
+use crate::quota::QuotaReport;
+use crate::volume_dirs::{self, FsSpace};
+use crate::volume_id::{Location, LustreVolumeHandle};
+
+impl Inner {
+    /// The filesystem a node reaches a volume on.
+    fn target_for_node(
+        &self,
+        entry: &LustreEntry,
+        handle: &LustreVolumeHandle,
+        params: &VolumeParams,
+    ) -> Result<Target> {
+        match params
+            .exa_fs
+            .as_ref()
+            .filter(|fs| !fs.same_directory(&entry.exa_fs))
+        {
+            Some(fs) => {
+                let mount_point = params
+                    .mount_point
+                    .clone()
+                    .or_else(|| {
+                        handle
+                            .location
+                            .as_ref()
+                            .filter(|l| l.exa_fs.same_directory(fs))
+                            .map(|l| l.mount_point.clone())
+                    })
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "volume_context[mountPoint]",
+                            "is required when exaFS names another filesystem than the entry's",
+                        )
+                    })?;
+                Ok(Target::at(
+                    entry,
+                    Some(&Location {
+                        exa_fs: fs.clone(),
+                        mount_point,
+                    }),
+                ))
+            }
+            None => Ok(Target::at(entry, handle.location.as_ref())),
+        }
+    }
+
+    /// NodeStageVolume.
+    pub(crate) async fn stage_volume(self: &Arc<Self>, req: &NodeStageRequest) -> Result<()> {
+        let handle = self.handle(req.volume_id.as_str())?;
+        let entry = self.entry(&handle.entry)?.clone();
+        let mut params = VolumeParams::parse(&req.context, Strictness::Context).map_err(|e| {
+            Error::InvalidArgument(e.to_string().replacen("parameters[", "volume_context[", 1))
+        })?;
+        params.apply_secrets(&req.secrets)?;
+        let target = self.target_for_node(&entry, &handle, &params)?;
+        let flags = mount_options::parse(&req.capability.mount_flags)
+            .map_err(|r| Error::invalid("volume_capability.mount_flags", r))?;
+        let volume_options = mount_options::merge(&[&flags, &params.mount_options]);
+        let read_only = req.capability.access_mode.is_read_only()
+            || mount_options::is_read_only(&volume_options);
+        let staging = req.staging_path.clone();
+
+        match self.ctx.mounter.is_mount_point(&staging).await {
+            Ok(true) => {
+                debug!(staging = %staging.display(), "already staged");
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                std::fs::create_dir_all(&staging)
+                    .map_err(|e| Error::io("create staging directory", &staging, e))?;
+            }
+            Err(e) => return Err(e),
+        }
+
+        if params.bind_mount.unwrap_or(entry.bind_mount) {
+            let extra: Vec<&String> = volume_options
+                .iter()
+                .filter(|o| {
+                    !matches!(o.as_str(), "ro" | "rw") && !entry.default_mount_options.contains(o)
+                })
+                .collect();
+            if !extra.is_empty() {
+                warn!(volume_id = %req.volume_id, options = ?extra, "with bindMount the filesystem is shared: only defaultMountOptions and ro apply; use bindMount: false for per-volume options");
+            }
+            let holder = staging.display().to_string();
+            self.mounts
+                .ensure(
+                    &target.mount_point,
+                    &target.exa_fs.to_string(),
+                    &entry.default_mount_options,
+                    Some(&holder),
+                )
+                .await?;
+            let bound = async {
+                let dir = target.path(&handle.dir);
+                let root = target.mount_point.clone();
+                let dir = self
+                    .fs(format!("resolve {}", dir.display()), move || {
+                        volume_dirs::resolve_inside(&root, &dir)
+                    })
+                    .await?;
+                self.ctx.mounter.bind_mount(&dir, &staging, read_only).await
+            }
+            .await;
+            if let Err(e) = bound {
+                if let Err(release) = self.mounts.release(&holder).await {
+                    warn!(error = %release, "shared mount not released after a failed stage");
+                }
+                return Err(e);
+            }
+        } else {
+            let mut options =
+                mount_options::merge(&[&entry.default_mount_options, &volume_options]);
+            if read_only && !mount_options::is_read_only(&options) {
+                options = mount_options::merge(&[&options, &["ro".to_string()]]);
+            }
+            let source = target.exa_fs.join(handle.dir.components());
+            self.ctx
+                .mounter
+                .mount(&source.to_string(), &staging, LUSTRE, &options)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// NodeUnstageVolume: unmounts the staging path (stacked mounts one by one) and drops
+    /// the shared mount's reference.
+    pub(crate) async fn unstage_volume(
+        self: &Arc<Self>,
+        _id: &VolumeId,
+        staging: &Path,
+    ) -> Result<()> {
+        for _ in 0..8 {
+            match self.ctx.mounter.is_mount_point(staging).await {
+                Ok(true) => self.ctx.mounter.unmount(staging).await?,
+                Ok(false) => break,
+                Err(e) if e.code() == ErrorCode::NotFound => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.mounts.release(&staging.display().to_string()).await
+    }
+
+    /// The staging path, once it is staged.
+    pub(crate) async fn publish_source(
+        self: &Arc<Self>,
+        req: &NodePublishRequest,
+    ) -> Result<PathBuf> {
+        let staged = match self.ctx.mounter.is_mount_point(&req.staging_path).await {
+            Ok(m) => m,
+            Err(e) if e.code() == ErrorCode::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if !staged {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {} is not staged at {}",
+                req.volume_id,
+                req.staging_path.display()
+            )));
+        }
+        Ok(req.staging_path.clone())
+    }
+
+    /// NodeGetVolumeStats: the project's usage and limits, else the filesystem's.
+    pub(crate) async fn volume_stats(
+        self: &Arc<Self>,
+        _id: &VolumeId,
+        path: &Path,
+    ) -> Result<VolumeStats> {
+        let quota = self.quota(path);
+        let report = match quota.project_of(path).await {
+            Ok(attr) if attr.id != 0 => match quota.report(attr.id).await {
+                Ok(report) => Some(report),
+                Err(e) if e.code() == ErrorCode::DeadlineExceeded => return Err(e),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "project usage unreadable; reporting the filesystem's");
+                    None
+                }
+            },
+            Ok(_) => None,
+            Err(e) if e.code() == ErrorCode::DeadlineExceeded => return Err(e),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "project unreadable; reporting the filesystem's");
+                None
+            }
+        };
+        let p = path.to_path_buf();
+        let space = self
+            .fs(format!("statvfs {}", path.display()), move || {
+                volume_dirs::statvfs(&p)
+            })
+            .await?;
+        Ok(stats_of(report.as_ref(), &space))
+    }
+
+    /// This node's zone: the `nodeZone` setting, else the one zone all zoned entries share.
+    pub(crate) fn node_topology(&self) -> Topology {
+        if let Some(zone) = &self.settings.node_zone {
+            return Topology::from([(ZONE_KEY.to_string(), zone.clone())]);
+        }
+        let zones: std::collections::BTreeSet<&String> = self
+            .config
+            .entries
+            .values()
+            .filter_map(|e| e.zone.as_ref())
+            .collect();
+        match zones.len() {
+            0 => Topology::new(),
+            1 => zones
+                .into_iter()
+                .map(|z| (ZONE_KEY.to_string(), z.clone()))
+                .collect(),
+            _ => {
+                warn!(
+                    "entries name several zones; set pfsCsi.lustre.nodeZone (or the node label) to tell this node's"
+                );
+                Topology::new()
+            }
+        }
+    }
+}
+
+/// Combines a project report (limits, usage) with the filesystem's free space: an
+/// unlimited project can grow into all of it.
+pub(crate) fn stats_of(report: Option<&QuotaReport>, space: &FsSpace) -> VolumeStats {
+    match report {
+        None => VolumeStats {
+            bytes_total: space.bytes_total,
+            bytes_used: space.bytes_total.saturating_sub(space.bytes_free),
+            bytes_available: space.bytes_available,
+            inodes_total: Some(space.inodes_total),
+            inodes_used: Some(space.inodes_total.saturating_sub(space.inodes_available)),
+            inodes_available: Some(space.inodes_available),
+        },
+        Some(r) => {
+            let used = r.kbytes_used.saturating_mul(1024);
+            let (bytes_total, bytes_available) = if r.kbytes_hard > 0 {
+                let total = r.kbytes_hard.saturating_mul(1024);
+                (total, total.saturating_sub(used).min(space.bytes_available))
+            } else {
+                (
+                    used.saturating_add(space.bytes_available),
+                    space.bytes_available,
+                )
+            };
+            let (inodes_total, inodes_available) = if r.files_hard > 0 {
+                (
+                    r.files_hard,
+                    r.files_hard
+                        .saturating_sub(r.files_used)
+                        .min(space.inodes_available),
+                )
+            } else {
+                (
+                    r.files_used.saturating_add(space.inodes_available),
+                    space.inodes_available,
+                )
+            };
+            VolumeStats {
+                bytes_total,
+                bytes_used: used,
+                bytes_available,
+                inodes_total: Some(inodes_total),
+                inodes_used: Some(r.files_used),
+                inodes_available: Some(inodes_available),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_limits_bound_the_stats_and_unlimited_projects_see_the_filesystem() {
+        let space = FsSpace {
+            bytes_total: 100 << 30,
+            bytes_free: 60 << 30,
+            bytes_available: 50 << 30,
+            inodes_total: 1000,
+            inodes_available: 400,
+        };
+        let limited = QuotaReport {
+            kbytes_used: 256,
+            kbytes_hard: 1024,
+            files_used: 3,
+            files_hard: 10,
+            ..Default::default()
+        };
+        let s = stats_of(Some(&limited), &space);
+        assert_eq!(
+            (s.bytes_total, s.bytes_used, s.bytes_available),
+            (1 << 20, 256 << 10, 768 << 10)
+        );
+        assert_eq!(
+            (s.inodes_total, s.inodes_used, s.inodes_available),
+            (Some(10), Some(3), Some(7))
+        );
+
+        let unlimited = QuotaReport {
+            kbytes_used: 4,
+            files_used: 1,
+            ..Default::default()
+        };
+        let s = stats_of(Some(&unlimited), &space);
+        assert_eq!(
+            (s.bytes_total, s.bytes_used, s.bytes_available),
+            ((50 << 30) + 4096, 4096, 50 << 30)
+        );
+        assert_eq!((s.inodes_total, s.inodes_available), (Some(401), Some(400)));
+
+        // Over its limit: nothing available, never negative.
+        let over = QuotaReport {
+            kbytes_used: 2048,
+            kbytes_hard: 1024,
+            ..Default::default()
+        };
+        assert_eq!(stats_of(Some(&over), &space).bytes_available, 0);
+
+        let s = stats_of(None, &space);
+        assert_eq!(
+            (s.bytes_total, s.bytes_used, s.bytes_available),
+            (100 << 30, 40 << 30, 50 << 30)
+        );
+        assert_eq!(s.inodes_used, Some(600));
+    }
+}

@@ -1,0 +1,275 @@
+//! Directory work on a mounted filesystem: volume directories, the metadata directory, the
+//! trash, free space. Every call runs on a blocking thread under a timeout, so a filesystem
+//! that hangs gives `DeadlineExceeded` instead of a stuck RPC.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csi_core::{Error, Result};
+use tracing::{info, warn};
+
+/// Runs `work` on a blocking thread; `DeadlineExceeded` naming `what` after `timeout` (the
+/// thread may stay blocked in the kernel, but the caller is free).
+pub async fn blocking<T, F>(timeout: Duration, what: &str, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(Error::Internal(format!("{what}: {join}"))),
+        Err(_) => Err(Error::DeadlineExceeded(format!(
+            "{what} did not finish within {}s; the filesystem does not answer",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+/// What a path is, without following a final symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirState {
+    /// Nothing there.
+    Missing,
+    /// A directory.
+    Directory,
+    /// Something else (file, symbolic link...).
+    Other,
+}
+
+/// What `path` is.
+pub fn dir_state(path: &Path) -> Result<DirState> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(DirState::Directory),
+        Ok(_) => Ok(DirState::Other),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(DirState::Missing),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+/// Creates the volume directory (an existing directory is fine: a retried create), then
+/// sets its owner and mode. A non-directory in the way is `FailedPrecondition`.
+pub fn create_volume_dir(path: &Path, uid: Option<u32>, gid: Option<u32>, mode: u32) -> Result<()> {
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if dir_state(path)? != DirState::Directory {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} exists and is not a directory",
+                    path.display()
+                )));
+            }
+        }
+        Err(e) => return Err(Error::io("create volume directory", path, e)),
+    }
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(path, uid, gid).map_err(|e| Error::io("chown", path, e))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+/// Creates `path` (and parents) readable by root only.
+pub fn ensure_private_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+/// The canonical path of directory `dir`, checked to lie inside `root` (a symbolic link on the
+/// way cannot lead out). `NotFound` when it does not exist.
+pub fn resolve_inside(root: &Path, dir: &Path) -> Result<PathBuf> {
+    let canonical = match fs::canonicalize(dir) {
+        Ok(c) => c,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(Error::NotFound(format!(
+                "volume directory {} does not exist",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(Error::io("resolve", dir, e)),
+    };
+    let root = fs::canonicalize(root).map_err(|e| Error::io("resolve", root, e))?;
+    if !canonical.starts_with(&root) {
+        return Err(Error::FailedPrecondition(format!(
+            "{} leads outside the filesystem mounted at {}",
+            dir.display(),
+            root.display()
+        )));
+    }
+    if !canonical.is_dir() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    Ok(canonical)
+}
+
+/// Moves `dir` into `trash` under a unique name (an instant rename on the same filesystem),
+/// so the volume is gone at once and its content can be removed in the background. A
+/// symbolic link in its place is removed itself, never followed. `false` when nothing was
+/// there.
+pub fn move_to_trash(dir: &Path, trash: &Path) -> Result<bool> {
+    match dir_state(dir)? {
+        DirState::Missing => Ok(false),
+        DirState::Other => {
+            fs::remove_file(dir).map_err(|e| Error::io("remove", dir, e))?;
+            Ok(true)
+        }
+        DirState::Directory => {
+            ensure_private_dir(trash)?;
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let (secs, nanos) = crate::records::now();
+            let dest = trash.join(format!("{name}.{secs}{nanos:09}"));
+            fs::rename(dir, &dest).map_err(|e| Error::io("move to trash", dir, e))?;
+            Ok(true)
+        }
+    }
+}
+
+/// Removes everything in `trash`. `remove_dir_all` never follows symbolic links.
+pub fn purge(trash: &Path) -> Result<()> {
+    let entries = match fs::read_dir(trash) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list trash", trash, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list trash", trash, e))?;
+        let path = entry.path();
+        let result = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match result {
+            Ok(()) => info!(path = %path.display(), "deleted volume data removed"),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "could not remove deleted volume data yet")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Space and inodes of a filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Total bytes.
+    pub bytes_total: u64,
+    /// Bytes free.
+    pub bytes_free: u64,
+    /// Bytes available to unprivileged users.
+    pub bytes_available: u64,
+    /// Total inodes.
+    pub inodes_total: u64,
+    /// Inodes available.
+    pub inodes_available: u64,
+}
+
+/// `statvfs` of the filesystem `path` is on.
+pub fn statvfs(path: &Path) -> Result<FsSpace> {
+    let s = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| Error::io("statvfs", path, std::io::Error::from(e)))?;
+    let frag = s.fragment_size() as u64;
+    Ok(FsSpace {
+        bytes_total: (s.blocks() as u64).saturating_mul(frag),
+        bytes_free: (s.blocks_free() as u64).saturating_mul(frag),
+        bytes_available: (s.blocks_available() as u64).saturating_mul(frag),
+        inodes_total: s.files() as u64,
+        inodes_available: s.files_available() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csi_core::ErrorCode;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn volume_dirs_get_their_mode_and_owner_and_retries_are_fine() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pvc-1");
+        create_volume_dir(&dir, Some(1001), Some(1002), 0o2775).unwrap();
+        create_volume_dir(&dir, Some(1001), Some(1002), 0o2775).unwrap();
+        let meta = fs::metadata(&dir).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o2775);
+        assert_eq!((meta.uid(), meta.gid()), (1001, 1002));
+        fs::write(root.path().join("file"), b"x").unwrap();
+        let err = create_volume_dir(&root.path().join("file"), None, None, 0o777).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+    }
+
+    #[test]
+    fn symbolic_links_cannot_lead_out() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        fs::create_dir(root.path().join("inside")).unwrap();
+        assert_eq!(
+            resolve_inside(root.path(), &root.path().join("escape"))
+                .unwrap_err()
+                .code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert_eq!(
+            resolve_inside(root.path(), &root.path().join("missing"))
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotFound
+        );
+        assert!(
+            resolve_inside(root.path(), &root.path().join("inside"))
+                .unwrap()
+                .ends_with("inside")
+        );
+    }
+
+    #[test]
+    fn trash_takes_the_tree_and_purge_never_follows_links() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("precious"), b"keep").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let vol = root.path().join("pvc-1");
+        fs::create_dir_all(vol.join("a/b")).unwrap();
+        fs::write(vol.join("a/b/data"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), vol.join("link")).unwrap();
+        let trash = root.path().join(".pfs-csi/trash");
+        assert!(move_to_trash(&vol, &trash).unwrap());
+        assert!(!vol.exists());
+        assert!(!move_to_trash(&vol, &trash).unwrap());
+        assert_eq!(fs::read_dir(&trash).unwrap().count(), 1);
+        purge(&trash).unwrap();
+        assert_eq!(fs::read_dir(&trash).unwrap().count(), 0);
+        assert_eq!(fs::read(outside.path().join("precious")).unwrap(), b"keep");
+        // A symbolic link where the volume was is removed, not followed.
+        std::os::unix::fs::symlink(outside.path(), &vol).unwrap();
+        assert!(move_to_trash(&vol, &trash).unwrap());
+        assert!(outside.path().join("precious").exists());
+    }
+
+    #[tokio::test]
+    async fn a_hanging_call_is_a_deadline() {
+        let err = blocking(Duration::from_millis(20), "stat /exaFS", || {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+        assert!(err.to_string().contains("stat /exaFS"));
+        let space = blocking(Duration::from_secs(5), "statvfs", || {
+            statvfs(Path::new("/"))
+        })
+        .await
+        .unwrap();
+        assert!(space.bytes_total >= space.bytes_available);
+    }
+}
