@@ -586,8 +586,7 @@ mod tests {
                 let _ = tokio::time::timeout(limit, service.call(request)).await;
             });
         });
-        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
-        text
+        String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
     }
 
     struct WriteTo(Arc<std::sync::Mutex<Vec<u8>>>);
