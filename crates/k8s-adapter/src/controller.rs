@@ -18,9 +18,10 @@ use crate::proto::csi::v1::{self as csi, controller_server, controller_service_c
 use crate::rpc_log::log_request;
 use crate::status::to_status;
 
-/// The RPC capabilities ControllerGetCapabilities advertises: exactly what
-/// this service implements.
-pub const CAPABILITIES: [controller_service_capability::rpc::Type; 11] = {
+/// The RPC capabilities ControllerGetCapabilities advertises. GetSnapshot
+/// (alpha in CSI 1.12) is served but not advertised: conformance suites built
+/// before 1.12 fail on a capability type they do not know.
+pub const CAPABILITIES: [controller_service_capability::rpc::Type; 10] = {
     use controller_service_capability::rpc::Type;
     [
         Type::CreateDeleteVolume,
@@ -33,7 +34,6 @@ pub const CAPABILITIES: [controller_service_capability::rpc::Type; 11] = {
         Type::GetVolume,
         Type::VolumeCondition,
         Type::SingleNodeMultiWriter,
-        Type::GetSnapshot,
     ]
 };
 

@@ -206,7 +206,6 @@ async fn capabilities_are_exactly_what_is_implemented() {
         ControllerCap::GetVolume,
         ControllerCap::VolumeCondition,
         ControllerCap::SingleNodeMultiWriter,
-        ControllerCap::GetSnapshot,
     ]
     .into_iter()
     .map(|c| c as i32)

@@ -196,7 +196,8 @@ impl ControllerService {
         })
     }
 
-    /// GetCapacity: free bytes for volumes with these parameters (in `topology`).
+    /// GetCapacity: free bytes for volumes with these parameters (in `topology`); with no
+    /// parameters and several filesystems, the largest any of them offers.
     pub async fn get_capacity(
         &self,
         capabilities: &[VolumeCapability],
@@ -204,6 +205,16 @@ impl ControllerService {
         topology: &Topology,
     ) -> Result<u64> {
         let (parameters, _) = Parameters::from_request(parameters);
+        if parameters.as_map().is_empty() && self.backends.all().len() > 1 {
+            // No parameters name a filesystem: the largest volume any of them could give.
+            let mut largest = 0;
+            for backend in self.backends.all() {
+                if check_capabilities(backend.as_ref(), capabilities).is_ok() {
+                    largest = largest.max(backend.available_capacity(&parameters, topology).await?);
+                }
+            }
+            return Ok(largest);
+        }
         let backend = self.backends.for_parameters(&parameters)?;
         if check_capabilities(backend.as_ref(), capabilities).is_err() {
             return Ok(0);
