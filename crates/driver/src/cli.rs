@@ -30,9 +30,9 @@ pub struct PluginArgs {
     )]
     pub config: Vec<PathBuf>,
 
-    /// This node's name (the Kubernetes node name).
+    /// This node's name (the Kubernetes node name); required by the node plugin.
     #[arg(long, env = "NODE_ID")]
-    pub node_id: String,
+    pub node_id: Option<String>,
 
     /// CSI driver name; `exa.csi.ddn.com` or `beegfs.csi.netapp.com` keep existing PVs working.
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = "pfs-csi.io")]

@@ -3,7 +3,9 @@
 //! - [`cli`]: the flags of the plugin binaries.
 //! - [`config`]: loading the EXAScaler, BeeGFS and pfs-csi configuration files.
 //! - [`logging`]: text or JSON logs.
+//! - [`assemble`]: backends and services built from the configuration, and served.
 
+pub mod assemble;
 pub mod cli;
 pub mod config;
 pub mod logging;

@@ -1,0 +1,128 @@
+//! Builds the backends and services from the configuration and serves them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use beegfs_backend::{BeegfsBackend, BeegfsSettings, ClientSecrets};
+use csi_core::linux::{LinuxMounter, TokioCommandRunner};
+use csi_core::ports::{BackendContext, CommandRunner, FilesystemBackend, Role};
+use csi_core::service::{Backends, ControllerService, NodeService};
+use csi_core::snapshot_engine::{ArchiveSnapshotEngine, DEFAULT_ARCHIVE_TIMEOUT};
+use k8s_adapter::csi_server;
+use k8s_adapter::endpoint::SocketEndpoint;
+use k8s_adapter::identity::IdentityConfig;
+use k8s_adapter::server::shutdown_signal;
+use lustre_backend::{LustreBackend, LustreConfig, LustreSettings};
+use tracing::info;
+
+use crate::cli::PluginArgs;
+use crate::config::{self, DriverConfig};
+
+/// How long the node's own bind mounts and unmounts may take before a lazy fallback.
+const NODE_MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds one backend per configured filesystem type, for `role`.
+pub fn backends(role: Role, args: &PluginArgs, config: &DriverConfig) -> anyhow::Result<Backends> {
+    let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
+    let context = |mount_program, mount_timeout, archive_timeout, state: &str| BackendContext {
+        role,
+        node_id: args
+            .node_id
+            .clone()
+            .unwrap_or_else(|| "controller".to_string()),
+        runner: runner.clone(),
+        mounter: Arc::new(LinuxMounter::new(
+            runner.clone(),
+            mount_program,
+            mount_timeout,
+        )),
+        snapshots: Arc::new(
+            ArchiveSnapshotEngine::new(runner.clone()).with_archive_timeout(archive_timeout),
+        ),
+        state_dir: args.state_dir.join(state),
+        kubelet_dir: args.kubelet_dir.clone(),
+    };
+    let mut list: Vec<Arc<dyn FilesystemBackend>> = Vec::new();
+    if let Some((path, value)) = &config.lustre {
+        let settings = LustreSettings::from_value(config.settings_for("lustre"))
+            .context("pfsCsi.lustre settings")?;
+        let lustre = LustreConfig::from_value(value.clone())
+            .with_context(|| format!("EXAScaler configuration {}", path.display()))?;
+        let ctx = context(
+            settings.mount.clone(),
+            Duration::from_secs(settings.mount_timeout_seconds),
+            Duration::from_secs(settings.archive_timeout_seconds),
+            "lustre",
+        );
+        list.push(Arc::new(LustreBackend::new(lustre, settings, ctx)?));
+    }
+    if let Some((path, value)) = &config.beegfs {
+        let wrapped = serde_json::json!({ "pfsCsi": { "beegfs": config.settings_for("beegfs") } });
+        let settings =
+            BeegfsSettings::from_yaml(&wrapped.to_string()).context("pfsCsi.beegfs settings")?;
+        let beegfs = beegfs_backend::DriverConfig::from_yaml(&value.to_string())
+            .with_context(|| format!("BeeGFS configuration {}", path.display()))?;
+        let secrets = ClientSecrets::load(
+            args.beegfs_connauth_file.as_deref(),
+            args.beegfs_tls_cert_file.as_deref(),
+        )
+        .context("BeeGFS connAuth/TLS secret files")?;
+        let mount = settings.resolve_tools(&args.kubelet_dir).mount;
+        let ctx = context(
+            mount,
+            settings.mount_timeout(),
+            DEFAULT_ARCHIVE_TIMEOUT,
+            "beegfs",
+        );
+        list.push(Arc::new(BeegfsBackend::new(
+            ctx, beegfs, secrets, settings,
+        )?));
+    }
+    Ok(Backends::new(list))
+}
+
+/// Runs the controller plugin until SIGTERM or SIGINT.
+pub async fn run_controller(args: PluginArgs) -> anyhow::Result<()> {
+    let (endpoint, identity, config) = prepare(&args)?;
+    let backends = backends(Role::Controller, &args, &config)?;
+    let controller = Arc::new(ControllerService::new(backends));
+    info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the controller plugin");
+    csi_server::run(
+        &endpoint,
+        identity,
+        Some(controller),
+        None,
+        shutdown_signal()?,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the node plugin until SIGTERM or SIGINT.
+pub async fn run_node(args: PluginArgs) -> anyhow::Result<()> {
+    let node_id = args
+        .node_id
+        .clone()
+        .context("--node-id (NODE_ID) is required for the node plugin")?;
+    let (endpoint, identity, config) = prepare(&args)?;
+    let backends = backends(Role::Node, &args, &config)?;
+    let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
+    let mounter = Arc::new(LinuxMounter::new(
+        runner,
+        "mount".into(),
+        NODE_MOUNT_TIMEOUT,
+    ));
+    let node = Arc::new(NodeService::new(node_id, backends, mounter, None)?);
+    info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the node plugin");
+    csi_server::run(&endpoint, identity, None, Some(node), shutdown_signal()?).await?;
+    Ok(())
+}
+
+fn prepare(args: &PluginArgs) -> anyhow::Result<(SocketEndpoint, IdentityConfig, DriverConfig)> {
+    crate::logging::init(args.log_format, &args.log_level)?;
+    let endpoint = SocketEndpoint::parse(&args.endpoint).context("--endpoint")?;
+    let identity = IdentityConfig::new(args.driver_name.clone()).context("--driver-name")?;
+    let config = config::load(&args.config)?;
+    Ok((endpoint, identity, config))
+}
