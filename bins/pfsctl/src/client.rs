@@ -1,6 +1,9 @@
 //! The connection to a plugin and unary calls bounded by `--timeout`.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use k8s_adapter::{
     endpoint::SocketEndpoint,
@@ -10,7 +13,7 @@ use k8s_adapter::{
     },
     socket_client,
 };
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::exit::CliError;
 
@@ -66,16 +69,23 @@ pub fn request<T>(message: T, timeout: Duration) -> Request<T> {
 
 /// Awaits a call for at most `timeout`; a call that takes longer fails
 /// with DeadlineExceeded even if the plugin ignores `grpc-timeout`.
+///
+/// A tonic server enforcing `grpc-timeout` answers Cancelled when the
+/// deadline passes; such an answer after the deadline is DeadlineExceeded
+/// too, so the exit status does not depend on which side noticed first.
 pub async fn unary<T>(
     timeout: Duration,
     call: impl Future<Output = Result<Response<T>, Status>>,
 ) -> Result<T, Status> {
+    let started = Instant::now();
+    let deadline_passed =
+        || Status::deadline_exceeded(format!("no answer within {}", duration_text(timeout)));
     match tokio::time::timeout(timeout, call).await {
+        Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => {
+            Err(deadline_passed())
+        }
         Ok(result) => result.map(Response::into_inner),
-        Err(_elapsed) => Err(Status::deadline_exceeded(format!(
-            "no answer within {}",
-            duration_text(timeout)
-        ))),
+        Err(_elapsed) => Err(deadline_passed()),
     }
 }
 
@@ -106,6 +116,24 @@ mod tests {
         let status = unary(Duration::from_millis(20), slow).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
         assert_eq!(status.message(), "no answer within 20ms");
+    }
+
+    #[tokio::test]
+    async fn a_server_cancelling_at_the_deadline_is_deadline_exceeded() {
+        // Ready on its first poll, but only after the deadline: the
+        // server's Cancelled answer won the race against our own timer.
+        let cancelled = async {
+            std::thread::sleep(Duration::from_millis(30));
+            Err::<Response<()>, _>(Status::cancelled("Timeout expired"))
+        };
+        let status = unary(Duration::from_millis(20), cancelled)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        // Cancelled before the deadline stays what it is.
+        let early = async { Err::<Response<()>, _>(Status::cancelled("client went away")) };
+        let status = unary(Duration::from_secs(5), early).await.unwrap_err();
+        assert_eq!(status.code(), Code::Cancelled);
     }
 
     #[tokio::test]
