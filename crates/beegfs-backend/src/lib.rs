@@ -67,3 +67,8 @@ pub use config::{BeegfsConfig, DriverConfig};
 pub use error::ConfigError;
 pub use secrets::ClientSecrets;
 pub use settings::{BeegfsSettings, ClientMountMode, QuotaSettings};
+
+#[cfg(test)]
+mod backend_tests;
+#[cfg(test)]
+mod testing;

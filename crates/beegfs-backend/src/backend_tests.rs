@@ -1,0 +1,892 @@
+//! Tests of [`crate::BeegfsBackend`] over the mocked ports of [`crate::testing`].
+
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use csi_core::ErrorCode;
+use csi_core::domain::{
+    AccessMode, GIB, Parameters, Secrets, SnapshotId, Topology, VolumeContentSource, VolumeId,
+};
+use csi_core::ports::{
+    CreateSnapshotRequest, FilesystemBackend, NodePublishRequest, NodeStageRequest, Role,
+};
+
+use crate::ctl::BeegfsVersion;
+use crate::settings::{ClientMountMode, QuotaSettings};
+use crate::testing::{World, capability, create_request};
+use crate::{BeegfsBackend, BeegfsSettings};
+
+const HOST: &str = "10.0.0.5";
+const NO_AUTH: &str = "config:\n  beegfsClientConf:\n    connDisableAuthentication: \"true\"\n";
+
+fn quota_settings(min: u32, max: u32) -> BeegfsSettings {
+    BeegfsSettings {
+        quotas: vec![QuotaSettings {
+            sys_mgmtd_host: HOST.into(),
+            enabled: true,
+            gid_min: min,
+            gid_max: max,
+            storage_pool: 1,
+            inodes_per_gib: Some(1000),
+        }],
+        ..BeegfsSettings::default()
+    }
+}
+
+fn params(base: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("sysMgmtdHost", HOST.to_string()),
+        ("volDirBasePath", base.to_string()),
+    ]
+}
+
+fn req(
+    name: &str,
+    params: &[(&'static str, String)],
+    bytes: i64,
+) -> csi_core::ports::CreateVolumeRequest {
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    create_request(name, &pairs, bytes)
+}
+
+fn vid(text: &str) -> VolumeId {
+    VolumeId::parse(text).unwrap()
+}
+
+fn stage_request(id: &str, staging: &Path, flags: &[&str]) -> NodeStageRequest {
+    std::fs::create_dir_all(staging).unwrap();
+    NodeStageRequest {
+        volume_id: vid(id),
+        staging_path: staging.to_path_buf(),
+        capability: capability(AccessMode::MultiNodeMultiWriter, flags),
+        context: Default::default(),
+        secrets: Secrets::default(),
+    }
+}
+
+fn publish_request(id: &str, staging: &Path, target: &Path) -> NodePublishRequest {
+    NodePublishRequest {
+        volume_id: vid(id),
+        staging_path: staging.to_path_buf(),
+        target_path: target.to_path_buf(),
+        capability: capability(AccessMode::MultiNodeMultiWriter, &[]),
+        read_only: false,
+        context: Default::default(),
+        secrets: Secrets::default(),
+    }
+}
+
+fn controller(
+    world: &World,
+    settings: BeegfsSettings,
+    config: &str,
+    auth: Option<&str>,
+) -> BeegfsBackend {
+    world.backend("ctl", Role::Controller, settings, config, auth)
+}
+
+#[tokio::test]
+async fn the_dynamic_lifecycle_works_on_beegfs_7_and_8() {
+    for version in [BeegfsVersion::V7, BeegfsVersion::V8] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, version, None);
+        let ctl = controller(&world, quota_settings(5000, 5100), NO_AUTH, None);
+        let node = world.backend("n1", Role::Node, quota_settings(5000, 5100), NO_AUTH, None);
+        let mut p = params("k8s/all");
+        p.push(("permissions/mode", "0770".into()));
+        p.push(("stripePattern/chunkSize", "1m".into()));
+        let volume = ctl
+            .create_volume(&req("pvc-1", &p, GIB as i64))
+            .await
+            .unwrap();
+        let id = "beegfs://10.0.0.5/k8s/all/pvc-1";
+        assert_eq!(volume.id.as_str(), id, "{version}");
+        assert_eq!(volume.capacity_bytes, GIB);
+        assert_eq!(volume.context["quota"], "enabled");
+        let gid: u32 = volume.context["quotaGid"].parse().unwrap();
+        assert!((5000..=5100).contains(&gid));
+        let root = world.fake.root(HOST);
+        let dir = root.join("k8s/all/pvc-1");
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(meta.gid(), gid);
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            0o2770,
+            "setgid added to the requested mode"
+        );
+        assert_eq!(world.fake.limits(HOST, gid), Some((Some(GIB), Some(1000))));
+        assert!(root.join("k8s/all/.csi/volumes/pvc-1/nodes").is_dir());
+        let pattern_cmd = world
+            .fake
+            .command_lines()
+            .into_iter()
+            .find(|l| l.contains("chunk"))
+            .unwrap();
+        assert!(pattern_cmd.contains("1m"), "{pattern_cmd}");
+
+        // Idempotent, and a different request under the same name is refused.
+        assert_eq!(
+            ctl.create_volume(&req("pvc-1", &p, GIB as i64))
+                .await
+                .unwrap(),
+            volume
+        );
+        let mut other = p.clone();
+        other.push(("stripePattern/numTargets", "2".into()));
+        let err = ctl
+            .create_volume(&req("pvc-1", &other, GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AlreadyExists);
+
+        // Node: stage, publish source, stats, unstage.
+        let staging = world
+            .dir
+            .path()
+            .join("n1/kubelet/plugins/kubernetes.io/csi/pv/pvc-1/globalmount");
+        node.stage_volume(&stage_request(id, &staging, &[]))
+            .await
+            .unwrap();
+        node.stage_volume(&stage_request(id, &staging, &[]))
+            .await
+            .unwrap();
+        let target = world
+            .dir
+            .path()
+            .join("n1/kubelet/pods/p1/volumes/pvc-1/mount");
+        let source = node
+            .publish_source(&publish_request(id, &staging, &target))
+            .await
+            .unwrap();
+        assert_eq!(source, staging.join("mount/k8s/all/pvc-1"));
+        assert!(source.is_dir());
+        std::fs::write(dir.join("data"), vec![7u8; 4096]).unwrap();
+        std::os::unix::fs::lchown(dir.join("data"), None, Some(gid)).unwrap();
+        let stats = node.volume_stats(&vid(id), &source).await.unwrap();
+        assert_eq!((stats.bytes_total, stats.bytes_used), (GIB, 4096));
+        assert_eq!(stats.bytes_available, GIB - 4096);
+        assert_eq!(
+            (stats.inodes_used, stats.inodes_total),
+            (Some(1), Some(1000))
+        );
+
+        std::fs::create_dir_all(&target).unwrap();
+        world.mounts.bind(&source, &target).unwrap();
+        let err = node.unstage_volume(&vid(id), &staging).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+        assert!(err.to_string().contains("still bind-mounted"), "{err}");
+        world
+            .mounts
+            .table
+            .lock()
+            .unwrap()
+            .retain(|e| e.mount_point != target);
+        node.unstage_volume(&vid(id), &staging).await.unwrap();
+        assert!(!staging.join("mount").exists());
+        assert!(
+            !world
+                .state("n1")
+                .join("beegfs/node/volumes")
+                .read_dir()
+                .unwrap()
+                .any(|_| true),
+            "client files removed"
+        );
+        node.unstage_volume(&vid(id), &staging).await.unwrap();
+
+        // Expand raises the limit; delete removes directory, quota and record.
+        assert_eq!(
+            ctl.expand_volume(&vid(id), 3 * GIB, &Secrets::default())
+                .await
+                .unwrap(),
+            3 * GIB
+        );
+        assert_eq!(
+            world.fake.limits(HOST, gid),
+            Some((Some(3 * GIB), Some(3000)))
+        );
+        assert_eq!(
+            ctl.get_volume(&vid(id))
+                .await
+                .unwrap()
+                .volume
+                .capacity_bytes,
+            3 * GIB
+        );
+        ctl.delete_volume(&vid(id), &Secrets::default())
+            .await
+            .unwrap();
+        assert!(!dir.exists());
+        assert!(!root.join("k8s/all/.csi/volumes/pvc-1").exists());
+        assert_eq!(world.fake.limits(HOST, gid), None);
+        ctl.delete_volume(&vid(id), &Secrets::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            ctl.get_volume(&vid(id)).await.unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_quotas_the_context_says_so_and_nothing_is_limited() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let mut p = params("/scratch");
+    p.push(("permissions/uid", "1000".into()));
+    p.push(("permissions/gid", "1001".into()));
+    p.push(("permissions/mode", "1777".into()));
+    let v = ctl
+        .create_volume(&req("v1", &p, 5 * GIB as i64))
+        .await
+        .unwrap();
+    assert_eq!(v.context["quota"], "disabled");
+    assert!(!v.context.contains_key("quotaGid"));
+    assert_eq!(v.capacity_bytes, 5 * GIB);
+    let meta = std::fs::metadata(world.fake.root(HOST).join("scratch/v1")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
+        (1000, 1001, 0o1777)
+    );
+    assert!(
+        !world
+            .fake
+            .command_lines()
+            .iter()
+            .any(|l| l.contains("quota")),
+        "no quota command without quotas"
+    );
+    assert_eq!(
+        ctl.expand_volume(&v.id, 6 * GIB, &Secrets::default())
+            .await
+            .unwrap(),
+        6 * GIB
+    );
+    assert!(
+        !world
+            .fake
+            .command_lines()
+            .iter()
+            .any(|l| l.contains("quota"))
+    );
+}
+
+#[tokio::test]
+async fn parameter_errors_are_invalid_arguments() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(10, 20), NO_AUTH, None);
+    type Case = (Vec<(&'static str, String)>, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
+        (vec![("sysMgmtdHost", HOST.into())], "pvc", "volDirBasePath"),
+        (
+            [params("/k"), vec![("stripePattern/colour", "red".into())]].concat(),
+            "pvc",
+            "stripePattern/colour",
+        ),
+        (
+            [params("/k"), vec![("permissions/gid", "5".into())]].concat(),
+            "pvc",
+            "permissions/gid",
+        ),
+        (params("/k"), "a/b", "name"),
+        (params("/k"), ".hidden", "name"),
+        (params(&"x".repeat(120)), "pvc", "name"),
+    ];
+    for (p, name, key) in cases {
+        let err = ctl.create_volume(&req(name, &p, 0)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{key}: {err}");
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+    assert!(
+        world
+            .fake
+            .command_lines()
+            .iter()
+            .all(|l| !l.contains("createdir")),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn static_volumes_are_never_deleted() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let root = world.fake.root(HOST);
+    std::fs::create_dir_all(root.join("static/data")).unwrap();
+    std::fs::write(root.join("static/data/precious"), b"keep me").unwrap();
+    for id in ["beegfs://10.0.0.5/static/data", "beegfs://10.0.0.5/"] {
+        let err = ctl
+            .delete_volume(&vid(id), &Secrets::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{id}");
+        assert!(err.to_string().contains("left in place"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(root.join("static/data/precious")).unwrap(),
+        b"keep me"
+    );
+    let info = ctl
+        .get_volume(&vid("beegfs://10.0.0.5/static/data"))
+        .await
+        .unwrap();
+    assert_eq!(info.volume.capacity_bytes, 0);
+    let err = ctl
+        .expand_volume(
+            &vid("beegfs://10.0.0.5/static/data"),
+            GIB,
+            &Secrets::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+    // A static volume that does not exist is simply gone.
+    ctl.delete_volume(&vid("beegfs://10.0.0.5/static/none"), &Secrets::default())
+        .await
+        .unwrap();
+    // A record of another id at the same place does not make a volume dynamic.
+    assert!(ctl.list_volumes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn delete_waits_for_nodes_without_holding_the_call() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let settings = BeegfsSettings {
+        delete_wait_seconds: 1,
+        node_unstage_timeout_seconds: 60,
+        ..BeegfsSettings::default()
+    };
+    let ctl = controller(&world, settings, NO_AUTH, None);
+    let v = ctl
+        .create_volume(&req("pvc-w", &params("/k8s"), 0))
+        .await
+        .unwrap();
+    let root = world.fake.root(HOST);
+    let node_file = root.join("k8s/.csi/volumes/pvc-w/nodes/node-a");
+    std::fs::write(&node_file, b"").unwrap();
+    let started = Instant::now();
+    let err = ctl
+        .delete_volume(&v.id, &Secrets::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(err.to_string().contains("node-a"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900)
+            && started.elapsed() < Duration::from_secs(5)
+    );
+    assert!(
+        root.join("k8s/pvc-w").is_dir(),
+        "nothing deleted while a node has it staged"
+    );
+    // The node unstages while the next call waits: the call then deletes.
+    let file = node_file.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::remove_file(file).unwrap();
+    });
+    ctl.delete_volume(&v.id, &Secrets::default()).await.unwrap();
+    assert!(!root.join("k8s/pvc-w").exists());
+}
+
+#[tokio::test]
+async fn delete_goes_ahead_once_the_unstage_timeout_has_passed() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let settings = BeegfsSettings {
+        delete_wait_seconds: 3,
+        node_unstage_timeout_seconds: 1,
+        ..BeegfsSettings::default()
+    };
+    let ctl = controller(&world, settings, NO_AUTH, None);
+    let v = ctl
+        .create_volume(&req("pvc-t", &params("/k8s"), 0))
+        .await
+        .unwrap();
+    let root = world.fake.root(HOST);
+    std::fs::write(root.join("k8s/.csi/volumes/pvc-t/nodes/gone-node"), b"").unwrap();
+    ctl.delete_volume(&v.id, &Secrets::default()).await.unwrap();
+    assert!(!root.join("k8s/pvc-t").exists());
+    assert!(!root.join("k8s/.csi/volumes/pvc-t").exists());
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_share_a_group_id() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = Arc::new(controller(
+        &world,
+        quota_settings(7000, 7031),
+        NO_AUTH,
+        None,
+    ));
+    // A group in use on the filesystem (by someone else) is never handed out.
+    ctl.create_volume(&req("warmup", &params("/k8s"), 0))
+        .await
+        .unwrap();
+    world
+        .fake
+        .filesystems
+        .lock()
+        .unwrap()
+        .get_mut(HOST)
+        .unwrap()
+        .limits
+        .insert(7001, (Some(1), None));
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let ctl = ctl.clone();
+        tasks.push(tokio::spawn(async move {
+            ctl.create_volume(&req(&format!("pvc-{i}"), &params("/k8s"), GIB as i64))
+                .await
+        }));
+    }
+    let mut gids = HashSet::new();
+    for t in tasks {
+        let v = t.await.unwrap().unwrap();
+        let gid: u32 = v.context["quotaGid"].parse().unwrap();
+        assert!((7000..=7031).contains(&gid) && gid != 7001);
+        assert!(gids.insert(gid), "gid {gid} handed out twice");
+    }
+    let warm: u32 = ctl
+        .get_volume(&vid("beegfs://10.0.0.5/k8s/warmup"))
+        .await
+        .unwrap()
+        .volume
+        .context["quotaGid"]
+        .parse()
+        .unwrap();
+    assert!(!gids.contains(&warm));
+    assert_eq!(ctl.list_volumes().await.unwrap().len(), 13);
+}
+
+#[tokio::test]
+async fn the_version_is_detected_once_for_many_operations() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(100, 200), NO_AUTH, None);
+    for i in 0..5 {
+        let v = ctl
+            .create_volume(&req(&format!("v{i}"), &params("/k"), GIB as i64))
+            .await
+            .unwrap();
+        ctl.expand_volume(&v.id, 2 * GIB, &Secrets::default())
+            .await
+            .unwrap();
+        ctl.get_volume(&v.id).await.unwrap();
+        ctl.delete_volume(&v.id, &Secrets::default()).await.unwrap();
+    }
+    let lines = world.fake.command_lines();
+    let probes = lines
+        .iter()
+        .filter(|l| l.contains("--listnodes") || l.ends_with("node list"))
+        .count();
+    assert_eq!(
+        probes,
+        2,
+        "one probe of each tool for {} commands",
+        lines.len()
+    );
+    assert!(lines.len() > 20, "{lines:?}");
+}
+
+#[tokio::test]
+async fn the_conn_auth_secret_never_reaches_a_command_line() {
+    const SECRET: &str = "Sup3r-S3cret-connAuth";
+    for version in [BeegfsVersion::V7, BeegfsVersion::V8] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, version, Some(SECRET.as_bytes()));
+        let auth = format!("- sysMgmtdHost: {HOST}\n  connAuth: {SECRET}\n");
+        let ctl = controller(&world, quota_settings(100, 200), "", Some(&auth));
+        let node = world.backend("n1", Role::Node, quota_settings(100, 200), "", Some(&auth));
+        let v = ctl
+            .create_volume(&req("pvc-s", &params("/k"), GIB as i64))
+            .await
+            .unwrap();
+        ctl.expand_volume(&v.id, 2 * GIB, &Secrets::default())
+            .await
+            .unwrap();
+        let staging = world.dir.path().join("n1/staging/pvc-s");
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        let source = node
+            .publish_source(&publish_request(v.id.as_str(), &staging, Path::new("/t")))
+            .await
+            .unwrap();
+        node.volume_stats(&v.id, &source).await.unwrap();
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        ctl.delete_volume(&v.id, &Secrets::default()).await.unwrap();
+        let commands = world.fake.commands.lock().unwrap().clone();
+        assert!(commands.len() > 8);
+        for cmd in &commands {
+            for arg in cmd.args.iter().chain(cmd.env.iter().map(|(_, v)| v)) {
+                assert!(
+                    !arg.to_string_lossy().contains(SECRET),
+                    "{version}: secret in {}",
+                    cmd.display()
+                );
+            }
+        }
+        let auth_files: Vec<PathBuf> = walk(&world.state("ctl"))
+            .into_iter()
+            .filter(|p| p.ends_with("connAuthFile"))
+            .collect();
+        assert!(!auth_files.is_empty());
+        for f in auth_files {
+            assert_eq!(
+                std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+                0o400
+            );
+            assert_eq!(std::fs::read(&f).unwrap(), SECRET.as_bytes());
+        }
+        for conf in walk(world.dir.path())
+            .into_iter()
+            .filter(|p| p.ends_with("beegfs-client.conf"))
+        {
+            let text = std::fs::read_to_string(&conf).unwrap();
+            assert!(!text.contains(SECRET), "{}", conf.display());
+            assert!(text.contains("connAuthFile = /"), "{}", conf.display());
+        }
+        if version == BeegfsVersion::V8 {
+            assert!(
+                world
+                    .fake
+                    .command_lines()
+                    .iter()
+                    .any(|l| l.contains("--auth-file="))
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if std::fs::symlink_metadata(&p)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn stage_keeps_nosuid_and_the_users_options() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let node = world.backend("n1", Role::Node, BeegfsSettings::default(), NO_AUTH, None);
+    let v = ctl
+        .create_volume(&req("pvc-o", &params("/k"), 0))
+        .await
+        .unwrap();
+    let staging = world.dir.path().join("n1/staging/pvc-o");
+    node.stage_volume(&stage_request(
+        v.id.as_str(),
+        &staging,
+        &["suid", "noatime"],
+    ))
+    .await
+    .unwrap();
+    let (target, options) = world
+        .mounts
+        .mounted
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(target, staging.join("mount"));
+    assert!(
+        options.contains(&"nosuid".to_string()) && options.contains(&"noatime".to_string()),
+        "{options:?}"
+    );
+    assert!(!options.contains(&"suid".to_string()));
+    let conf = options
+        .iter()
+        .find_map(|o| o.strip_prefix("cfgFile="))
+        .unwrap();
+    assert!(Path::new(conf).starts_with(world.state("n1")), "{conf}");
+    let text = std::fs::read_to_string(conf).unwrap();
+    assert!(
+        text.contains("sysMgmtdHost = 10.0.0.5")
+            && text.contains("connDisableAuthentication = true"),
+        "{text}"
+    );
+    assert!(text.contains("connClientPortUDP = "), "{text}");
+}
+
+#[tokio::test]
+async fn shared_mounts_are_reference_counted() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+    let settings = BeegfsSettings {
+        client_mount_mode: ClientMountMode::Shared,
+        ..BeegfsSettings::default()
+    };
+    let ctl = controller(&world, settings.clone(), NO_AUTH, None);
+    let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+    let a = ctl
+        .create_volume(&req("a", &params("/k"), 0))
+        .await
+        .unwrap();
+    let b = ctl
+        .create_volume(&req("b", &params("/k"), 0))
+        .await
+        .unwrap();
+    let c = ctl
+        .create_volume(&req("c", &params("/k"), 0))
+        .await
+        .unwrap();
+    let controller_mounts = world.mounts.client_mounts();
+    let (sa, sb, sc) = (
+        world.dir.path().join("n1/staging/a"),
+        world.dir.path().join("n1/staging/b"),
+        world.dir.path().join("n1/staging/c"),
+    );
+    node.stage_volume(&stage_request(a.id.as_str(), &sa, &[]))
+        .await
+        .unwrap();
+    node.stage_volume(&stage_request(b.id.as_str(), &sb, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        world.mounts.client_mounts(),
+        controller_mounts + 1,
+        "one client mount for two volumes"
+    );
+    // A volume with its own mount options gets its own client.
+    node.stage_volume(&stage_request(c.id.as_str(), &sc, &["noatime"]))
+        .await
+        .unwrap();
+    assert_eq!(world.mounts.client_mounts(), controller_mounts + 2);
+    let src = node
+        .publish_source(&publish_request(a.id.as_str(), &sa, Path::new("/t")))
+        .await
+        .unwrap();
+    assert_eq!(src, sa.join("mount"));
+    let target = world.dir.path().join("pods/x");
+    std::fs::create_dir_all(&target).unwrap();
+    world.mounts.bind(&src, &target).unwrap();
+    assert_eq!(
+        node.unstage_volume(&a.id, &sa).await.unwrap_err().code(),
+        ErrorCode::FailedPrecondition
+    );
+    // b is not bind-mounted anywhere: a's publication does not block it.
+    node.unstage_volume(&b.id, &sb).await.unwrap();
+    assert_eq!(
+        world.mounts.client_mounts(),
+        controller_mounts + 2,
+        "a still uses the shared mount"
+    );
+    world
+        .mounts
+        .table
+        .lock()
+        .unwrap()
+        .retain(|e| e.mount_point != target);
+    node.unstage_volume(&a.id, &sa).await.unwrap();
+    node.unstage_volume(&c.id, &sc).await.unwrap();
+    assert_eq!(
+        world.mounts.client_mounts(),
+        controller_mounts,
+        "the last unstage unmounts the shared client"
+    );
+    assert!(
+        std::fs::read_dir(world.state("n1").join("beegfs/node/shared"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn stage_of_a_missing_directory_is_not_found_and_leaves_nothing() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let node = world.backend("n1", Role::Node, BeegfsSettings::default(), NO_AUTH, None);
+    let staging = world.dir.path().join("n1/staging/x");
+    let err = node
+        .stage_volume(&stage_request("beegfs://10.0.0.5/nope", &staging, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert!(
+        !world
+            .mounts
+            .table
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.mount_point == staging.join("mount"))
+    );
+    assert!(!staging.join("mount").exists());
+}
+
+#[tokio::test]
+async fn snapshots_restore_and_clone_into_new_volumes() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(300, 400), NO_AUTH, None);
+    let src = ctl
+        .create_volume(&req("src", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let root = world.fake.root(HOST);
+    std::fs::create_dir_all(root.join("k/src/sub")).unwrap();
+    std::fs::write(root.join("k/src/sub/file"), b"hello").unwrap();
+    let snap_req = CreateSnapshotRequest {
+        name: "snap-1".into(),
+        source_volume_id: src.id.clone(),
+        parameters: Parameters::default(),
+        secrets: Secrets::default(),
+    };
+    let first = ctl.create_snapshot(&snap_req).await.unwrap();
+    assert_eq!(first.id.as_str(), "beegfs-snap://10.0.0.5/k/snap-1");
+    assert!(!first.ready_to_use, "the cut runs in the background");
+    let err = ctl
+        .delete_volume(&src.id, &Secrets::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::Aborted,
+        "no deletion under a running cut"
+    );
+    let ready = loop {
+        let s = ctl.create_snapshot(&snap_req).await.unwrap();
+        if s.ready_to_use {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(ready.size_bytes > 0);
+    assert_eq!(ready.creation_time, first.creation_time);
+    assert!(root.join("k/.pfs-csi/snapshots/snap-1.tar").is_file());
+    assert_eq!(ctl.list_snapshots().await.unwrap(), vec![ready.clone()]);
+    let mut other = snap_req.clone();
+    other.source_volume_id = vid("beegfs://10.0.0.5/k/other");
+    assert_eq!(
+        ctl.create_snapshot(&other).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+
+    let mut restore = req("restored", &params("/k"), GIB as i64);
+    restore.content_source = Some(VolumeContentSource::Snapshot(ready.id.to_string()));
+    let restored = ctl.create_volume(&restore).await.unwrap();
+    let gid: u32 = restored.context["quotaGid"].parse().unwrap();
+    assert_eq!(
+        std::fs::read(root.join("k/restored/sub/file")).unwrap(),
+        b"hello"
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("k/restored/sub/file"))
+            .unwrap()
+            .gid(),
+        gid,
+        "restored data counts against the new volume"
+    );
+    assert_eq!(restored.content_source, restore.content_source);
+
+    let mut clone = req("clone", &params("/k"), GIB as i64);
+    clone.content_source = Some(VolumeContentSource::Volume(src.id.to_string()));
+    ctl.create_volume(&clone).await.unwrap();
+    assert_eq!(
+        std::fs::read(root.join("k/clone/sub/file")).unwrap(),
+        b"hello"
+    );
+
+    let mut missing = req("m", &params("/k"), 0);
+    missing.content_source = Some(VolumeContentSource::Snapshot(
+        "beegfs-snap://10.0.0.5/k/none".into(),
+    ));
+    assert_eq!(
+        ctl.create_volume(&missing).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert!(!root.join("k/m").exists());
+
+    let sid = SnapshotId::parse(ready.id.as_str()).unwrap();
+    ctl.delete_snapshot(&sid, &Secrets::default())
+        .await
+        .unwrap();
+    ctl.delete_snapshot(&sid, &Secrets::default())
+        .await
+        .unwrap();
+    assert!(!root.join("k/.pfs-csi/snapshots/snap-1.tar").exists());
+    assert!(ctl.list_snapshots().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn capacity_is_reported_and_ids_are_claimed() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(10, 20), NO_AUTH, None);
+    let p = Parameters::new(
+        params("/k")
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    let free = ctl.available_capacity(&p, &Topology::new()).await.unwrap();
+    assert!(free > 0);
+    let space = crate::fs_tree::fs_space(&world.fake.root(HOST)).unwrap();
+    ctl.create_volume(&req("big", &params("/k"), (space.total / 2) as i64))
+        .await
+        .unwrap();
+    let after = ctl.available_capacity(&p, &Topology::new()).await.unwrap();
+    assert!(
+        after <= space.total - space.total / 2,
+        "promised capacity is not offered again"
+    );
+    assert!(ctl.accepts_parameters(&p));
+    assert!(!ctl.accepts_parameters(&Parameters::new(
+        [("projectId".to_string(), "1".to_string())].into()
+    )));
+    assert!(ctl.claim_volume_id(&vid("beegfs://h/a")).unwrap().is_ok());
+    assert!(
+        ctl.claim_volume_id(&vid("beegfs://h/a/../b"))
+            .unwrap()
+            .is_err()
+    );
+    assert!(ctl.claim_volume_id(&vid("10.0.0.1@tcp:/fs/x")).is_none());
+    assert!(
+        ctl.claim_snapshot_id(&SnapshotId::parse("beegfs-snap://h/b/s").unwrap())
+            .unwrap()
+            .is_ok()
+    );
+    assert!(
+        ctl.claim_snapshot_id(&SnapshotId::parse("beegfs://h/b/s").unwrap())
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_filesystem_is_unavailable() {
+    let world = World::new();
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let err = ctl
+        .create_volume(&req("v", &params("/k"), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+}
