@@ -973,6 +973,19 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::*;
+    use csi_core::domain::{GIB, Secrets, Topology};
+    use csi_core::ports::FilesystemBackend;
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::MetadataExt;
+
+    fn vid(id: &str) -> VolumeId {
+        VolumeId::parse(id).unwrap()
+    }
+
+    fn zone(z: &str) -> Topology {
+        Topology::from([(crate::ZONE_KEY.to_string(), z.to_string())])
+    }
 
     #[test]
     fn capacities_are_whole_kib_inside_the_range() {
@@ -1004,5 +1017,678 @@ mod tests {
                 .code(),
             ErrorCode::OutOfRange
         );
+    }
+
+    #[tokio::test]
+    async fn a_volume_gets_a_directory_owner_mode_project_and_limit() {
+        let h = Harness::controller(ONE);
+        let req = create_request(
+            "pvc-1",
+            &[
+                ("exaMountUid", "1001"),
+                ("exaMountGid", "1002"),
+                ("volumeDirPermissions", "0770"),
+                ("projectId", "4242"),
+            ],
+            GIB as i64,
+        );
+        let vol = h.backend.create_volume(&req).await.unwrap();
+        assert_eq!(vol.id.as_str(), "exa1:/pvc-1");
+        assert_eq!(vol.capacity_bytes, GIB);
+        assert_eq!(
+            vol.context.get("exaMountUid").map(String::as_str),
+            Some("1001")
+        );
+        let dir = h.fs("exa1").join("pvc-1");
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (1001, 1002, 0o770)
+        );
+        let lfs = h.lfs.lock().unwrap();
+        assert_eq!(lfs.projects.get(&dir), Some(&4242));
+        assert_eq!(lfs.limits.get(&4242), Some(&(GIB / 1024)));
+        let mounts = h.mounts.lock().unwrap();
+        assert!(
+            mounts
+                .calls
+                .iter()
+                .any(|c| c.starts_with("mount -t lustre -o  10.0.0.1@tcp:/fs1 ")),
+            "{:?}",
+            mounts.calls
+        );
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(h.fs("exa1").join(".pfs-csi/volumes/pvc-1.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec["state"], "ready");
+        assert_eq!(rec["projectId"], 4242);
+    }
+
+    #[tokio::test]
+    async fn the_same_request_is_the_same_volume_and_a_different_one_is_refused() {
+        let h = Harness::controller(ONE);
+        let req = create_request("pvc-1", &[("exaMountUid", "1001")], GIB as i64);
+        let first = h.backend.create_volume(&req).await.unwrap();
+        assert_eq!(h.backend.create_volume(&req).await.unwrap(), first);
+        let other = create_request("pvc-1", &[("exaMountUid", "7")], GIB as i64);
+        assert_eq!(
+            h.backend.create_volume(&other).await.unwrap_err().code(),
+            ErrorCode::AlreadyExists
+        );
+        // A directory this driver did not make is never taken over.
+        std::fs::create_dir(h.fs("exa1").join("someones-data")).unwrap();
+        let err = h
+            .backend
+            .create_volume(&create_request("someones-data", &[], GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AlreadyExists);
+        assert!(
+            !h.fs("exa1")
+                .join(".pfs-csi/volumes/someones-data.json")
+                .exists()
+        );
+    }
+
+    #[tokio::test]
+    async fn fifty_concurrent_creates_get_fifty_distinct_project_ids() {
+        let h = Harness::controller(ONE);
+        // Ids already used on the filesystem (by someone else) are skipped.
+        h.lfs
+            .lock()
+            .unwrap()
+            .used_kib
+            .extend((10_000..10_040).map(|id| (id, 1)));
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let backend = h.backend.clone();
+            set.spawn(async move {
+                let req = create_request(
+                    &format!("pvc-{i}"),
+                    &[
+                        ("minProjectId", "10000"),
+                        ("maxProjectId", "10120"),
+                        ("generateProjectIdRetries", "1000"),
+                    ],
+                    GIB as i64,
+                );
+                backend.create_volume(&req).await
+            });
+        }
+        let mut volumes = 0;
+        while let Some(done) = set.join_next().await {
+            done.unwrap().unwrap();
+            volumes += 1;
+        }
+        assert_eq!(volumes, 50);
+        let lfs = h.lfs.lock().unwrap();
+        let ids: BTreeSet<u32> = lfs.projects.values().copied().collect();
+        assert_eq!(ids.len(), 50, "{ids:?}");
+        assert!(
+            ids.iter().all(|id| (10_040..=10_120).contains(id)),
+            "{ids:?}"
+        );
+        let recorded: BTreeSet<u32> = h
+            .backend
+            .inner
+            .stores(h.backend.config().entry("exa1").unwrap())
+            .volumes
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r.project_id)
+            .collect();
+        assert_eq!(recorded, ids);
+    }
+
+    #[tokio::test]
+    async fn project_ids_run_out_clearly_and_a_given_id_is_not_shared() {
+        let h = Harness::controller(ONE);
+        h.lfs.lock().unwrap().used_kib.insert(7, 1);
+        let err = h
+            .backend
+            .create_volume(&create_request(
+                "a",
+                &[("minProjectId", "7"), ("maxProjectId", "7")],
+                1024,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
+        assert!(
+            err.to_string().contains("generateProjectIdRetries"),
+            "{err}"
+        );
+        assert!(!h.fs("exa1").join(".pfs-csi/volumes/a.json").exists());
+        h.backend
+            .create_volume(&create_request("b", &[("projectId", "9")], 1024))
+            .await
+            .unwrap();
+        let err = h
+            .backend
+            .create_volume(&create_request("c", &[("projectId", "9")], 1024))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+        assert!(err.to_string().contains("volume b"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_lfs_leaves_no_half_made_volume() {
+        let h = Harness::controller(ONE);
+        h.lfs.lock().unwrap().fail.push((
+            "setquota".into(),
+            "lfs setquota: quotactl failed: Operation not supported".into(),
+        ));
+        let err = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[("projectId", "55")], GIB as i64))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Operation not supported"), "{err}");
+        assert!(!h.fs("exa1").join("pvc-1").exists());
+        assert!(!h.fs("exa1").join(".pfs-csi/volumes/pvc-1.json").exists());
+        // And the same request then succeeds.
+        h.backend
+            .create_volume(&create_request("pvc-1", &[("projectId", "55")], GIB as i64))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_and_mount_options_are_refused_before_anything_is_made() {
+        let h = Harness::controller(ONE);
+        for (params, named) in [
+            (vec![("colour", "blue")], "parameters[colour]"),
+            (vec![("bindMount", "sometimes")], "parameters[bindMount]"),
+            (vec![("mountOptions", "rw,remount")], "remount"),
+            (vec![("configName", "exa9")], "parameters[configName]"),
+            (
+                vec![("exaFS", "10.9.9.9@tcp:/other")],
+                "parameters[mountPoint]: is required",
+            ),
+        ] {
+            let err = h
+                .backend
+                .create_volume(&create_request("pvc-x", &params, 1024))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{params:?}: {err}");
+            assert!(err.to_string().contains(named), "{params:?}: {err}");
+        }
+        let mut req = create_request("pvc-x", &[], 1024);
+        req.capabilities[0].mount_flags = vec!["bind".into()];
+        let err = h.backend.create_volume(&req).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("volume_capabilities[0].mount_flags"),
+            "{err}"
+        );
+        for name in ["../x", ".pfs-csi", ".hidden"] {
+            let err = h
+                .backend
+                .create_volume(&create_request(name, &[], 1024))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{name}");
+        }
+        assert!(!h.fs("exa1").join("pvc-x").exists());
+    }
+
+    #[tokio::test]
+    async fn delete_removes_data_and_limits_and_is_idempotent() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[("projectId", "77")], GIB as i64))
+            .await
+            .unwrap();
+        std::fs::write(h.fs("exa1").join("pvc-1/data"), b"x").unwrap();
+        h.backend
+            .delete_volume(&vol.id, &Secrets::default())
+            .await
+            .unwrap();
+        assert!(!h.fs("exa1").join("pvc-1").exists());
+        assert_eq!(h.lfs.lock().unwrap().limits.get(&77), Some(&0));
+        assert!(!h.fs("exa1").join(".pfs-csi/volumes/pvc-1.json").exists());
+        h.backend
+            .delete_volume(&vol.id, &Secrets::default())
+            .await
+            .unwrap();
+        // The trash is emptied in the background.
+        let trash = h.fs("exa1").join(".pfs-csi/trash");
+        for _ in 0..100 {
+            if std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0), 0);
+    }
+
+    #[tokio::test]
+    async fn static_volumes_are_never_deleted() {
+        let h = Harness::controller(ONE);
+        std::fs::create_dir_all(h.fs("exa1").join("nginx-persistent")).unwrap();
+        std::fs::write(h.fs("exa1").join("nginx-persistent/index.html"), b"hello").unwrap();
+        for id in [
+            "exa1:/nginx-persistent",
+            &format!("exa1:{}/nginx-persistent", h.fs("exa1").display()),
+        ] {
+            let err = h
+                .backend
+                .delete_volume(&vid(id), &Secrets::default())
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{id}");
+            assert!(err.to_string().contains("left in place"), "{err}");
+        }
+        assert_eq!(
+            std::fs::read(h.fs("exa1").join("nginx-persistent/index.html")).unwrap(),
+            b"hello"
+        );
+        // A handle whose directory does not exist names nothing to delete.
+        h.backend
+            .delete_volume(&vid("exa1:/never-existed"), &Secrets::default())
+            .await
+            .unwrap();
+        // Another id naming a volume we made is not that volume.
+        h.backend
+            .create_volume(&create_request("pvc-2", &[], 1024))
+            .await
+            .unwrap();
+        let alias = format!("exa1:{}/pvc-2", h.fs("exa1").display());
+        assert_eq!(
+            h.backend
+                .delete_volume(&vid(&alias), &Secrets::default())
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert!(h.fs("exa1").join("pvc-2").exists());
+    }
+
+    #[tokio::test]
+    async fn half_created_volumes_are_deleted_or_finished() {
+        let h = Harness::controller(ONE);
+        let entry = h.backend.config().entry("exa1").unwrap().clone();
+        let stores = h.backend.inner.stores(&entry);
+        // Crashed after the record, before the directory.
+        h.backend
+            .create_volume(&create_request("pvc-a", &[("projectId", "31")], 1024))
+            .await
+            .unwrap();
+        let mut rec = stores.volumes.get("pvc-a").unwrap().unwrap();
+        rec.state = VolumeState::Creating;
+        stores.volumes.put("pvc-a", &rec).unwrap();
+        std::fs::remove_dir(h.fs("exa1").join("pvc-a")).unwrap();
+        h.backend
+            .delete_volume(&vid("exa1:/pvc-a"), &Secrets::default())
+            .await
+            .unwrap();
+        assert!(stores.volumes.get("pvc-a").unwrap().is_none());
+        // Crashed after the directory: a retried create finishes it with the same project.
+        h.backend
+            .create_volume(&create_request("pvc-b", &[], 1024))
+            .await
+            .unwrap();
+        let mut rec = stores.volumes.get("pvc-b").unwrap().unwrap();
+        rec.state = VolumeState::Creating;
+        stores.volumes.put("pvc-b", &rec).unwrap();
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-b", &[], 1024))
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.volumes.get("pvc-b").unwrap().unwrap().state,
+            VolumeState::Ready
+        );
+        assert_eq!(
+            stores.volumes.get("pvc-b").unwrap().unwrap().project_id,
+            rec.project_id
+        );
+        assert_eq!(vol.id.as_str(), "exa1:/pvc-b");
+        // A volume stuck in deleting is finished by the next delete.
+        let mut rec = stores.volumes.get("pvc-b").unwrap().unwrap();
+        rec.state = VolumeState::Deleting;
+        stores.volumes.put("pvc-b", &rec).unwrap();
+        assert_eq!(
+            h.backend
+                .create_volume(&create_request("pvc-b", &[], 1024))
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::Aborted
+        );
+        h.backend
+            .delete_volume(&vid("exa1:/pvc-b"), &Secrets::default())
+            .await
+            .unwrap();
+        assert!(!h.fs("exa1").join("pvc-b").exists());
+    }
+
+    #[tokio::test]
+    async fn expand_raises_the_hard_limit() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[("projectId", "12")], GIB as i64))
+            .await
+            .unwrap();
+        assert_eq!(
+            h.backend
+                .expand_volume(&vol.id, 2 * GIB + 1, &Secrets::default())
+                .await
+                .unwrap(),
+            2 * GIB + 1024
+        );
+        assert_eq!(
+            h.lfs.lock().unwrap().limits.get(&12),
+            Some(&(2 * GIB / 1024 + 1))
+        );
+        assert_eq!(
+            h.backend
+                .get_volume(&vol.id)
+                .await
+                .unwrap()
+                .volume
+                .capacity_bytes,
+            2 * GIB + 1024
+        );
+        std::fs::create_dir(h.fs("exa1").join("static")).unwrap();
+        let err = h
+            .backend
+            .expand_volume(&vid("exa1:/static"), GIB, &Secrets::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+    }
+
+    #[tokio::test]
+    async fn get_and_list_report_the_directory_condition() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[], GIB as i64))
+            .await
+            .unwrap();
+        h.backend
+            .create_volume(&create_request("pvc-2", &[], GIB as i64))
+            .await
+            .unwrap();
+        assert!(
+            !h.backend
+                .get_volume(&vol.id)
+                .await
+                .unwrap()
+                .condition
+                .abnormal
+        );
+        std::fs::remove_dir(h.fs("exa1").join("pvc-1")).unwrap();
+        let info = h.backend.get_volume(&vol.id).await.unwrap();
+        assert!(info.condition.abnormal);
+        assert!(
+            info.condition.message.contains("missing"),
+            "{}",
+            info.condition.message
+        );
+        let listed = h.backend.list_volumes().await.unwrap();
+        let ids: Vec<&str> = listed.iter().map(|v| v.volume.id.as_str()).collect();
+        assert_eq!(ids, ["exa1:/pvc-1", "exa1:/pvc-2"]);
+        assert_eq!(
+            h.backend
+                .get_volume(&vid("exa1:/nothing"))
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotFound
+        );
+        std::fs::create_dir(h.fs("exa1").join("static")).unwrap();
+        assert_eq!(
+            h.backend
+                .get_volume(&vid("exa1:/static"))
+                .await
+                .unwrap()
+                .volume
+                .capacity_bytes,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn topology_picks_the_entry_and_is_reported() {
+        let h = Harness::controller(TWO_ZONES);
+        let mut req = create_request("pvc-1", &[], 1024);
+        req.topology = TopologyRequirement {
+            requisite: vec![zone("zone-1"), zone("zone-2")],
+            preferred: vec![zone("zone-2")],
+        };
+        let vol = h.backend.create_volume(&req).await.unwrap();
+        assert_eq!(vol.id.as_str(), "exa2:/pvc-1");
+        assert_eq!(vol.accessible_topology, vec![zone("zone-2")]);
+        assert!(h.fs("exa2").join("pvc-1").is_dir());
+
+        let mut req = create_request("pvc-2", &[("zone", "zone-1")], 1024);
+        req.topology = TopologyRequirement::default();
+        assert_eq!(
+            h.backend.create_volume(&req).await.unwrap().id.as_str(),
+            "exa1:/pvc-2"
+        );
+
+        let mut req = create_request("pvc-3", &[], 1024);
+        req.topology = TopologyRequirement {
+            requisite: vec![zone("zone-9")],
+            preferred: vec![],
+        };
+        assert_eq!(
+            h.backend.create_volume(&req).await.unwrap_err().code(),
+            ErrorCode::ResourceExhausted
+        );
+        let mut req = create_request("pvc-3", &[("configName", "exa1")], 1024);
+        req.topology = TopologyRequirement {
+            requisite: vec![zone("zone-2")],
+            preferred: vec![],
+        };
+        assert_eq!(
+            h.backend.create_volume(&req).await.unwrap_err().code(),
+            ErrorCode::ResourceExhausted
+        );
+        let err = h
+            .backend
+            .create_volume(&create_request("pvc-3", &[], 1024))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(err.to_string().contains("configName"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn capacity_is_free_space_minus_unused_promises() {
+        let h = Harness::controller(ONE);
+        let params = Parameters::default();
+        let before = h
+            .backend
+            .available_capacity(&params, &Topology::new())
+            .await
+            .unwrap();
+        let vol = h
+            .backend
+            .create_volume(&create_request(
+                "pvc-1",
+                &[("projectId", "3")],
+                (64 << 20) as i64,
+            ))
+            .await
+            .unwrap();
+        h.lfs.lock().unwrap().used_kib.insert(3, 16 << 10);
+        let after = h
+            .backend
+            .available_capacity(&params, &Topology::new())
+            .await
+            .unwrap();
+        let promised = vol.capacity_bytes - (16 << 20);
+        // Free space moves a little under a shared temporary directory: allow 8 MiB.
+        assert!(
+            before.abs_diff(after + promised) < 8 << 20,
+            "before {before} after {after} promised {promised}"
+        );
+        let two = Harness::controller(TWO_ZONES);
+        assert_eq!(
+            two.backend
+                .available_capacity(&params, &zone("zone-7"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(
+            two.backend
+                .available_capacity(&params, &zone("zone-2"))
+                .await
+                .unwrap()
+                > 0
+        );
+    }
+
+    #[tokio::test]
+    async fn management_nids_mount_the_controller_and_missing_subdirectories_are_made() {
+        let h = Harness::build(
+            &[("exa1", "10.0.0.1@tcp:/fs1/zone-1", None)],
+            csi_core::ports::Role::Controller,
+            |e| {
+                e["managementIp"] = serde_json::json!("10.204.86.114@tcp");
+            },
+        );
+        h.mounts
+            .lock()
+            .unwrap()
+            .fail_sources
+            .push("10.204.86.114@tcp:/fs1/zone-1".into());
+        h.backend
+            .create_volume(&create_request("pvc-1", &[], 1024))
+            .await
+            .unwrap();
+        let calls = h.mounts.lock().unwrap().calls.clone();
+        assert!(
+            calls[0].contains(" 10.204.86.114@tcp:/fs1/zone-1 "),
+            "{calls:?}"
+        );
+        assert!(
+            calls[1].contains(" 10.204.86.114@tcp:/fs1 ") && calls[1].contains("temp-mounts/exa1"),
+            "{calls:?}"
+        );
+        assert!(
+            calls[2].starts_with("umount ") && calls[2].contains("temp-mounts/exa1"),
+            "{calls:?}"
+        );
+        assert!(
+            calls[3].contains(" 10.204.86.114@tcp:/fs1/zone-1 "),
+            "{calls:?}"
+        );
+        assert!(h.root.path().join("state/temp-mounts/exa1/zone-1").is_dir());
+    }
+
+    #[tokio::test]
+    async fn volumes_on_another_filesystem_keep_a_short_id() {
+        let h = Harness::controller(ONE);
+        let other = h.root.path().join("other");
+        let req = create_request(
+            "pvc-1",
+            &[
+                ("exaFS", "10.9.9.9@tcp:/other"),
+                ("mountPoint", &other.display().to_string()),
+            ],
+            1024,
+        );
+        let vol = h.backend.create_volume(&req).await.unwrap();
+        assert_eq!(vol.id.as_str(), "exa1:/pvc-1");
+        assert!(other.join("pvc-1").is_dir());
+        assert!(!h.fs("exa1").join("pvc-1").exists());
+        assert!(
+            !h.backend
+                .get_volume(&vol.id)
+                .await
+                .unwrap()
+                .condition
+                .abnormal
+        );
+        h.backend
+            .delete_volume(&vol.id, &Secrets::default())
+            .await
+            .unwrap();
+        assert!(!other.join("pvc-1").exists());
+    }
+
+    #[tokio::test]
+    async fn restores_and_clones_fill_in_the_background() {
+        let mut h = Harness::controller(ONE);
+        let src = h
+            .backend
+            .create_volume(&create_request("src", &[], GIB as i64))
+            .await
+            .unwrap();
+        std::fs::write(h.fs("exa1").join("src/a.txt"), b"a").unwrap();
+        let clone = h
+            .backend
+            .create_volume(&with_source(
+                create_request("clone", &[], GIB as i64),
+                VolumeContentSource::Volume(src.id.to_string()),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            clone.content_source,
+            Some(VolumeContentSource::Volume("exa1:/src".into()))
+        );
+        assert!(h.fs("exa1").join("clone/a.txt").is_file());
+        // A smaller clone is out of range; a missing source is not found.
+        let err = h
+            .backend
+            .create_volume(&with_source(
+                create_request("small", &[], 1024),
+                VolumeContentSource::Volume(src.id.to_string()),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::OutOfRange);
+        let err = h
+            .backend
+            .create_volume(&with_source(
+                create_request("x", &[], GIB as i64),
+                VolumeContentSource::Volume("exa1:/nope".into()),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound);
+        let err = h
+            .backend
+            .create_volume(&with_source(
+                create_request("x", &[], GIB as i64),
+                VolumeContentSource::Snapshot("exa1:snapshot:nope".into()),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound);
+
+        // A restore interrupted by a restart is taken up again.
+        let entry = h.backend.config().entry("exa1").unwrap().clone();
+        let stores = h.backend.inner.stores(&entry);
+        let mut rec = stores.volumes.get("clone").unwrap().unwrap();
+        rec.state = VolumeState::Filling;
+        stores.volumes.put("clone", &rec).unwrap();
+        std::fs::remove_file(h.fs("exa1").join("clone/a.txt")).unwrap();
+        h.restart();
+        let again = h
+            .backend
+            .create_volume(&with_source(
+                create_request("clone", &[], GIB as i64),
+                VolumeContentSource::Volume(src.id.to_string()),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again.id, clone.id);
+        assert!(h.fs("exa1").join("clone/a.txt").is_file());
     }
 }

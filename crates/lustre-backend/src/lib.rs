@@ -34,6 +34,8 @@ pub mod quota;
 pub mod records;
 mod snapshots;
 pub mod tasks;
+#[cfg(test)]
+mod test_support;
 pub mod volume_dirs;
 pub mod volume_id;
 

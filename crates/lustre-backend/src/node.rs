@@ -296,6 +296,41 @@ pub(crate) fn stats_of(report: Option<&QuotaReport>, space: &FsSpace) -> VolumeS
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::*;
+    use csi_core::domain::{AccessMode, Secrets, VolumeId};
+    use csi_core::ports::{FilesystemBackend, NodeStageRequest, Role};
+    use std::collections::BTreeMap;
+
+    fn stage_request(
+        h: &Harness,
+        id: &str,
+        staging: &str,
+        context: &[(&str, &str)],
+        mode: AccessMode,
+    ) -> NodeStageRequest {
+        NodeStageRequest {
+            volume_id: VolumeId::parse(id).unwrap(),
+            staging_path: h.root.path().join("kubelet").join(staging),
+            capability: capability(mode),
+            context: context
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            secrets: Secrets::default(),
+        }
+    }
+
+    fn publish_request(req: &NodeStageRequest) -> NodePublishRequest {
+        NodePublishRequest {
+            volume_id: req.volume_id.clone(),
+            staging_path: req.staging_path.clone(),
+            target_path: req.staging_path.with_file_name("target"),
+            capability: req.capability.clone(),
+            read_only: false,
+            context: req.context.clone(),
+            secrets: Secrets::default(),
+        }
+    }
 
     #[test]
     fn project_limits_bound_the_stats_and_unlimited_projects_see_the_filesystem() {
@@ -349,5 +384,253 @@ mod tests {
             (100 << 30, 40 << 30, 50 << 30)
         );
         assert_eq!(s.inodes_used, Some(600));
+    }
+
+    #[tokio::test]
+    async fn bind_mount_staging_shares_one_filesystem_mount() {
+        let h = Harness::node(ONE);
+        std::fs::create_dir_all(h.fs("exa1").join("pvc-1")).unwrap();
+        std::fs::create_dir_all(h.fs("exa1").join("pvc-2")).unwrap();
+        let a = stage_request(
+            &h,
+            "exa1:/pvc-1",
+            "a/globalmount",
+            &[],
+            AccessMode::MultiNodeMultiWriter,
+        );
+        let b = stage_request(
+            &h,
+            "exa1:/pvc-2",
+            "b/globalmount",
+            &[("bindMount", "true")],
+            AccessMode::MultiNodeReaderOnly,
+        );
+        h.backend.stage_volume(&a).await.unwrap();
+        h.backend.stage_volume(&a).await.unwrap();
+        h.backend.stage_volume(&b).await.unwrap();
+        {
+            let m = h.mounts.lock().unwrap();
+            let lustre: Vec<&String> = m.calls.iter().filter(|c| c.starts_with("mount ")).collect();
+            assert_eq!(lustre.len(), 1, "{:?}", m.calls);
+            assert!(lustre[0].contains(&format!("10.0.0.1@tcp:/fs1 {}", h.fs("exa1").display())));
+            assert_eq!(
+                m.mounted.get(&a.staging_path),
+                Some(&format!(
+                    "bind:{}",
+                    h.fs("exa1").join("pvc-1").canonicalize().unwrap().display()
+                ))
+            );
+            assert!(!m.read_only.contains(&a.staging_path));
+            assert!(
+                m.read_only.contains(&b.staging_path),
+                "a read-only access mode stages read-only"
+            );
+        }
+        assert_eq!(
+            h.backend
+                .publish_source(&publish_request(&a))
+                .await
+                .unwrap(),
+            a.staging_path
+        );
+        h.backend
+            .unstage_volume(&a.volume_id, &a.staging_path)
+            .await
+            .unwrap();
+        h.backend
+            .unstage_volume(&a.volume_id, &a.staging_path)
+            .await
+            .unwrap();
+        assert!(
+            h.mounts.lock().unwrap().mounted.contains_key(&h.fs("exa1")),
+            "still used by b"
+        );
+        h.backend
+            .unstage_volume(&b.volume_id, &b.staging_path)
+            .await
+            .unwrap();
+        let left = h.mounts.lock().unwrap().mounted.clone();
+        assert!(left.is_empty(), "{left:?}");
+        let err = h
+            .backend
+            .publish_source(&publish_request(&a))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+    }
+
+    #[tokio::test]
+    async fn own_mounts_merge_and_check_their_options() {
+        let h = Harness::build(ONE, Role::Node, |e| {
+            e["defaultMountOptions"] = serde_json::json!("flock,user_xattr");
+        });
+        let mut req = stage_request(
+            &h,
+            "exa1:/pvc-1",
+            "a/globalmount",
+            &[
+                ("bindMount", "false"),
+                ("mountOptions", "localflock,noatime"),
+            ],
+            AccessMode::SingleNodeReaderOnly,
+        );
+        req.capability.mount_flags = vec!["nouser_xattr".into()];
+        h.backend.stage_volume(&req).await.unwrap();
+        let call = h.mounts.lock().unwrap().calls.last().unwrap().clone();
+        assert_eq!(
+            call,
+            format!(
+                "mount -t lustre -o localflock,nouser_xattr,noatime,ro 10.0.0.1@tcp:/fs1/pvc-1 {}",
+                req.staging_path.display()
+            )
+        );
+        h.backend
+            .unstage_volume(&req.volume_id, &req.staging_path)
+            .await
+            .unwrap();
+
+        for (context, flags, named) in [
+            (
+                vec![("bindMount", "false"), ("mountOptions", "bind")],
+                vec![],
+                "volume_context[mountOptions]",
+            ),
+            (
+                vec![],
+                vec!["remount".to_string()],
+                "volume_capability.mount_flags",
+            ),
+            (vec![("colour", "red")], vec![], "volume_context[colour]"),
+        ] {
+            let mut req = stage_request(
+                &h,
+                "exa1:/pvc-2",
+                "b/globalmount",
+                &context,
+                AccessMode::SingleNodeWriter,
+            );
+            req.capability.mount_flags = flags;
+            let err = h.backend.stage_volume(&req).await.unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidArgument);
+            assert!(err.to_string().contains(named), "{err}");
+        }
+        let mut req = stage_request(
+            &h,
+            "exa1:/pvc-2",
+            "b/globalmount",
+            &[],
+            AccessMode::SingleNodeWriter,
+        );
+        req.secrets = Secrets::new(BTreeMap::from([(
+            "mountOptions".to_string(),
+            "x-s3cr3t".to_string(),
+        )]));
+        let err = h.backend.stage_volume(&req).await.unwrap_err();
+        assert!(
+            !err.to_string().contains("s3cr3t"),
+            "secrets are never quoted: {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn staging_a_missing_or_escaping_directory_fails_and_releases_the_mount() {
+        let h = Harness::node(ONE);
+        let req = stage_request(
+            &h,
+            "exa1:/missing",
+            "a/globalmount",
+            &[],
+            AccessMode::SingleNodeWriter,
+        );
+        assert_eq!(
+            h.backend.stage_volume(&req).await.unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert!(h.mounts.lock().unwrap().mounted.is_empty());
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(h.fs("exa1")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), h.fs("exa1").join("escape")).unwrap();
+        let req = stage_request(
+            &h,
+            "exa1:/escape",
+            "b/globalmount",
+            &[],
+            AccessMode::SingleNodeWriter,
+        );
+        assert_eq!(
+            h.backend.stage_volume(&req).await.unwrap_err().code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert!(h.mounts.lock().unwrap().mounted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn legacy_handles_stage_where_they_point() {
+        let h = Harness::build(ONE, Role::Node, |e| {
+            e["v1xCompatible"] = serde_json::json!(true);
+        });
+        std::fs::create_dir_all(h.fs("exa1").join("old")).unwrap();
+        let v1 = format!("{}/old", h.fs("exa1").display());
+        let req = stage_request(&h, &v1, "a/globalmount", &[], AccessMode::SingleNodeWriter);
+        h.backend.stage_volume(&req).await.unwrap();
+        let req = stage_request(
+            &h,
+            "exa1:10.0.0.1@tcp;/fs1:/elsewhere:/old",
+            "b/globalmount",
+            &[("bindMount", "false")],
+            AccessMode::SingleNodeWriter,
+        );
+        h.backend.stage_volume(&req).await.unwrap();
+        let call = h.mounts.lock().unwrap().calls.last().unwrap().clone();
+        assert!(call.contains(" 10.0.0.1@tcp:/fs1/old "), "{call}");
+    }
+
+    #[tokio::test]
+    async fn stats_come_from_the_project_quota() {
+        let h = Harness::node(ONE);
+        let dir = h.fs("exa1").join("pvc-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let mut lfs = h.lfs.lock().unwrap();
+            lfs.projects.insert(dir.clone(), 5);
+            lfs.limits.insert(5, 1024);
+            lfs.used_kib.insert(5, 256);
+            lfs.files.insert(5, 3);
+        }
+        let stats = h
+            .backend
+            .volume_stats(&VolumeId::parse("exa1:/pvc-1").unwrap(), &dir)
+            .await
+            .unwrap();
+        assert_eq!(
+            (stats.bytes_total, stats.bytes_used, stats.bytes_available),
+            (1 << 20, 256 << 10, 768 << 10)
+        );
+        assert_eq!(stats.inodes_used, Some(3));
+        // No project: the filesystem's figures.
+        let other = h.fs("exa1").join("plain");
+        std::fs::create_dir_all(&other).unwrap();
+        let stats = h
+            .backend
+            .volume_stats(&VolumeId::parse("exa1:/plain").unwrap(), &other)
+            .await
+            .unwrap();
+        assert!(stats.bytes_total > 0 && stats.bytes_total >= stats.bytes_available);
+        let calls = h.lfs.lock().unwrap().calls.clone();
+        assert_eq!(calls[0], format!("project -d {}", dir.display()));
+        assert_eq!(calls[1], format!("quota -p 5 {}", dir.display()));
+    }
+
+    #[tokio::test]
+    async fn the_node_zone_comes_from_the_settings_or_the_one_zone_of_the_entries() {
+        let h = Harness::node(&[("exa1", "10.0.0.1@tcp:/fs1", Some("zone-1"))]);
+        assert_eq!(
+            h.backend.node_topology().await.unwrap(),
+            Topology::from([(ZONE_KEY.to_string(), "zone-1".to_string())])
+        );
+        let h = Harness::node(TWO_ZONES);
+        assert!(h.backend.node_topology().await.unwrap().is_empty());
+        let h = Harness::node(ONE);
+        assert!(h.backend.node_topology().await.unwrap().is_empty());
     }
 }

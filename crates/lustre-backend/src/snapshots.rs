@@ -318,3 +318,273 @@ impl Inner {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+    use csi_core::ErrorCode;
+    use csi_core::domain::{GIB, Parameters, Secrets, SnapshotId, VolumeContentSource, VolumeId};
+    use csi_core::ports::{CreateSnapshotRequest, FilesystemBackend};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    fn snap_request(name: &str, source: &str, params: &[(&str, &str)]) -> CreateSnapshotRequest {
+        CreateSnapshotRequest {
+            name: name.into(),
+            source_volume_id: VolumeId::parse(source).unwrap(),
+            parameters: Parameters::new(
+                params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            secrets: Secrets::default(),
+        }
+    }
+
+    async fn until_ready(h: &Harness, req: &CreateSnapshotRequest) -> csi_core::domain::Snapshot {
+        for _ in 0..200 {
+            let s = h.backend.create_snapshot(req).await.unwrap();
+            if s.ready_to_use {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("snapshot never became ready");
+    }
+
+    fn cuts(h: &Harness) -> usize {
+        h.engine
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.starts_with("create "))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_cut_in_the_background_then_reported_ready() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[], GIB as i64))
+            .await
+            .unwrap();
+        std::fs::write(h.fs("exa1").join("pvc-1/a"), b"x").unwrap();
+        h.engine.set_open(false);
+        let req = snap_request("snap-1", vol.id.as_str(), &[]);
+        let first = h.backend.create_snapshot(&req).await.unwrap();
+        assert_eq!(first.id.as_str(), "exa1:snapshot:snap-1");
+        assert!(!first.ready_to_use);
+        assert_eq!(first.size_bytes, 0);
+        assert_eq!(first.source_volume_id, "exa1:/pvc-1");
+        let again = h.backend.create_snapshot(&req).await.unwrap();
+        assert!(!again.ready_to_use);
+        assert_eq!(again.creation_time, first.creation_time);
+        assert_eq!(cuts(&h), 1, "a running cut is not started twice");
+        let listed = h.backend.list_snapshots().await.unwrap();
+        assert_eq!((listed.len(), listed[0].ready_to_use), (1, false));
+        h.engine.set_open(true);
+        let ready = until_ready(&h, &req).await;
+        assert_eq!(ready.size_bytes, 1, "the fake archive lists one file");
+        assert!(h.fs("exa1").join(".pfs-csi/snapshots/snap-1.tar").is_file());
+        assert!(h.backend.list_snapshots().await.unwrap()[0].ready_to_use);
+        // The same name from another volume is a conflict.
+        let other = h
+            .backend
+            .create_volume(&create_request("pvc-2", &[], GIB as i64))
+            .await
+            .unwrap();
+        let err = h
+            .backend
+            .create_snapshot(&snap_request("snap-1", other.id.as_str(), &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AlreadyExists);
+        // Restore it.
+        let restored = h
+            .backend
+            .create_volume(&with_source(
+                create_request("pvc-r", &[], GIB as i64),
+                VolumeContentSource::Snapshot(ready.id.to_string()),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            restored.content_source,
+            Some(VolumeContentSource::Snapshot("exa1:snapshot:snap-1".into()))
+        );
+        assert!(h.fs("exa1").join("pvc-r/a").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_failed_cut_is_recorded_and_reported() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[], GIB as i64))
+            .await
+            .unwrap();
+        h.engine.fail_next.store(true, Ordering::SeqCst);
+        let req = snap_request("snap-f", vol.id.as_str(), &[]);
+        let mut last = Ok(());
+        for _ in 0..200 {
+            match h.backend.create_snapshot(&req).await {
+                Ok(s) => assert!(!s.ready_to_use),
+                Err(e) => {
+                    last = Err(e);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let err = last.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal);
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(h.fs("exa1").join(".pfs-csi/snapshots/snap-f.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec["state"], "failed");
+        // Deleting it clears the way for a new one.
+        h.backend
+            .delete_snapshot(
+                &SnapshotId::parse("exa1:snapshot:snap-f").unwrap(),
+                &Secrets::default(),
+            )
+            .await
+            .unwrap();
+        until_ready(&h, &req).await;
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_cut_is_restarted_after_a_restart() {
+        let mut h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[], GIB as i64))
+            .await
+            .unwrap();
+        h.engine.set_open(false);
+        let req = snap_request(
+            "snap-r",
+            vol.id.as_str(),
+            &[
+                ("snapshotUtility", "dtar"),
+                ("dtarPath", "/opt/dtar"),
+                ("snapshotFolder", "csi-snapshots"),
+                ("snapshotMd5Verify", "true"),
+            ],
+        );
+        assert!(!h.backend.create_snapshot(&req).await.unwrap().ready_to_use);
+        // The process dies: its task is gone, the record still says cutting.
+        h.restart();
+        assert_eq!(cuts(&h), 1);
+        h.engine.set_open(true);
+        assert_eq!(h.backend.list_snapshots().await.unwrap().len(), 1);
+        let ready = until_ready(&h, &req).await;
+        assert!(ready.ready_to_use);
+        assert_eq!(cuts(&h), 2, "the cut was restarted once");
+        let calls = h.engine.calls.lock().unwrap().clone();
+        assert!(
+            calls[1].contains("csi-snapshots/snap-r.tar")
+                && calls[1].contains("Dtar(\"/opt/dtar\")"),
+            "{calls:?}"
+        );
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(h.fs("exa1").join(".pfs-csi/snapshots/snap-r.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec["md5"], "0".repeat(32));
+    }
+
+    #[tokio::test]
+    async fn deleting_stops_a_running_cut_and_protects_its_source() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[], GIB as i64))
+            .await
+            .unwrap();
+        h.engine.set_open(false);
+        let snap = h
+            .backend
+            .create_snapshot(&snap_request("snap-d", vol.id.as_str(), &[]))
+            .await
+            .unwrap();
+        let err = h
+            .backend
+            .delete_volume(&vol.id, &Secrets::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Aborted);
+        let err = h
+            .backend
+            .create_volume(&with_source(
+                create_request("pvc-r", &[], GIB as i64),
+                VolumeContentSource::Snapshot(snap.id.to_string()),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable);
+        h.backend
+            .delete_snapshot(&snap.id, &Secrets::default())
+            .await
+            .unwrap();
+        h.backend
+            .delete_snapshot(&snap.id, &Secrets::default())
+            .await
+            .unwrap();
+        assert!(h.backend.list_snapshots().await.unwrap().is_empty());
+        assert!(!h.fs("exa1").join(".pfs-csi/snapshots/snap-d.tar").exists());
+        h.backend
+            .delete_volume(&vol.id, &Secrets::default())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_snapshot_requests_are_refused() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[], GIB as i64))
+            .await
+            .unwrap();
+        for (params, named) in [
+            (
+                vec![("snapshotUtility", "zip")],
+                "parameters[snapshotUtility]",
+            ),
+            (
+                vec![("snapshotFolder", "../up")],
+                "parameters[snapshotFolder]",
+            ),
+            (vec![("projectId", "1")], "StorageClass parameter"),
+        ] {
+            let err = h
+                .backend
+                .create_snapshot(&snap_request("s", vol.id.as_str(), &params))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidArgument);
+            assert!(err.to_string().contains(named), "{err}");
+        }
+        let err = h
+            .backend
+            .create_snapshot(&snap_request("s", "exa1:/missing", &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound);
+        // Deleting a snapshot that never existed is fine.
+        h.backend
+            .delete_snapshot(
+                &SnapshotId::parse("exa1:snapshot:never").unwrap(),
+                &Secrets::default(),
+            )
+            .await
+            .unwrap();
+    }
+}

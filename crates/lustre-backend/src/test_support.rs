@@ -1,0 +1,486 @@
+//! Test doubles for the backend's unit tests: a temporary directory stands in for each
+//! mounted filesystem; `lfs` is a mocked command runner that keeps project ids and limits
+//! and answers in the real tools' output formats; mounts are a mocked mounter that keeps a
+//! mount table; archives are a small fake engine that can be held back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use csi_core::domain::{
+    AccessMode, AccessType, CapacityRange, Parameters, RequestMetadata, Secrets,
+    TopologyRequirement, VolumeCapability, VolumeContentSource,
+};
+use csi_core::error::CommandFailure;
+use csi_core::ports::{
+    ArchiveInfo, ArchiveOptions, BackendContext, Command, CommandOutput, CreateVolumeRequest,
+    MockCommandRunner, MockMounter, Role, SnapshotEngine,
+};
+use csi_core::{Error, Result};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::backend::LustreBackend;
+use crate::config::{LustreConfig, LustreSettings};
+
+/// What the fake `lfs` knows.
+#[derive(Debug, Default)]
+pub struct FakeLfs {
+    /// Project of each directory (`lfs project -s`).
+    pub projects: HashMap<PathBuf, u32>,
+    /// Hard block limit of each project, KiB.
+    pub limits: HashMap<u32, u64>,
+    /// Usage of each project, KiB.
+    pub used_kib: HashMap<u32, u64>,
+    /// Inodes of each project.
+    pub files: HashMap<u32, u64>,
+    /// Subcommands (`setquota`, `project`...) whose next call fails, with the message.
+    pub fail: Vec<(String, String)>,
+    /// Every command line run.
+    pub calls: Vec<String>,
+}
+
+impl FakeLfs {
+    fn run(&mut self, cmd: &Command) -> CommandOutput {
+        let args: Vec<String> = cmd
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        self.calls.push(args.join(" "));
+        let ok = |stdout: String| CommandOutput {
+            status: Some(0),
+            stdout,
+            stderr: String::new(),
+        };
+        if let Some(i) = self
+            .fail
+            .iter()
+            .position(|(sub, _)| args.first() == Some(sub))
+        {
+            let (_, stderr) = self.fail.remove(i);
+            return CommandOutput {
+                status: Some(1),
+                stdout: String::new(),
+                stderr,
+            };
+        }
+        let num = |s: &str| s.trim_end_matches('k').parse::<u64>().unwrap();
+        match args
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["project", "-p", id, "-s", dir] => {
+                self.projects
+                    .insert(PathBuf::from(dir), id.parse().unwrap());
+                ok(String::new())
+            }
+            ["project", "-d", dir] => {
+                let id = self.projects.get(Path::new(dir)).copied().unwrap_or(0);
+                ok(format!(
+                    "{id:>5} {} {dir}\n",
+                    if id > 0 { 'P' } else { '-' }
+                ))
+            }
+            [
+                "setquota",
+                "-p",
+                id,
+                "-b",
+                _,
+                "-B",
+                hard,
+                "-i",
+                _,
+                "-I",
+                _,
+                _path,
+            ] => {
+                self.limits.insert(id.parse().unwrap(), num(hard));
+                ok(String::new())
+            }
+            ["quota", "-p", id, path] => {
+                let id: u32 = id.parse().unwrap();
+                let used = self.used_kib.get(&id).copied().unwrap_or(0);
+                let limit = self.limits.get(&id).copied().unwrap_or(0);
+                let files = self.files.get(&id).copied().unwrap_or(0);
+                ok(format!(
+                    "Disk quotas for prj {id} (pid {id}):\n{:>15}{:>8} {:>7}{:>8}{:>8}{:>8} {:>7}{:>8}{:>8}\n{}{:>8} {:>7}{:>8}{:>8}{:>8} {:>7}{:>8}{:>8}\n",
+                    "Filesystem",
+                    "kbytes",
+                    "quota",
+                    "limit",
+                    "grace",
+                    "files",
+                    "quota",
+                    "limit",
+                    "grace",
+                    if path.len() > 15 {
+                        format!("{path}\n{:15}", "")
+                    } else {
+                        format!("{path:>15}")
+                    },
+                    used,
+                    0,
+                    limit,
+                    "-",
+                    files,
+                    0,
+                    0,
+                    "-"
+                ))
+            }
+            other => CommandOutput {
+                status: Some(22),
+                stdout: String::new(),
+                stderr: format!("fake lfs: unexpected {other:?}"),
+            },
+        }
+    }
+}
+
+/// The fake mount table.
+#[derive(Debug, Default)]
+pub struct FakeMounts {
+    /// Target to source (`bind:<dir>` for bind mounts).
+    pub mounted: HashMap<PathBuf, String>,
+    /// Read-only targets.
+    pub read_only: HashSet<PathBuf>,
+    /// Every call, as a line.
+    pub calls: Vec<String>,
+    /// Sources whose next mount fails.
+    pub fail_sources: Vec<String>,
+}
+
+/// A snapshot engine that writes a list of file names as its "archive".
+#[derive(Debug)]
+pub struct FakeEngine {
+    open: tokio::sync::watch::Sender<bool>,
+    /// The next `create` fails.
+    pub fail_next: AtomicBool,
+    /// Every call, as a line.
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl Default for FakeEngine {
+    fn default() -> Self {
+        Self {
+            open: tokio::sync::watch::channel(true).0,
+            fail_next: AtomicBool::new(false),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl FakeEngine {
+    /// Holds back (`false`) or lets through (`true`) archives being written.
+    pub fn set_open(&self, open: bool) {
+        self.open.send_replace(open);
+    }
+
+    fn log(&self, line: String) {
+        self.calls.lock().unwrap().push(line);
+    }
+}
+
+fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[async_trait]
+impl SnapshotEngine for FakeEngine {
+    async fn create(
+        &self,
+        source: &Path,
+        archive: &Path,
+        options: &ArchiveOptions,
+    ) -> Result<ArchiveInfo> {
+        self.log(format!(
+            "create {} {} {:?}",
+            source.display(),
+            archive.display(),
+            options.tool
+        ));
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|o| *o).await;
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(Error::Command {
+                program: "tar".into(),
+                failure: CommandFailure::Exit(Some(2)),
+                stderr: "tar: disk on fire".into(),
+            });
+        }
+        let names = names_in(source).map_err(|e| Error::io("list", source, e))?;
+        let body = names.join("\n");
+        std::fs::write(archive, &body).map_err(|e| Error::io("write", archive, e))?;
+        Ok(ArchiveInfo {
+            size_bytes: body.len() as u64,
+            md5: options.verify_md5.then(|| "0".repeat(32)),
+        })
+    }
+
+    async fn restore(&self, archive: &Path, dest: &Path, _options: &ArchiveOptions) -> Result<()> {
+        self.log(format!("restore {} {}", archive.display(), dest.display()));
+        let body = std::fs::read_to_string(archive).map_err(|e| Error::io("read", archive, e))?;
+        for name in body.lines().filter(|l| !l.is_empty()) {
+            std::fs::write(dest.join(name), b"").map_err(|e| Error::io("write", dest, e))?;
+        }
+        Ok(())
+    }
+
+    async fn copy_tree(&self, source: &Path, dest: &Path, _options: &ArchiveOptions) -> Result<()> {
+        self.log(format!("copy {} {}", source.display(), dest.display()));
+        for name in names_in(source).map_err(|e| Error::io("list", source, e))? {
+            std::fs::copy(source.join(&name), dest.join(&name))
+                .map_err(|e| Error::io("copy", dest, e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, archive: &Path) -> Result<()> {
+        self.log(format!("delete {}", archive.display()));
+        match std::fs::remove_file(archive) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove", archive, e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A backend over temporary directories and fakes.
+pub struct Harness {
+    /// Holds every directory of the test.
+    pub root: TempDir,
+    /// The backend under test.
+    pub backend: LustreBackend,
+    /// The fake `lfs`.
+    pub lfs: Arc<Mutex<FakeLfs>>,
+    /// The fake mount table.
+    pub mounts: Arc<Mutex<FakeMounts>>,
+    /// The fake archiver.
+    pub engine: Arc<FakeEngine>,
+    config: Value,
+    settings: LustreSettings,
+}
+
+/// One entry: name, exaFS, zone.
+pub type EntrySpec<'a> = (&'a str, &'a str, Option<&'a str>);
+
+impl Harness {
+    /// A controller over `entries`, each mounted at `<root>/<name>`.
+    pub fn controller(entries: &[EntrySpec]) -> Self {
+        Self::build(entries, Role::Controller, |_| {})
+    }
+
+    /// A node over `entries`.
+    pub fn node(entries: &[EntrySpec]) -> Self {
+        Self::build(entries, Role::Node, |_| {})
+    }
+
+    /// A harness with `edit` applied to each entry's JSON.
+    pub fn build(entries: &[EntrySpec], role: Role, edit: impl Fn(&mut Value)) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let mut map = serde_json::Map::new();
+        for (name, exa_fs, zone) in entries {
+            let mut e = json!({"exaFS": exa_fs, "mountPoint": root.path().join(name).display().to_string()});
+            if let Some(z) = zone {
+                e["zone"] = json!(z);
+            }
+            edit(&mut e);
+            map.insert(name.to_string(), e);
+        }
+        let config = json!({ "exascaler_map": map });
+        let settings = LustreSettings {
+            lfs: "/sim/lfs".into(),
+            command_timeout_seconds: 5,
+            content_wait_seconds: 2,
+            ..Default::default()
+        };
+        let lfs = Arc::new(Mutex::new(FakeLfs::default()));
+        let mounts = Arc::new(Mutex::new(FakeMounts::default()));
+        let engine = Arc::new(FakeEngine::default());
+        let backend = Self::backend_over(&root, &config, &settings, role, &lfs, &mounts, &engine);
+        Self {
+            root,
+            backend,
+            lfs,
+            mounts,
+            engine,
+            config,
+            settings,
+        }
+    }
+
+    fn backend_over(
+        root: &TempDir,
+        config: &Value,
+        settings: &LustreSettings,
+        role: Role,
+        lfs: &Arc<Mutex<FakeLfs>>,
+        mounts: &Arc<Mutex<FakeMounts>>,
+        engine: &Arc<FakeEngine>,
+    ) -> LustreBackend {
+        let mut runner = MockCommandRunner::new();
+        let fake = lfs.clone();
+        runner
+            .expect_run()
+            .returning(move |cmd| Ok(fake.lock().unwrap().run(cmd)));
+        let ctx = BackendContext {
+            role,
+            node_id: "node-1".into(),
+            runner: Arc::new(runner),
+            mounter: Arc::new(mounter(mounts.clone())),
+            snapshots: engine.clone(),
+            state_dir: root.path().join("state"),
+            kubelet_dir: root.path().join("kubelet"),
+        };
+        LustreBackend::new(
+            LustreConfig::from_value(config.clone()).unwrap(),
+            settings.clone(),
+            ctx,
+        )
+        .unwrap()
+    }
+
+    /// A fresh backend over the same filesystems and fakes (a restarted process).
+    pub fn restart(&mut self) {
+        let role = self.backend.inner.ctx.role;
+        self.backend = Self::backend_over(
+            &self.root,
+            &self.config,
+            &self.settings,
+            role,
+            &self.lfs,
+            &self.mounts,
+            &self.engine,
+        );
+    }
+
+    /// Where entry `name`'s filesystem is.
+    pub fn fs(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
+fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
+    let mut m = MockMounter::new();
+    let s = state.clone();
+    m.expect_is_mount_point().returning(move |p| {
+        if !p.exists() {
+            return Err(Error::NotFound(format!("{} does not exist", p.display())));
+        }
+        Ok(s.lock().unwrap().mounted.contains_key(p))
+    });
+    let s = state.clone();
+    m.expect_mount()
+        .returning(move |source, target, fs_type, options| {
+            let mut s = s.lock().unwrap();
+            s.calls.push(format!(
+                "mount -t {fs_type} -o {} {source} {}",
+                options.join(","),
+                target.display()
+            ));
+            if !target.exists() {
+                return Err(Error::NotFound(format!(
+                    "{} does not exist",
+                    target.display()
+                )));
+            }
+            if let Some(i) = s.fail_sources.iter().position(|f| f == source) {
+                s.fail_sources.remove(i);
+                return Err(Error::Command {
+                    program: "mount".into(),
+                    failure: CommandFailure::Exit(Some(2)),
+                    stderr: "mount.lustre: No such file or directory".into(),
+                });
+            }
+            s.mounted.insert(target.to_path_buf(), source.to_string());
+            if options.iter().any(|o| o == "ro") {
+                s.read_only.insert(target.to_path_buf());
+            }
+            Ok(())
+        });
+    let s = state.clone();
+    m.expect_bind_mount()
+        .returning(move |source, target, read_only| {
+            let mut s = s.lock().unwrap();
+            s.calls.push(format!(
+                "bind {} {} ro={read_only}",
+                source.display(),
+                target.display()
+            ));
+            s.mounted
+                .insert(target.to_path_buf(), format!("bind:{}", source.display()));
+            if read_only {
+                s.read_only.insert(target.to_path_buf());
+            }
+            Ok(())
+        });
+    let s = state;
+    m.expect_unmount().returning(move |target| {
+        let mut s = s.lock().unwrap();
+        s.calls.push(format!("umount {}", target.display()));
+        s.mounted.remove(target);
+        s.read_only.remove(target);
+        Ok(())
+    });
+    m.expect_list_mounts().returning(|| Ok(Vec::new()));
+    m
+}
+
+/// A CreateVolume request for `name` with `params` and `bytes`.
+pub fn create_request(name: &str, params: &[(&str, &str)], bytes: i64) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity: CapacityRange::new(bytes, 0).unwrap(),
+        capabilities: vec![capability(AccessMode::MultiNodeMultiWriter)],
+        parameters: Parameters::new(
+            params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        metadata: RequestMetadata::default(),
+        secrets: Secrets::default(),
+        content_source: None,
+        topology: TopologyRequirement::default(),
+    }
+}
+
+/// The same request filled from `source`.
+pub fn with_source(
+    mut req: CreateVolumeRequest,
+    source: VolumeContentSource,
+) -> CreateVolumeRequest {
+    req.content_source = Some(source);
+    req
+}
+
+/// A mount capability.
+pub fn capability(mode: AccessMode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: AccessType::Mount,
+        fs_type: String::new(),
+        mount_flags: Vec::new(),
+        access_mode: mode,
+    }
+}
+
+/// The standard two-zone setup.
+pub const TWO_ZONES: &[EntrySpec] = &[
+    ("exa1", "10.0.0.1@tcp:/fs1", Some("zone-1")),
+    ("exa2", "10.0.0.2@tcp:/fs2", Some("zone-2")),
+];
+
+/// One filesystem without zone.
+pub const ONE: &[EntrySpec] = &[("exa1", "10.0.0.1@tcp:/fs1", None)];
