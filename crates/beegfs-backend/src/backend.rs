@@ -16,7 +16,7 @@ use csi_core::domain::{
 use csi_core::id_alloc::IdAllocator;
 use csi_core::ports::{
     ArchiveOptions, ArchiveTool, BackendContext, CreateSnapshotRequest, CreateVolumeRequest,
-    FilesystemBackend, NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
+    FilesystemBackend, NodePublishRequest, NodeStageRequest, VolumeInfo,
 };
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -348,7 +348,8 @@ impl Inner {
                 self.tools.beegfs.display()
             )));
         }
-        if self.ctx.role == Role::Node && !tool_exists(&self.tools.mount) {
+        // Both roles mount: the node for workloads, the controller to reach the filesystem.
+        if !tool_exists(&self.tools.mount) {
             return Err(Error::FailedPrecondition(format!(
                 "the mount tool {} cannot be found",
                 self.tools.mount.display()

@@ -125,7 +125,11 @@ async fn the_dynamic_lifecycle_works_on_beegfs_7_and_8() {
             .into_iter()
             .find(|l| l.contains("chunk"))
             .unwrap();
-        assert!(pattern_cmd.contains("1m"), "{pattern_cmd}");
+        let chunk = match version {
+            BeegfsVersion::V7 => "--chunksize=1m",
+            BeegfsVersion::V8 => "--chunk-size=1048576",
+        };
+        assert!(pattern_cmd.contains(chunk), "{pattern_cmd}");
 
         // Idempotent, and a different request under the same name is refused.
         assert_eq!(

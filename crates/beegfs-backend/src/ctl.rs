@@ -245,7 +245,10 @@ pub fn build_command(
                         cmd = cmd.arg(format!("--pool={pool}"));
                     }
                     if let Some(chunk) = &pattern.chunk_size {
-                        cmd = cmd.arg(format!("--chunk-size={chunk}"));
+                        // The BeeGFS 8 tool reads `512k` as SI; bytes are unambiguous.
+                        let bytes = crate::params::parse_chunk_size(chunk)
+                            .map_or_else(|| chunk.clone(), |b| b.to_string());
+                        cmd = cmd.arg(format!("--chunk-size={bytes}"));
                     }
                     if let Some(n) = pattern.num_targets {
                         cmd = cmd.arg(format!("--num-targets={n}"));
@@ -533,13 +536,15 @@ pub struct QuotaRow {
     pub inodes_limit: Option<u64>,
 }
 
-/// A limit cell: `unlimited`, empty, `-` and `?` mean no limit.
+/// A limit cell: `unlimited`, `∞`, empty, `-`, `?` and the tools' "no limit" values (0, and
+/// from `i64::MAX` up) mean no limit.
 fn limit_cell(text: &str) -> Option<Option<u64>> {
     let t = text.trim();
-    if t.eq_ignore_ascii_case("unlimited") || t.is_empty() || t == "-" || t == "?" {
+    if t.eq_ignore_ascii_case("unlimited") || t.is_empty() || t == "-" || t == "?" || t == "∞" {
         return Some(None);
     }
-    parse_human_bytes(t).map(Some)
+    let value = parse_human_bytes(t)?;
+    Some((value != 0 && value < i64::MAX as u64).then_some(value))
 }
 
 /// A usage cell: `-` and `?` (unknown) count as 0; `5+` (some targets unsupported) as 5.
@@ -1075,7 +1080,7 @@ mod tests {
                     "--mount=none",
                     "entry",
                     "set",
-                    "--chunk-size=512k",
+                    "--chunk-size=524288",
                     "/k8s/v",
                 ],
             ),
@@ -1218,6 +1223,12 @@ mod tests {
             })
         );
         assert_eq!(parse_quota_usage_v8(raw, 9), None);
+        let infinite = "NAME  ID    TYPE   POOL     SPACE                      INODE\ng     2001  group  Default  5/9223372036854775807      0/∞\n";
+        let row = parse_quota_usage_v8(infinite, 2001).unwrap();
+        assert_eq!(
+            (row.bytes_used, row.bytes_limit, row.inodes_limit),
+            (5, None, None)
+        );
         assert_eq!(parse_quota_usage_v8("", 9), None);
     }
 
@@ -1415,7 +1426,7 @@ mod tests {
 
         #[test]
         fn generated_v7_quota_output_is_read_back(
-            id in any::<u32>(), used in any::<u64>(), limit in proptest::option::of(1u64..u64::MAX),
+            id in any::<u32>(), used in any::<u64>(), limit in proptest::option::of(1u64..i64::MAX as u64),
             files in 0u64..1 << 40, flimit in proptest::option::of(1u64..1 << 50),
         ) {
             let lim = |l: Option<u64>| l.map_or("unlimited".to_string(), |v| v.to_string());

@@ -334,7 +334,21 @@ impl Inner {
         let source = match &record {
             Some(r) if r.mode == StageMode::Shared => r.mount_point.clone(),
             Some(r) => r.mount_point.join(id.path.relative()),
-            None => request.staging_path.join("mount").join(id.path.relative()),
+            // No record (state directory lost): a per-volume mount shows the volume below
+            // the mount point, a shared-mode bind mount is the volume itself.
+            None => {
+                let below = request.staging_path.join("mount").join(id.path.relative());
+                let probe = below.clone();
+                if blocking(self.fs_timeout(), "stat volume", move || {
+                    fs_tree::is_real_dir(&probe)
+                })
+                .await?
+                {
+                    below
+                } else {
+                    request.staging_path.join("mount")
+                }
+            }
         };
         let mount_point =
             record.map_or_else(|| request.staging_path.join("mount"), |r| r.mount_point);
