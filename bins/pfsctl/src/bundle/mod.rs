@@ -412,8 +412,18 @@ fn add_config_like(
         c.add(archive_path, source_text, data.into_bytes(), 1, Some(note));
         return;
     }
-    let redacted = redact_config(content);
     let note = cut.then(|| format!("only the first {MAX_CONFIG_BYTES} bytes were read"));
+    // JSON stays JSON; everything else is redacted as YAML or as lines.
+    if let Ok(mut value) = serde_json::from_str::<Value>(content)
+        && (value.is_object() || value.is_array())
+    {
+        let count = redact_json(&mut value);
+        let mut data = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        data.push(b'\n');
+        c.add(archive_path, source_text, data, count, note);
+        return;
+    }
+    let redacted = redact_config(content);
     c.add(
         archive_path,
         source_text,
