@@ -447,7 +447,8 @@ pub struct BundleArgs {
     #[arg(long, short)]
     pub output: PathBuf,
 
-    /// Controller plugin endpoint (default: --endpoint, when no --node-endpoint is given).
+    /// Controller plugin endpoint. With neither this nor --node-endpoint, every
+    /// service is asked at --endpoint.
     #[arg(long, value_name = "ENDPOINT")]
     pub controller_endpoint: Option<String>,
 
@@ -463,7 +464,8 @@ pub struct BundleArgs {
     #[arg(long = "log-file", value_name = "FILE")]
     pub log_files: Vec<PathBuf>,
 
-    /// The driver's state directory: listed, small text files included redacted.
+    /// The driver's state directory: listed, with its JSON records and
+    /// generated beegfs-client.conf files included, redacted.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
