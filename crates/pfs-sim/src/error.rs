@@ -37,6 +37,9 @@ pub enum SimError {
     /// A filesystem with this name already exists, or none does.
     #[error("{0}")]
     Filesystem(String),
+    /// `serve` could not start, watch or stop the driver binaries.
+    #[error("serve: {0}")]
+    Serve(String),
 }
 
 impl SimError {

@@ -37,6 +37,9 @@
 //!   [--pools N] [--targets N]` create a filesystem and print its directories as JSON.
 //! - `pfs-csi-sim install-tools DIR` links every tool name in `DIR` to this executable.
 //! - `pfs-csi-sim fault add|clear|list` edits the fault file ([`faults`] from Rust).
+//! - `pfs-csi-sim serve --filesystem lustre|beegfs7|beegfs8 --state-dir DIR
+//!   --controller-endpoint unix:///PATH --node-endpoint unix:///PATH`: a simulated filesystem
+//!   with the real controller and node plugins, until SIGTERM/SIGINT; see [`serve`].
 //! - `mount -t lustre NIDS:/fsname[/subdir] TARGET [-o opts]`: the filesystem must exist, one NID
 //!   must be registered for it (when any are), the subdirectory must exist (else `mount.lustre`'s
 //!   "No such file or directory", exit 2); then a real bind mount of the data directory, with
@@ -93,11 +96,13 @@
 //! - [`state`]: the state root, filesystems, locks, mount records, path resolution.
 //! - [`tools`]: one module per simulated tool, plus dispatch, faults and the call log.
 //! - [`faults`], [`projects`], [`usage`], [`sizes`], [`clientconf`]: shared machinery.
+//! - [`serve`]: the `serve` command, and [`serve::cleanup`] (unmounting below a directory).
 
 pub mod clientconf;
 pub mod error;
 pub mod faults;
 pub mod projects;
+pub mod serve;
 pub mod sizes;
 pub mod state;
 pub mod tools;

@@ -39,7 +39,9 @@ enum Command {
         #[command(subcommand)]
         action: FaultCommand,
     },
-    // The `serve` command (a simulated filesystem with the driver binaries) belongs here.
+    /// Runs a simulated filesystem with the real controller and node plugins until
+    /// SIGTERM/SIGINT, then unmounts and removes everything it made.
+    Serve(pfs_sim::serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -154,6 +156,13 @@ fn run(cli: Cli) -> Result<(), SimError> {
         Command::InstallTools { dir, force } => install_tools(&dir, force),
         Command::CreateFs { kind } => create_fs(kind),
         Command::Fault { action } => fault(action),
+        Command::Serve(args) => {
+            let code = pfs_sim::serve::run(args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
 }
 
