@@ -391,6 +391,13 @@ async fn delete_waits_for_nodes_without_holding_the_call() {
         root.join("k8s/pvc-w").is_dir(),
         "nothing deleted while a node has it staged"
     );
+    // Until its data is removed the volume stays usable.
+    assert_eq!(
+        ctl.expand_volume(&v.id, 2 * GIB, &Secrets::default())
+            .await
+            .unwrap(),
+        2 * GIB
+    );
     // The node unstages while the next call waits: the call then deletes.
     let file = node_file.clone();
     tokio::spawn(async move {

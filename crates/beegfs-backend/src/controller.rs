@@ -471,12 +471,17 @@ impl Inner {
         let base = id.path.parent();
         let name = record.name.clone();
         let store = self.volume_store(&fs, &base);
-        if record.state != VolumeState::Deleting {
-            record.state = VolumeState::Deleting;
+        // The first request starts the clock of nodeUnstageTimeoutSeconds; the volume stays
+        // usable until its data is actually removed.
+        if record.delete_requested_at.is_none() {
             record.delete_requested_at = Some(now_secs());
             self.put_record(&store, &record).await?;
         }
         self.wait_for_nodes(&fs, &base, &name, &record).await?;
+        if record.state != VolumeState::Deleting {
+            record.state = VolumeState::Deleting;
+            self.put_record(&store, &record).await?;
+        }
 
         if !self
             .deleting

@@ -305,10 +305,11 @@ pub fn classify(output: &CommandOutput) -> CtlFailure {
         CtlFailure::Exists
     } else if text.contains("connauthfile")
         || text.contains("auth file")
-        || text.contains("authentication")
         || text.contains("unauthenticated")
-        || text.contains("tls")
-        || text.contains("certificate")
+        || text.contains("authentication failed")
+        || text.contains("handshake failed")
+        || text.contains("tls certificate")
+        || text.contains("x509")
     {
         CtlFailure::Auth
     } else if text.contains("communication with server failed")
@@ -1275,6 +1276,13 @@ mod tests {
             CtlFailure::Unreachable
         );
         assert_eq!(classify(&out("bad things", "")), CtlFailure::Other);
+        // Host names in messages do not make an unreachable filesystem an authentication problem.
+        let refused = "unable to connect to the management service at tls-auth.example:8010: rpc error: code = Unavailable desc = connection refused";
+        assert_eq!(classify(&out(refused, "")), CtlFailure::Unreachable);
+        let tls = "rpc error: code = Unavailable desc = \"transport: authentication handshake failed: tls: failed to verify certificate: x509: unknown authority\"";
+        assert_eq!(classify(&out(tls, "")), CtlFailure::Auth);
+        let unauth = "rpc error: code = Unauthenticated desc = authentication failed";
+        assert_eq!(classify(&out(unauth, "")), CtlFailure::Auth);
         let e = failure_error("create x", "beegfs-ctl", out("Unable to connect", ""));
         assert_eq!(e.code(), ErrorCode::Unavailable);
         let e = failure_error("create x", "beegfs-ctl", out("Auth file is empty", ""));

@@ -45,7 +45,7 @@ pub enum VolumeState {
     Creating,
     /// Created.
     Ready,
-    /// DeleteVolume started (waiting for nodes, or deleting).
+    /// DeleteVolume is removing the data (nodes have unstaged or the wait timed out).
     Deleting,
 }
 
