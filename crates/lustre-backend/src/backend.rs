@@ -174,7 +174,11 @@ impl Inner {
 
     /// The records of an entry's filesystem.
     pub fn stores(&self, entry: &LustreEntry) -> Stores {
-        Stores::new(&entry.mount_point, &self.settings.metadata_dir)
+        Stores::new(
+            &entry.mount_point,
+            &self.settings.metadata_dir,
+            self.settings.command_timeout(),
+        )
     }
 
     /// `lfs` quotas of the filesystem `path` is on.

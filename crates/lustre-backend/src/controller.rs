@@ -258,7 +258,7 @@ impl Inner {
         let stores = self.stores(&entry);
         let name = req.name.clone();
 
-        let record = match stores.volumes.get(&name)? {
+        let record = match stores.volume(&name).await? {
             Some(rec) => {
                 if rec.entry != entry.name
                     || rec.parameters != *req.parameters.as_map()
@@ -280,7 +280,7 @@ impl Inner {
                     VolumeState::Creating => {
                         let mut rec = rec;
                         rec.capacity_bytes = capacity;
-                        stores.volumes.put(&name, &rec)?;
+                        stores.put_volume(&rec).await?;
                         rec
                     }
                 }
@@ -325,7 +325,7 @@ impl Inner {
                     error: None,
                 };
                 // Written before the directory exists; the reservation is held until then.
-                stores.volumes.put(&name, &rec)?;
+                stores.put_volume(&rec).await?;
                 drop(reservation);
                 rec
             }
@@ -339,11 +339,11 @@ impl Inner {
         let mut record = record;
         if record.content_source.is_some() {
             record.state = VolumeState::Filling;
-            stores.volumes.put(&name, &record)?;
+            stores.put_volume(&record).await?;
             return self.continue_fill(record, &entry).await;
         }
         record.state = VolumeState::Ready;
-        stores.volumes.put(&name, &record)?;
+        stores.put_volume(&record).await?;
         info!(volume_id = %record.volume_id, project = record.project_id, "volume created");
         self.volume_of(&record, &entry)
     }
@@ -358,17 +358,17 @@ impl Inner {
     ) -> Result<csi_core::id_alloc::IdReservation> {
         // Records are read after the id is reserved: a concurrent request holding the same
         // id has either written its record by then or still holds the reservation.
-        let owner = |stores: &crate::records::Stores, id: u32| -> Result<Option<String>> {
+        async fn owner(stores: &crate::records::Stores, id: u32) -> Result<Option<String>> {
             Ok(stores
-                .volumes
-                .list()?
+                .volume_list()
+                .await?
                 .into_iter()
                 .find(|(_, r)| r.project_id == id)
                 .map(|(name, _)| name))
-        };
+        }
         if let Some(id) = params.project_id {
             let reservation = self.ids.reserve(id)?;
-            if let Some(other) = owner(stores, id)? {
+            if let Some(other) = owner(stores, id).await? {
                 return Err(Error::FailedPrecondition(format!(
                     "parameters[projectId]: project {id} already belongs to volume {other}"
                 )));
@@ -379,10 +379,9 @@ impl Inner {
         let range = IdRange::new(params.min_project_id, params.max_project_id)?;
         self.ids
             .allocate(range, params.project_id_retries, |id| {
-                let taken = owner(stores, id).map(|o| o.is_some());
-                let quota = quota.clone();
+                let (stores, quota) = (stores.clone(), quota.clone());
                 async move {
-                    if taken? {
+                    if owner(&stores, id).await?.is_some() {
                         return Ok(false);
                     }
                     Ok(!quota.in_use(id).await?)
@@ -444,7 +443,7 @@ impl Inner {
         if let Err(e) = self.quota(&target.mount_point).clear(rec.project_id).await {
             warn!(project = rec.project_id, error = %e, "limits of a failed volume not cleared");
         }
-        if let Err(e) = stores.volumes.remove(&rec.name) {
+        if let Err(e) = stores.remove_volume(&rec.name).await {
             warn!(volume = %rec.name, error = %e, "record of a failed volume kept");
         }
     }
@@ -511,7 +510,7 @@ impl Inner {
                 let src_entry = self.entry(&handle.entry)?.clone();
                 self.mount_controller(&Target::of_entry(&src_entry), None)
                     .await?;
-                let rec = self.stores(&src_entry).volume_for(&handle.dir, id)?;
+                let rec = self.stores(&src_entry).volume_for(&handle.dir, id).await?;
                 if let Some(rec) = &rec {
                     if rec.state != VolumeState::Ready {
                         return Err(Error::Unavailable(format!(
@@ -567,7 +566,7 @@ impl Inner {
         if !self.tasks.is_running(&key) {
             if let Some(error) = rec.error.take() {
                 // Report the failure of the last attempt, and start another.
-                stores.volumes.put(&rec.name, &rec)?;
+                stores.put_volume(&rec).await?;
                 failure = Some(error);
             }
             let content = rec
@@ -604,7 +603,7 @@ impl Inner {
                 Duration::from_secs(self.settings.content_wait_seconds),
             )
             .await;
-        let rec = stores.volumes.get(&rec.name)?.ok_or_else(|| {
+        let rec = stores.volume(&rec.name).await?.ok_or_else(|| {
             Error::Aborted(format!(
                 "volume {} disappeared while being filled",
                 rec.name
@@ -653,7 +652,7 @@ impl Inner {
             ))),
         };
         let stores = self.stores(&entry);
-        match stores.volumes.get(&name) {
+        match stores.volume(&name).await {
             Ok(Some(mut rec)) if rec.state == VolumeState::Filling => {
                 match result {
                     Ok(()) => {
@@ -665,7 +664,7 @@ impl Inner {
                         rec.error = Some(e.to_string());
                     }
                 }
-                if let Err(e) = stores.volumes.put(&name, &rec) {
+                if let Err(e) = stores.put_volume(&rec).await {
                     warn!(volume = %name, error = %e, "fill result not recorded");
                 }
             }
@@ -688,7 +687,7 @@ impl Inner {
         self.mount_controller(&Target::of_entry(&entry), mgmt.as_ref())
             .await?;
         let stores = self.stores(&entry);
-        let Some(mut rec) = stores.volume_for(&handle.dir, id.as_str())? else {
+        let Some(mut rec) = stores.volume_for(&handle.dir, id.as_str()).await? else {
             // Not made by this driver (a static volume, or an older driver's volume).
             let location = match (&params.exa_fs, &handle.location) {
                 (Some(fs), _) if !fs.same_directory(&entry.exa_fs) => handle
@@ -715,7 +714,7 @@ impl Inner {
                 dir.display()
             )));
         };
-        if self.snapshot_cutting_from(&entry, id.as_str())? {
+        if self.snapshot_cutting_from(&entry, id.as_str()).await? {
             return Err(Error::Aborted(format!(
                 "a snapshot of volume {id} is still being written; retry once it is done"
             )));
@@ -723,7 +722,7 @@ impl Inner {
         self.tasks.abort(&fill_key(&entry.name, &rec.name)).await;
         if rec.state != VolumeState::Deleting {
             rec.state = VolumeState::Deleting;
-            stores.volumes.put(&rec.name, &rec)?;
+            stores.put_volume(&rec).await?;
         }
         let target = self.target_of(&entry, &rec);
         self.mount_controller(&target, mgmt.as_ref()).await?;
@@ -737,20 +736,25 @@ impl Inner {
         self.quota(&target.mount_point)
             .clear(rec.project_id)
             .await?;
-        stores.volumes.remove(&rec.name)?;
+        stores.remove_volume(&rec.name).await?;
         self.purge_trash(&target);
         info!(volume_id = %id, project = rec.project_id, "volume deleted");
         Ok(())
     }
 
-    fn snapshot_cutting_from(&self, entry: &LustreEntry, volume_id: &str) -> Result<bool> {
-        Ok(self.stores(entry).snapshots.list()?.iter().any(|(_, s)| {
-            s.source_volume_id == volume_id
-                && s.state == SnapshotState::Cutting
-                && self
-                    .tasks
-                    .is_running(&crate::snapshots::cut_key(&entry.name, &s.name))
-        }))
+    async fn snapshot_cutting_from(&self, entry: &LustreEntry, volume_id: &str) -> Result<bool> {
+        Ok(self
+            .stores(entry)
+            .snapshot_list()
+            .await?
+            .iter()
+            .any(|(_, s)| {
+                s.source_volume_id == volume_id
+                    && s.state == SnapshotState::Cutting
+                    && self
+                        .tasks
+                        .is_running(&crate::snapshots::cut_key(&entry.name, &s.name))
+            }))
     }
 
     /// ControllerExpandVolume: raises the hard limit.
@@ -767,7 +771,7 @@ impl Inner {
         self.mount_controller(&Target::of_entry(&entry), params.management_ip.as_ref())
             .await?;
         let stores = self.stores(&entry);
-        let mut rec = stores.volume_for(&handle.dir, id.as_str())?.ok_or_else(|| {
+        let mut rec = stores.volume_for(&handle.dir, id.as_str()).await?.ok_or_else(|| {
             Error::FailedPrecondition(format!(
                 "volume {id} was not created by this driver; its quota is not managed here and cannot be expanded"
             ))
@@ -794,7 +798,7 @@ impl Inner {
                 .await?;
         }
         rec.capacity_bytes = capacity;
-        stores.volumes.put(&rec.name, &rec)?;
+        stores.put_volume(&rec).await?;
         info!(volume_id = %id, capacity, "volume expanded");
         Ok(capacity)
     }
@@ -805,7 +809,11 @@ impl Inner {
         let entry = self.entry(&handle.entry)?.clone();
         self.mount_controller(&Target::of_entry(&entry), None)
             .await?;
-        match self.stores(&entry).volume_for(&handle.dir, id.as_str())? {
+        match self
+            .stores(&entry)
+            .volume_for(&handle.dir, id.as_str())
+            .await?
+        {
             Some(rec) if rec.state == VolumeState::Ready => {
                 let condition = self.condition(&entry, &rec).await;
                 Ok(VolumeInfo {
@@ -885,7 +893,7 @@ impl Inner {
         for entry in self.config.entries.values() {
             self.mount_controller(&Target::of_entry(entry), None)
                 .await?;
-            for (_, rec) in self.stores(entry).volumes.list()? {
+            for (_, rec) in self.stores(entry).volume_list().await? {
                 if rec.entry != entry.name || rec.state != VolumeState::Ready {
                     continue;
                 }
@@ -948,7 +956,7 @@ impl Inner {
                 .await?;
             let quota = self.quota(&target.mount_point);
             let mut promised = 0u64;
-            for (_, rec) in self.stores(&entry).volumes.list()? {
+            for (_, rec) in self.stores(&entry).volume_list().await? {
                 if rec.state == VolumeState::Deleting
                     || rec.location.as_ref().map(|l| &l.mount_point)
                         != target.location.as_ref().map(|l| &l.mount_point)

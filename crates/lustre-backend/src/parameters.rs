@@ -227,13 +227,24 @@ impl VolumeParams {
             return Err(Error::invalid(&field("minProjectId"), "must be at least 1"));
         }
         if p.min_project_id > p.max_project_id {
-            return Err(Error::invalid(
-                &field("minProjectId"),
-                format!(
-                    "{} is larger than maxProjectId {}",
-                    p.min_project_id, p.max_project_id
-                ),
-            ));
+            let (key, reason) = if map.contains_key("minProjectId") {
+                (
+                    "minProjectId",
+                    format!(
+                        "{} is larger than maxProjectId {}",
+                        p.min_project_id, p.max_project_id
+                    ),
+                )
+            } else {
+                (
+                    "maxProjectId",
+                    format!(
+                        "{} is smaller than minProjectId {}",
+                        p.max_project_id, p.min_project_id
+                    ),
+                )
+            };
+            return Err(Error::invalid(&field(key), reason));
         }
         Ok(p)
     }

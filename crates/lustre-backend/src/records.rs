@@ -18,6 +18,7 @@ use csi_core::records::RecordStore;
 use serde::{Deserialize, Serialize};
 
 use crate::exafs::ExaFs;
+use crate::volume_dirs;
 use crate::volume_id::{Location, VolumePath};
 
 /// Version of the record layout.
@@ -240,34 +241,124 @@ pub fn now() -> (u64, u32) {
     (d.as_secs(), d.subsec_nanos())
 }
 
-/// The record stores of one entry's filesystem.
+/// The record stores of one entry's filesystem. The async methods run on the blocking pool
+/// under a timeout, so a hung filesystem gives `DeadlineExceeded`, not a stuck RPC.
 #[derive(Debug, Clone)]
 pub struct Stores {
     /// Volume records.
     pub volumes: RecordStore<VolumeRecord>,
     /// Snapshot records.
     pub snapshots: RecordStore<SnapshotRecord>,
+    timeout: Duration,
 }
 
 impl Stores {
-    /// The stores below `<mount_point>/<metadata_dir>`.
-    pub fn new(mount_point: &Path, metadata_dir: &str) -> Self {
+    /// The stores below `<mount_point>/<metadata_dir>`, each access bounded by `timeout`.
+    pub fn new(mount_point: &Path, metadata_dir: &str, timeout: Duration) -> Self {
         let meta = mount_point.join(metadata_dir);
         Self {
             volumes: RecordStore::new(meta.join("volumes")),
             snapshots: RecordStore::new(meta.join("snapshots")),
+            timeout,
         }
     }
 
+    async fn run<R, F>(&self, what: String, work: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> Result<R> + Send + 'static,
+    {
+        volume_dirs::blocking(self.timeout, &what, work).await
+    }
+
+    /// The volume record `name`.
+    pub async fn volume(&self, name: &str) -> Result<Option<VolumeRecord>> {
+        let (store, key) = (self.volumes.clone(), name.to_string());
+        self.run(format!("reading the record of volume {name}"), move || {
+            store.get(&key)
+        })
+        .await
+    }
+
+    /// Writes a volume record (keyed by its name).
+    pub async fn put_volume(&self, rec: &VolumeRecord) -> Result<()> {
+        let (store, rec) = (self.volumes.clone(), rec.clone());
+        self.run(
+            format!("writing the record of volume {}", rec.name),
+            move || store.put(&rec.name, &rec),
+        )
+        .await
+    }
+
+    /// Removes volume record `name`.
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        let (store, key) = (self.volumes.clone(), name.to_string());
+        self.run(format!("removing the record of volume {name}"), move || {
+            store.remove(&key)
+        })
+        .await
+    }
+
+    /// Every volume record.
+    pub async fn volume_list(&self) -> Result<Vec<(String, VolumeRecord)>> {
+        let store = self.volumes.clone();
+        self.run("listing volume records".into(), move || store.list())
+            .await
+    }
+
+    /// The snapshot record `name`.
+    pub async fn snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>> {
+        let (store, key) = (self.snapshots.clone(), name.to_string());
+        self.run(
+            format!("reading the record of snapshot {name}"),
+            move || store.get(&key),
+        )
+        .await
+    }
+
+    /// Writes a snapshot record (keyed by its name).
+    pub async fn put_snapshot(&self, rec: &SnapshotRecord) -> Result<()> {
+        let (store, rec) = (self.snapshots.clone(), rec.clone());
+        self.run(
+            format!("writing the record of snapshot {}", rec.name),
+            move || store.put(&rec.name, &rec),
+        )
+        .await
+    }
+
+    /// Removes snapshot record `name`.
+    pub async fn remove_snapshot(&self, name: &str) -> Result<()> {
+        let (store, key) = (self.snapshots.clone(), name.to_string());
+        self.run(
+            format!("removing the record of snapshot {name}"),
+            move || store.remove(&key),
+        )
+        .await
+    }
+
+    /// Every snapshot record.
+    pub async fn snapshot_list(&self) -> Result<Vec<(String, SnapshotRecord)>> {
+        let store = self.snapshots.clone();
+        self.run("listing snapshot records".into(), move || store.list())
+            .await
+    }
+
     /// The volume record named by `dir` that carries exactly `volume_id`.
-    pub fn volume_for(&self, dir: &VolumePath, volume_id: &str) -> Result<Option<VolumeRecord>> {
+    pub async fn volume_for(
+        &self,
+        dir: &VolumePath,
+        volume_id: &str,
+    ) -> Result<Option<VolumeRecord>> {
         let Some(name) = dir.as_single() else {
             return Ok(None);
         };
         if csi_core::records::check_key(name).is_err() {
             return Ok(None);
         }
-        Ok(self.volumes.get(name)?.filter(|r| r.volume_id == volume_id))
+        Ok(self
+            .volume(name)
+            .await?
+            .filter(|r| r.volume_id == volume_id))
     }
 }
 
@@ -298,22 +389,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_round_trip_and_are_found_only_by_their_own_id() {
+    #[tokio::test]
+    async fn records_round_trip_and_are_found_only_by_their_own_id() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::new(dir.path(), ".pfs-csi");
+        let stores = Stores::new(dir.path(), ".pfs-csi", Duration::from_secs(5));
         let rec = record();
-        stores.volumes.put(&rec.name, &rec).unwrap();
+        stores.put_volume(&rec).await.unwrap();
         assert!(dir.path().join(".pfs-csi/volumes/pvc-1.json").exists());
+        assert_eq!(stores.volume_list().await.unwrap().len(), 1);
         let name = VolumePath::parse("pvc-1").unwrap();
         assert_eq!(
-            stores.volume_for(&name, "exa1:/pvc-1").unwrap(),
+            stores.volume_for(&name, "exa1:/pvc-1").await.unwrap(),
             Some(rec.clone())
         );
-        assert_eq!(stores.volume_for(&name, "exa1:/exaFS/pvc-1").unwrap(), None);
+        assert_eq!(
+            stores.volume_for(&name, "exa1:/exaFS/pvc-1").await.unwrap(),
+            None
+        );
         assert_eq!(
             stores
                 .volume_for(&VolumePath::parse("a/pvc-1").unwrap(), "exa1:/pvc-1")
+                .await
                 .unwrap(),
             None
         );

@@ -67,7 +67,7 @@ impl Inner {
             .await?;
         let stores = self.stores(&entry);
 
-        if let Some(rec) = stores.snapshots.get(&req.name)? {
+        if let Some(rec) = stores.snapshot(&req.name).await? {
             if rec.source_volume_id != source_id {
                 return Err(Error::AlreadyExists(format!(
                     "snapshot {} exists and was taken of volume {}, not {source_id}",
@@ -77,7 +77,7 @@ impl Inner {
             return self.report_snapshot(&entry, rec).await;
         }
 
-        let source_rec = stores.volume_for(&handle.dir, source_id)?;
+        let source_rec = stores.volume_for(&handle.dir, source_id).await?;
         if let Some(r) = &source_rec
             && r.state != VolumeState::Ready
         {
@@ -133,7 +133,7 @@ impl Inner {
             created_unix,
             created_nanos,
         };
-        stores.snapshots.put(&rec.name, &rec)?;
+        stores.put_snapshot(&rec).await?;
         info!(snapshot_id = %rec.snapshot_id, source = %source_id, "snapshot started");
         self.start_cut(&entry, &rec);
         self.wait_for_cut(&entry, &rec.name).await
@@ -228,7 +228,7 @@ impl Inner {
             ))),
         };
         let stores = self.stores(&entry);
-        match stores.snapshots.get(&name) {
+        match stores.snapshot(&name).await {
             Ok(Some(mut rec)) if rec.state == SnapshotState::Cutting => {
                 match result {
                     Ok(info) => {
@@ -243,7 +243,7 @@ impl Inner {
                         rec.error = Some(e.to_string());
                     }
                 }
-                if let Err(e) = stores.snapshots.put(&name, &rec) {
+                if let Err(e) = stores.put_snapshot(&rec).await {
                     warn!(snapshot = %name, error = %e, "snapshot result not recorded");
                 }
             }
@@ -270,7 +270,7 @@ impl Inner {
         self.mount_controller(&Target::of_entry(&entry), params.management_ip.as_ref())
             .await?;
         let stores = self.stores(&entry);
-        let Some(rec) = stores.snapshots.get(&sid.name)? else {
+        let Some(rec) = stores.snapshot(&sid.name).await? else {
             return Ok(());
         };
         if rec.snapshot_id != id.as_str() {
@@ -284,7 +284,7 @@ impl Inner {
             .map_err(Error::Internal)?
             .under(&target.mount_point);
         self.ctx.snapshots.delete(&archive).await?;
-        stores.snapshots.remove(&rec.name)?;
+        stores.remove_snapshot(&rec.name).await?;
         info!(snapshot_id = %id, "snapshot deleted");
         Ok(())
     }
@@ -295,7 +295,7 @@ impl Inner {
         for entry in self.config.entries.values() {
             self.mount_controller(&Target::of_entry(entry), None)
                 .await?;
-            for (_, rec) in self.stores(entry).snapshots.list()? {
+            for (_, rec) in self.stores(entry).snapshot_list().await? {
                 if rec.entry != entry.name {
                     continue;
                 }
@@ -480,6 +480,11 @@ mod tests {
         );
         assert!(!h.backend.create_snapshot(&req).await.unwrap().ready_to_use);
         // The process dies: its task is gone, the record still says cutting.
+        h.backend
+            .inner
+            .tasks
+            .abort(&super::cut_key("exa1", "snap-r"))
+            .await;
         h.restart();
         assert_eq!(cuts(&h), 1);
         h.engine.set_open(true);
