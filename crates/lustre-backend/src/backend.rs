@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use csi_core::domain::{
@@ -14,7 +15,7 @@ use csi_core::domain::{
 };
 use csi_core::id_alloc::IdAllocator;
 use csi_core::ports::{
-    BackendContext, CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend,
+    BackendContext, Command, CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend,
     NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
 };
 use csi_core::{Error, ErrorCode, Result};
@@ -90,7 +91,12 @@ pub(crate) struct Inner {
     pub temp_mount: tokio::sync::Mutex<()>,
     /// Mount points whose trash was already scheduled for purging once.
     pub purge_scheduled: Mutex<HashSet<PathBuf>>,
+    /// When the Lustre client last answered `lctl get_param -n version`, and its version.
+    pub client_seen: Mutex<Option<(Instant, String)>>,
 }
+
+/// How long a successful Lustre client check stands before Probe runs `lctl` again.
+const CLIENT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The Lustre (EXAScaler) backend.
 #[derive(Clone)]
@@ -143,6 +149,7 @@ impl LustreBackend {
                 tasks: Tasks::default(),
                 temp_mount: tokio::sync::Mutex::new(()),
                 purge_scheduled: Mutex::new(HashSet::new()),
+                client_seen: Mutex::new(None),
             }),
         })
     }
@@ -297,6 +304,37 @@ impl Inner {
         Ok(())
     }
 
+    /// Checks that the Lustre client is loaded (`lctl get_param -n version` answers); a
+    /// success stands for a minute so frequent probes spawn no process.
+    pub async fn check_client(&self) -> Result<()> {
+        let fresh = |seen: &Option<(Instant, String)>| {
+            seen.as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < CLIENT_CHECK_INTERVAL)
+        };
+        if fresh(&self.client_seen.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(());
+        }
+        let cmd = Command::new(&self.settings.lctl, self.settings.command_timeout()).args([
+            "get_param",
+            "-n",
+            "version",
+        ]);
+        let out = self
+            .ctx
+            .runner
+            .run(&cmd)
+            .await?
+            .check("lctl get_param")
+            .map_err(|e| Error::Unavailable(format!("the Lustre client is not ready: {e}")))?;
+        let version = out.stdout.trim().to_string();
+        let mut seen = self.client_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_none() {
+            info!(version = %version, "Lustre client ready");
+        }
+        *seen = Some((Instant::now(), version));
+        Ok(())
+    }
+
     /// Starts removing the trash of `target` once per process (left over from a restart).
     fn schedule_purge_once(self: &Arc<Self>, target: &Target) {
         if self.ctx.role != Role::Controller {
@@ -355,9 +393,10 @@ impl FilesystemBackend for LustreBackend {
     }
 
     async fn check_ready(&self) -> Result<()> {
-        let s = &self.inner.settings;
-        let mut tools: Vec<(&str, &Path)> = vec![("lfs", &s.lfs)];
-        if self.inner.ctx.role == Role::Controller {
+        let inner = &self.inner;
+        let s = &inner.settings;
+        let mut tools: Vec<(&str, &Path)> = vec![("lfs", &s.lfs), ("lctl", &s.lctl)];
+        if inner.ctx.role == Role::Controller {
             tools.push(("tar", &s.tar));
         }
         let missing: Vec<String> = tools
@@ -365,14 +404,13 @@ impl FilesystemBackend for LustreBackend {
             .filter(|(_, path)| !program_exists(path))
             .map(|(name, path)| format!("{name} ({})", path.display()))
             .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Unavailable(format!(
+        if !missing.is_empty() {
+            return Err(Error::Unavailable(format!(
                 "Lustre tools not found: {}",
                 missing.join(", ")
-            )))
+            )));
         }
+        inner.check_client().await
     }
 
     async fn create_volume(&self, request: &CreateVolumeRequest) -> Result<Volume> {
@@ -443,4 +481,81 @@ fn program_exists(program: &Path) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LustreConfig;
+    use csi_core::ports::{CommandOutput, MockCommandRunner, MockMounter, MockSnapshotEngine};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn backend(dir: &Path, runner: MockCommandRunner, role: Role) -> LustreBackend {
+        for tool in ["lfs", "lctl", "tar"] {
+            let path = dir.join(tool);
+            std::fs::write(&path, "").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let settings = LustreSettings {
+            lfs: dir.join("lfs"),
+            lctl: dir.join("lctl"),
+            tar: dir.join("tar"),
+            ..Default::default()
+        };
+        let config = LustreConfig::from_value(serde_json::json!({"exascaler_map": {
+            "exa1": {"exaFS": "10.0.0.1@tcp:/fs", "mountPoint": dir.join("mnt").display().to_string()}}}))
+        .unwrap();
+        let ctx = BackendContext {
+            role,
+            node_id: "n".into(),
+            runner: Arc::new(runner),
+            mounter: Arc::new(MockMounter::new()),
+            snapshots: Arc::new(MockSnapshotEngine::new()),
+            state_dir: dir.join("state"),
+            kubelet_dir: dir.join("kubelet"),
+        };
+        LustreBackend::new(config, settings, ctx).unwrap()
+    }
+
+    #[tokio::test]
+    async fn ready_means_tools_present_and_the_client_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = MockCommandRunner::new();
+        runner
+            .expect_run()
+            .times(1)
+            .withf(|c| c.args == ["get_param", "-n", "version"])
+            .returning(|_| {
+                Ok(CommandOutput {
+                    status: Some(0),
+                    stdout: "2.15.5\n".into(),
+                    stderr: String::new(),
+                })
+            });
+        let b = backend(dir.path(), runner, Role::Controller);
+        b.check_ready().await.unwrap();
+        // Within the minute no process is spawned again (the mock allows one call).
+        b.check_ready().await.unwrap();
+
+        let mut runner = MockCommandRunner::new();
+        runner.expect_run().returning(|_| {
+            Ok(CommandOutput {
+                status: Some(2),
+                stdout: String::new(),
+                stderr: "error: get_param: param_path 'version': No such file or directory".into(),
+            })
+        });
+        let b = backend(dir.path(), runner, Role::Node);
+        let err = b.check_ready().await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable);
+        assert!(
+            err.to_string().contains("Lustre client is not ready"),
+            "{err}"
+        );
+
+        let b = backend(dir.path(), MockCommandRunner::new(), Role::Controller);
+        std::fs::remove_file(dir.path().join("tar")).unwrap();
+        let err = b.check_ready().await.unwrap_err();
+        assert!(err.to_string().contains("tar ("), "{err}");
+    }
 }
