@@ -75,6 +75,40 @@ pub enum AdapterError {
         timeout: Duration,
     },
 
+    /// No Kubernetes API configuration could be found or used.
+    #[error("cannot configure the Kubernetes API client: {reason}")]
+    KubeConfig {
+        /// What failed, with its cause.
+        reason: String,
+    },
+
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: cannot {action}: {}", crate::kube_client::describe_api_error(.error))]
+    KubeApi {
+        /// What was being done ("read node n1").
+        action: String,
+        /// The client's error.
+        error: kube::Error,
+    },
+
+    /// A Kubernetes API call got no answer in time.
+    #[error("Kubernetes API: {action}: no answer within {timeout:?}")]
+    KubeTimeout {
+        /// What was being done ("read node n1").
+        action: String,
+        /// The limit that was exceeded.
+        timeout: Duration,
+    },
+
+    /// A configured node label key is not a valid Kubernetes label key.
+    #[error("invalid label key {key:?}: {reason}")]
+    InvalidLabelKey {
+        /// The key as configured.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A signal handler could not be installed.
     #[error("cannot listen for {signal}: {error}")]
     Signal {
