@@ -869,6 +869,31 @@ async fn capacity_is_reported_and_ids_are_claimed() {
         after <= space.total - space.total / 2,
         "promised capacity is not offered again"
     );
+    // Other processes write to the same disk meanwhile: compare with a margin far below the
+    // half of the disk promised to the volume.
+    let close = |a: u64, b: u64| a.abs_diff(b) < 256 << 20;
+    let anywhere = ctl
+        .available_capacity(&Parameters::default(), &Topology::new())
+        .await
+        .unwrap();
+    assert!(
+        close(anywhere, after),
+        "without parameters: the largest of the known filesystems ({anywhere} vs {after})"
+    );
+    let host_only = Parameters::new([("sysMgmtdHost".to_string(), HOST.to_string())].into());
+    let by_host = ctl
+        .available_capacity(&host_only, &Topology::new())
+        .await
+        .unwrap();
+    assert!(close(by_host, after), "{by_host} vs {after}");
+    let unknown = Parameters::new([("colour".to_string(), "red".to_string())].into());
+    assert_eq!(
+        ctl.available_capacity(&unknown, &Topology::new())
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidArgument
+    );
     assert!(ctl.accepts_parameters(&p));
     assert!(!ctl.accepts_parameters(&Parameters::new(
         [("projectId".to_string(), "1".to_string())].into()

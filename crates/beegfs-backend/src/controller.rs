@@ -739,9 +739,35 @@ impl Inner {
     }
 
     /// GetCapacity: free space of the filesystem not promised to quota-limited volumes.
+    /// Without parameters: the largest such space of the known, reachable filesystems.
     pub(crate) async fn available_capacity(&self, parameters: &Parameters) -> Result<u64> {
-        let params = VolumeParams::parse(parameters)?;
-        let fs = self.controller_fs(&params.host).await?;
+        parameters.reject_unknown("parameters", crate::params::KNOWN_KEYS)?;
+        let Some(host) = parameters.get(crate::params::SYS_MGMTD_HOST) else {
+            if !parameters.as_map().is_empty() {
+                return Err(Error::invalid(
+                    &format!("parameters[{}]", crate::params::SYS_MGMTD_HOST),
+                    "is required to name the filesystem",
+                ));
+            }
+            let mut largest = 0;
+            for host in self.known_hosts()? {
+                match self.host_capacity(&host).await {
+                    Ok(bytes) => largest = largest.max(bytes),
+                    Err(e) => {
+                        warn!(host = %host, error = %e, "filesystem unreachable; not counted in GetCapacity")
+                    }
+                }
+            }
+            return Ok(largest);
+        };
+        crate::config::check_host(host.trim()).map_err(|e| {
+            Error::invalid(&format!("parameters[{}]", crate::params::SYS_MGMTD_HOST), e)
+        })?;
+        self.host_capacity(host.trim()).await
+    }
+
+    async fn host_capacity(&self, host: &str) -> Result<u64> {
+        let fs = self.controller_fs(host).await?;
         let root = fs.root.clone();
         let space = blocking(self.fs_timeout(), "statvfs", move || {
             fs_tree::fs_space(&root)

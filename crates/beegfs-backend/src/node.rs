@@ -119,9 +119,15 @@ impl Inner {
         };
         let store = self.staged_store();
         store.put(&key, &record)?;
-        if !self.is_mounted(mount_point).await? {
-            self.mount_client(&files, mount_point, &request.capability.mount_flags)
-                .await?;
+        if !self.is_mounted(mount_point).await?
+            && let Err(e) = self
+                .mount_client(&files, mount_point, &request.capability.mount_flags)
+                .await
+        {
+            let _ = std::fs::remove_dir(mount_point);
+            let _ = std::fs::remove_dir_all(&files_dir);
+            let _ = store.remove(&key);
+            return Err(e);
         }
         let dir = mount_point.join(id.path.relative());
         let (root, rel) = (mount_point.to_path_buf(), id.path.relative().to_string());

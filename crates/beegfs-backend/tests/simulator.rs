@@ -186,6 +186,11 @@ impl World {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Replaces the simulator's fault rules.
+    fn fault(&self, rules: serde_json::Value) {
+        std::fs::write(self.state.join("faults.json"), rules.to_string()).unwrap();
+    }
+
     /// The files of filesystem `host` as every client sees them.
     fn data(&self, host: &str) -> PathBuf {
         self.state.join("beegfs").join(host).join("data")
@@ -228,7 +233,16 @@ impl World {
         mode: ClientMountMode,
         runner: &Arc<dyn CommandRunner>,
     ) -> BeegfsBackend {
-        let settings = self.settings(mode);
+        self.backend_with(role, who, self.settings(mode), runner)
+    }
+
+    fn backend_with(
+        &self,
+        role: Role,
+        who: &str,
+        settings: BeegfsSettings,
+        runner: &Arc<dyn CommandRunner>,
+    ) -> BeegfsBackend {
         let config = DriverConfig::from_yaml(&format!(
             "config:\n  connNetFilter: [127.0.0.0/8]\n  beegfsClientConf:\n    logLevel: 3\nfileSystemSpecificConfigs:\n  - sysMgmtdHost: {FS8}\n    config:\n      grpcPort: 8010\n"
         ))
@@ -551,6 +565,44 @@ async fn lifecycle(dir: &Path) {
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
         assert!(static_dir.join("keep").is_file());
     }
+
+    // Faults: a hung tool is cut off by the command timeout, and the interrupted creation is
+    // finished by the retry; an authentication refusal is a precondition, not a retry.
+    let impatient = world.backend_with(
+        Role::Controller,
+        "impatient",
+        BeegfsSettings {
+            command_timeout_seconds: 2,
+            ..world.settings(ClientMountMode::PerVolume)
+        },
+        &runner,
+    );
+    world.fault(serde_json::json!([{"tool": "beegfs-ctl", "args_contain": ["--createdir"], "action": "hang"}]));
+    let started = std::time::Instant::now();
+    let err = impatient
+        .create_volume(&create("pvc-hang", FS7, GIB, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    world.fault(serde_json::json!([]));
+    let finished = impatient
+        .create_volume(&create("pvc-hang", FS7, GIB, None))
+        .await
+        .unwrap();
+    assert!(world.data(FS7).join("k8s/all/pvc-hang").is_dir());
+    impatient
+        .delete_volume(&finished.id, &Secrets::default())
+        .await
+        .unwrap();
+    world.fault(serde_json::json!([{"tool": "beegfs", "args_contain": ["quota"], "action": "auth_failure"}]));
+    let err = impatient
+        .create_volume(&create("pvc-auth", FS8, GIB, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("authentication"), "{err}");
+    world.fault(serde_json::json!([]));
 
     // Secrets never reached a command line: the simulator logged every call's arguments.
     let calls = std::fs::read_to_string(world.state.join("calls.log")).unwrap();
