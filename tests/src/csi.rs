@@ -1,0 +1,197 @@
+//! Generated CSI clients over a unix socket, and builders of the requests the tests send.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
+
+use csi::v1 as pb;
+pub use k8s_adapter::proto::csi;
+use pb::volume_capability::access_mode::Mode;
+
+/// One gibibyte.
+pub const GIB: i64 = 1 << 30;
+
+/// How long connecting to a plugin socket may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A channel to the plugin listening on `socket`.
+pub async fn channel(socket: &Path) -> Channel {
+    k8s_adapter::socket_client::connect(socket, CONNECT_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()))
+}
+
+/// An Identity client.
+pub async fn identity(socket: &Path) -> pb::identity_client::IdentityClient<Channel> {
+    pb::identity_client::IdentityClient::new(channel(socket).await)
+}
+
+/// A Controller client.
+pub async fn controller(socket: &Path) -> pb::controller_client::ControllerClient<Channel> {
+    pb::controller_client::ControllerClient::new(channel(socket).await)
+}
+
+/// A Node client.
+pub async fn node(socket: &Path) -> pb::node_client::NodeClient<Channel> {
+    pb::node_client::NodeClient::new(channel(socket).await)
+}
+
+/// A mount capability with `mode`.
+pub fn mount_capability(mode: Mode) -> pb::VolumeCapability {
+    pb::VolumeCapability {
+        access_mode: Some(pb::volume_capability::AccessMode { mode: mode as i32 }),
+        access_type: Some(pb::volume_capability::AccessType::Mount(
+            pb::volume_capability::MountVolume::default(),
+        )),
+    }
+}
+
+/// A block capability with `mode` (every plugin must refuse it).
+pub fn block_capability(mode: Mode) -> pb::VolumeCapability {
+    pb::VolumeCapability {
+        access_mode: Some(pb::volume_capability::AccessMode { mode: mode as i32 }),
+        access_type: Some(pb::volume_capability::AccessType::Block(
+            pb::volume_capability::BlockVolume {},
+        )),
+    }
+}
+
+/// ReadWriteMany as a mount.
+pub fn rwx() -> pb::VolumeCapability {
+    mount_capability(Mode::MultiNodeMultiWriter)
+}
+
+/// ReadWriteOnce as a mount.
+pub fn rwo() -> pb::VolumeCapability {
+    mount_capability(Mode::SingleNodeWriter)
+}
+
+/// ReadOnlyMany as a mount.
+pub fn rox() -> pb::VolumeCapability {
+    mount_capability(Mode::MultiNodeReaderOnly)
+}
+
+/// Key-value pairs as a map.
+pub fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// CreateVolume of `name` with a required size, parameters and the RWX capability.
+pub fn create_request(
+    name: &str,
+    required_bytes: i64,
+    parameters: &[(&str, &str)],
+) -> pb::CreateVolumeRequest {
+    pb::CreateVolumeRequest {
+        name: name.to_string(),
+        capacity_range: Some(pb::CapacityRange {
+            required_bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![rwx()],
+        parameters: map(parameters),
+        ..Default::default()
+    }
+}
+
+/// NodeStageVolume of `volume` at `staging` with `capability`.
+pub fn stage_request(
+    volume: &pb::Volume,
+    staging: &Path,
+    capability: pb::VolumeCapability,
+) -> pb::NodeStageVolumeRequest {
+    pb::NodeStageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(capability),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    }
+}
+
+/// NodePublishVolume of `volume` from `staging` to `target`.
+pub fn publish_request(
+    volume: &pb::Volume,
+    staging: &Path,
+    target: &Path,
+    capability: pb::VolumeCapability,
+    readonly: bool,
+) -> pb::NodePublishVolumeRequest {
+    pb::NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(capability),
+        readonly,
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    }
+}
+
+/// NodeUnpublishVolume.
+pub fn unpublish_request(volume_id: &str, target: &Path) -> pb::NodeUnpublishVolumeRequest {
+    pb::NodeUnpublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        target_path: target.display().to_string(),
+    }
+}
+
+/// NodeUnstageVolume.
+pub fn unstage_request(volume_id: &str, staging: &Path) -> pb::NodeUnstageVolumeRequest {
+    pb::NodeUnstageVolumeRequest {
+        volume_id: volume_id.to_string(),
+        staging_target_path: staging.display().to_string(),
+    }
+}
+
+/// DeleteVolume.
+pub fn delete_request(volume_id: &str) -> pb::DeleteVolumeRequest {
+    pb::DeleteVolumeRequest {
+        volume_id: volume_id.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Asserts that a call failed with `code` and a message containing `needle`; returns the
+/// status.
+#[track_caller]
+pub fn expect_status<T: std::fmt::Debug>(
+    result: Result<Response<T>, Status>,
+    code: Code,
+    needle: &str,
+) -> Status {
+    match result {
+        Ok(answer) => panic!(
+            "expected {code:?} mentioning {needle:?}, got success: {:?}",
+            answer.into_inner()
+        ),
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                code,
+                "wrong code; message: {}",
+                status.message()
+            );
+            assert!(
+                status.message().contains(needle),
+                "{code:?} message {:?} does not mention {needle:?}",
+                status.message()
+            );
+            status
+        }
+    }
+}
+
+/// The usage entry of `unit` in a NodeGetVolumeStats answer.
+pub fn usage(
+    stats: &pb::NodeGetVolumeStatsResponse,
+    unit: pb::volume_usage::Unit,
+) -> Option<pb::VolumeUsage> {
+    stats.usage.iter().find(|u| u.unit == unit as i32).cloned()
+}
