@@ -466,11 +466,25 @@ impl Inner {
                 let snap_entry = self.entry(&sid.entry)?.clone();
                 self.mount_controller(&Target::of_entry(&snap_entry), None)
                     .await?;
-                let rec = self
-                    .stores(&snap_entry)
-                    .snapshots
-                    .get(&sid.name)?
-                    .ok_or_else(|| Error::NotFound(format!("snapshot {id} does not exist")))?;
+                let stores = self.stores(&snap_entry);
+                let missing = || Error::NotFound(format!("snapshot {id} does not exist"));
+                let mut rec = stores.snapshot(&sid.name).await?.ok_or_else(missing)?;
+                if rec.state == SnapshotState::Cutting {
+                    // A snapshot taken a moment ago: wait for its archive a little.
+                    let key = crate::snapshots::cut_key(&snap_entry.name, &sid.name);
+                    if !self.tasks.is_running(&key) {
+                        self.mount_controller(&self.snapshot_target(&snap_entry, &rec), None)
+                            .await?;
+                        self.start_cut(&snap_entry, &rec);
+                    }
+                    self.tasks
+                        .wait(
+                            &key,
+                            Duration::from_secs(self.settings.content_wait_seconds),
+                        )
+                        .await;
+                    rec = stores.snapshot(&sid.name).await?.ok_or_else(missing)?;
+                }
                 match rec.state {
                     SnapshotState::Ready => {}
                     SnapshotState::Cutting => {
@@ -715,6 +729,9 @@ impl Inner {
             )));
         };
         if self.snapshot_cutting_from(&entry, id.as_str()).await? {
+            self.wait_for_cuts_from(&entry, id.as_str()).await?;
+        }
+        if self.snapshot_cutting_from(&entry, id.as_str()).await? {
             return Err(Error::Aborted(format!(
                 "a snapshot of volume {id} is still being written; retry once it is done"
             )));
@@ -739,6 +756,19 @@ impl Inner {
         stores.remove_volume(&rec.name).await?;
         self.purge_trash(&target);
         info!(volume_id = %id, project = rec.project_id, "volume deleted");
+        Ok(())
+    }
+
+    /// Waits (up to the content wait) for the running cuts of snapshots of `volume_id`.
+    async fn wait_for_cuts_from(&self, entry: &LustreEntry, volume_id: &str) -> Result<()> {
+        let wait = Duration::from_secs(self.settings.content_wait_seconds);
+        for (_, s) in self.stores(entry).snapshot_list().await? {
+            if s.source_volume_id == volume_id && s.state == SnapshotState::Cutting {
+                self.tasks
+                    .wait(&crate::snapshots::cut_key(&entry.name, &s.name), wait)
+                    .await;
+            }
+        }
         Ok(())
     }
 

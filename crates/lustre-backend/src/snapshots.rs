@@ -44,7 +44,7 @@ impl Inner {
         })
     }
 
-    fn snapshot_target(&self, entry: &LustreEntry, rec: &SnapshotRecord) -> Target {
+    pub(crate) fn snapshot_target(&self, entry: &LustreEntry, rec: &SnapshotRecord) -> Target {
         let location = rec.location.as_ref().map(Location::from);
         Target::at(entry, location.as_ref())
     }
@@ -173,8 +173,8 @@ impl Inner {
             .await;
         let rec = self
             .stores(entry)
-            .snapshots
-            .get(name)?
+            .snapshot(name)
+            .await?
             .ok_or_else(|| Error::Aborted(format!("snapshot {name} was deleted meanwhile")))?;
         match rec.state {
             SnapshotState::Failed => Err(Error::Internal(format!(
@@ -187,7 +187,7 @@ impl Inner {
     }
 
     /// Starts the background archive of `rec`.
-    fn start_cut(self: &Arc<Self>, entry: &LustreEntry, rec: &SnapshotRecord) {
+    pub(crate) fn start_cut(self: &Arc<Self>, entry: &LustreEntry, rec: &SnapshotRecord) {
         let target = self.snapshot_target(entry, rec);
         let (Ok(source), Ok(archive)) = (
             VolumePath::parse(&rec.source_dir),
@@ -548,6 +548,53 @@ mod tests {
             .delete_volume(&vol.id, &Secrets::default())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_restore_or_delete_waits_for_a_snapshot_taken_a_moment_ago() {
+        let h = Harness::controller(ONE);
+        let vol = h
+            .backend
+            .create_volume(&create_request("pvc-1", &[], GIB as i64))
+            .await
+            .unwrap();
+        std::fs::write(h.fs("exa1").join("pvc-1/a"), b"x").unwrap();
+        h.engine.set_open(false);
+        let snap = h
+            .backend
+            .create_snapshot(&snap_request("snap-w", vol.id.as_str(), &[]))
+            .await
+            .unwrap();
+        assert!(!snap.ready_to_use);
+        let engine = h.engine.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            engine.set_open(true);
+        });
+        let restored = h
+            .backend
+            .create_volume(&with_source(
+                create_request("pvc-r", &[], GIB as i64),
+                VolumeContentSource::Snapshot(snap.id.to_string()),
+            ))
+            .await
+            .unwrap();
+        assert!(h.fs("exa1").join("pvc-r/a").is_file());
+        h.engine.set_open(false);
+        h.backend
+            .create_snapshot(&snap_request("snap-v", restored.id.as_str(), &[]))
+            .await
+            .unwrap();
+        let engine = h.engine.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            engine.set_open(true);
+        });
+        h.backend
+            .delete_volume(&restored.id, &Secrets::default())
+            .await
+            .unwrap();
+        assert!(!h.fs("exa1").join("pvc-r").exists());
     }
 
     #[tokio::test]
