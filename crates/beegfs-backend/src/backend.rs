@@ -1,6 +1,6 @@
 //! [`BeegfsBackend`]: the BeeGFS implementation of the core's [`FilesystemBackend`] port.
 //!
-//! The operations live in [`crate::controller`], [`crate::snapshots`] and [`crate::node`];
+//! The operations live in the private modules `controller`, `snapshots` and `node`;
 //! this module holds the shared state: configuration, the tool runner with its version
 //! cache, the id allocator, and the client mounts the controller keeps per filesystem.
 
