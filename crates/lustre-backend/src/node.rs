@@ -143,7 +143,20 @@ impl Inner {
             self.ctx
                 .mounter
                 .mount(&source.to_string(), &staging, LUSTRE, &options)
-                .await?;
+                .await
+                .map_err(|e| match &e {
+                    // mount.lustre's answer for a subdirectory that does not exist.
+                    Error::Command { stderr, .. }
+                        if stderr.contains("No such file or directory") =>
+                    {
+                        Error::NotFound(format!(
+                            "volume directory {} does not exist on {}: {e}",
+                            handle.dir,
+                            target.exa_fs.fs_path()
+                        ))
+                    }
+                    _ => e,
+                })?;
         }
         Ok(())
     }
@@ -530,6 +543,26 @@ mod tests {
             !err.to_string().contains("s3cr3t"),
             "secrets are never quoted: {err}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_own_mount_of_a_missing_directory_is_not_found() {
+        let h = Harness::node(ONE);
+        h.mounts
+            .lock()
+            .unwrap()
+            .fail_sources
+            .push("10.0.0.1@tcp:/fs1/gone".into());
+        let req = stage_request(
+            &h,
+            "exa1:/gone",
+            "a/globalmount",
+            &[("bindMount", "false")],
+            AccessMode::SingleNodeWriter,
+        );
+        let err = h.backend.stage_volume(&req).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+        assert!(h.mounts.lock().unwrap().mounted.is_empty());
     }
 
     #[tokio::test]
