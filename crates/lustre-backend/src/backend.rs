@@ -1,7 +1,7 @@
 //! [`LustreBackend`]: the Lustre implementation of the core's [`FilesystemBackend`].
 //!
-//! The controller side lives in [`crate::controller`] and [`crate::snapshots`], the node side
-//! in [`crate::node`]; this module holds what they share: the configuration, the shared mounts,
+//! The controller side lives in `controller` and `snapshots`, the node side
+//! in `node`; this module holds what they share: the configuration, the shared mounts,
 //! the id allocator, the background tasks, and the way an operation finds its filesystem.
 
 use std::collections::HashSet;

@@ -20,6 +20,24 @@
 //!
 //! Every external program runs through the core's `CommandRunner` with a timeout; every
 //! mount through its `Mounter`; archives through its `SnapshotEngine`.
+//!
+//! # Decisions
+//! - New volumes get the id `<entry>:/<name>`, snapshots `<entry>:snapshot:<name>` (see
+//!   [`volume_id`] for why).
+//! - Records live in `<mountPoint>/.pfs-csi/` of the entry's filesystem (`metadataDir`):
+//!   `volumes/<name>.json`, `snapshots/<name>.json`; archives default to
+//!   `.pfs-csi/snapshots/<name>.tar`; deleted volumes pass through `.pfs-csi/trash/`, emptied
+//!   in the background. A directory without a record is never deleted.
+//! - Volume directories default to mode 0777 (the EXAScaler driver's example), owner
+//!   `exaMountUid`/`exaMountGid` when given; generated project ids lie in
+//!   [10000, 4294967295] unless the StorageClass narrows them, and are checked against our
+//!   records and `lfs quota` (usage or limits mean "taken").
+//! - A StorageClass secret may carry `exaFS`, `managementIp` and `mountOptions`. An `exaFS`
+//!   from a secret never enters the volume context, so nodes need it in the node-stage secret.
+//! - Snapshots and restores run in the background: CreateSnapshot answers
+//!   `ready_to_use: false` at once (`snapshotWaitSeconds`, default 0); CreateVolume from a
+//!   content source waits `contentWaitSeconds` (default 10), then answers `Aborted` until the
+//!   copy is done.
 
 pub mod backend;
 pub mod config;
