@@ -774,14 +774,13 @@ async fn snapshots_restore_and_clone_into_new_volumes() {
     let first = ctl.create_snapshot(&snap_req).await.unwrap();
     assert_eq!(first.id.as_str(), "beegfs-snap://10.0.0.5/k/snap-1");
     assert!(!first.ready_to_use, "the cut runs in the background");
-    let err = ctl
-        .delete_volume(&src.id, &Secrets::default())
-        .await
-        .unwrap_err();
+    // Restoring right away waits for the cut.
+    let mut early = req("early", &params("/k"), GIB as i64);
+    early.content_source = Some(VolumeContentSource::Snapshot(first.id.to_string()));
+    ctl.create_volume(&early).await.unwrap();
     assert_eq!(
-        err.code(),
-        ErrorCode::Aborted,
-        "no deletion under a running cut"
+        std::fs::read(root.join("k/early/sub/file")).unwrap(),
+        b"hello"
     );
     let ready = loop {
         let s = ctl.create_snapshot(&snap_req).await.unwrap();
@@ -925,4 +924,41 @@ async fn an_unreachable_filesystem_is_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn deletions_wait_for_a_running_cut_and_say_so_when_it_outlasts_the_wait() {
+    for wait in [0, 5] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = BeegfsSettings {
+            content_wait_seconds: wait,
+            ..BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings, NO_AUTH, None);
+        let src = ctl
+            .create_volume(&req("src", &params("/k"), 0))
+            .await
+            .unwrap();
+        let snap = ctl
+            .create_snapshot(&CreateSnapshotRequest {
+                name: "s".into(),
+                source_volume_id: src.id.clone(),
+                parameters: Parameters::default(),
+                secrets: Secrets::default(),
+            })
+            .await
+            .unwrap();
+        let sid = SnapshotId::parse(snap.id.as_str()).unwrap();
+        let volume = ctl.delete_volume(&src.id, &Secrets::default()).await;
+        let snapshot = ctl.delete_snapshot(&sid, &Secrets::default()).await;
+        if wait == 0 {
+            assert_eq!(volume.unwrap_err().code(), ErrorCode::Aborted);
+            assert_eq!(snapshot.unwrap_err().code(), ErrorCode::Aborted);
+        } else {
+            volume.unwrap();
+            snapshot.unwrap();
+            assert!(ctl.list_snapshots().await.unwrap().is_empty());
+        }
+    }
 }

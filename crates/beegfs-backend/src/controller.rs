@@ -457,13 +457,7 @@ impl Inner {
             info!(volume_id = %id_text, "volume does not exist: nothing to delete");
             return Ok(());
         };
-        if self
-            .cuts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|src| *src == id_text)
-        {
+        if !self.wait_for_cuts(|_, source| source == id_text).await {
             return Err(Error::Aborted(format!(
                 "a snapshot of volume {id_text} is being cut; retry when it is done"
             )));
@@ -794,6 +788,9 @@ impl Inner {
             ))
         })?;
         let fs = self.controller_fs(&sid.host).await?;
+        let sid_text = sid.to_string();
+        // A restore right after CreateSnapshot waits a little for the archive.
+        self.wait_for_cuts(|snapshot, _| snapshot == sid_text).await;
         let record = self.snapshot_record(&fs, &sid).await?;
         match record {
             None => Err(Error::NotFound(format!("snapshot {id} does not exist"))),

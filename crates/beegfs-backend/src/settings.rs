@@ -14,6 +14,7 @@
 //!     clientMountMode: perVolume         # or shared
 //!     nodeUnstageTimeoutSeconds: 120
 //!     deleteWaitSeconds: 10
+//!     contentWaitSeconds: 10
 //!     grpcPort: 8010
 //!     quotas:
 //!       - sysMgmtdHost: 10.0.0.5
@@ -130,6 +131,9 @@ pub struct BeegfsSettings {
     pub node_unstage_timeout_seconds: u64,
     /// How long one DeleteVolume call waits for nodes before answering "retry later".
     pub delete_wait_seconds: u64,
+    /// How long a restore, a DeleteSnapshot or a DeleteVolume waits for a snapshot of the
+    /// volume that is still being cut before answering "retry later".
+    pub content_wait_seconds: u64,
     /// The BeeGFS 8 management gRPC port when the driver configuration gives none.
     pub grpc_port: u16,
     /// Quota settings per filesystem; filesystems not listed have quotas off.
@@ -153,6 +157,7 @@ impl Default for BeegfsSettings {
             client_mount_mode: ClientMountMode::PerVolume,
             node_unstage_timeout_seconds: 120,
             delete_wait_seconds: 10,
+            content_wait_seconds: 10,
             grpc_port: 8010,
             quotas: Vec::new(),
             snapshots: SnapshotSettings::default(),

@@ -64,6 +64,28 @@ impl Inner {
             .contains_key(snapshot_id)
     }
 
+    /// Waits up to `contentWaitSeconds` until no cut matching `busy` runs; `true` when none
+    /// does any more.
+    pub(crate) async fn wait_for_cuts(&self, busy: impl Fn(&str, &str) -> bool) -> bool {
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(self.settings.content_wait_seconds);
+        loop {
+            let running = self
+                .cuts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|(snapshot, source)| busy(snapshot, source));
+            if !running {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// CreateSnapshot.
     pub(crate) async fn create_snapshot(
         this: &Arc<Inner>,
@@ -220,7 +242,7 @@ impl Inner {
     /// DeleteSnapshot.
     pub(crate) async fn delete_snapshot(&self, sid: &BeegfsSnapshotId) -> Result<()> {
         let sid_text = sid.to_string();
-        if self.cut_running(&sid_text) {
+        if !self.wait_for_cuts(|snapshot, _| snapshot == sid_text).await {
             return Err(Error::Aborted(format!(
                 "snapshot {sid_text} is still being cut; retry when it is done"
             )));
