@@ -113,7 +113,9 @@ pub async fn run_node(args: PluginArgs) -> anyhow::Result<()> {
         "mount".into(),
         NODE_MOUNT_TIMEOUT,
     ));
-    let node = Arc::new(NodeService::new(node_id, backends, mounter, None)?);
+    // Starts background work only; never waits for the API server.
+    let topology = crate::node_kube::node_topology(&args, &config, &node_id).await?;
+    let node = Arc::new(NodeService::new(node_id, backends, mounter, topology)?);
     info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the node plugin");
     csi_server::run(&endpoint, identity, None, Some(node), shutdown_signal()?).await?;
     Ok(())

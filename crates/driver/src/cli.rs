@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+/// The environment variable Kubernetes sets in every pod.
+pub const IN_CLUSTER_ENV: &str = "KUBERNETES_SERVICE_HOST";
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -61,4 +64,65 @@ pub struct PluginArgs {
     /// Log level or filter (`info`, `debug`, `pfs_driver=debug,info`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// The node plugin's use of the Kubernetes API.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// How the node plugin uses the Kubernetes API (the controller ignores these).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kubernetes API (node plugin)")]
+pub struct KubeArgs {
+    /// Follow the Node's labels for topology and publish client readiness as
+    /// node labels and events. Default: on in a pod (KUBERNETES_SERVICE_HOST
+    /// set), off elsewhere. `--kube-api` alone means true.
+    #[arg(
+        long = "kube-api",
+        env = "PFS_CSI_KUBE_API",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub kube_api: Option<bool>,
+
+    /// Node label keys reported as topology besides
+    /// `topology.exa.csi.ddn.com/zone`; repeat the flag or give a comma list.
+    #[arg(long, env = "TOPOLOGY_LABEL_KEYS", value_delimiter = ',')]
+    pub topology_label_keys: Vec<String>,
+
+    /// Seconds between two checks of the filesystem clients.
+    #[arg(
+        long,
+        env = "CLIENT_CHECK_INTERVAL_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub client_check_interval_seconds: u64,
+
+    /// Limit of one Kubernetes API call (read, patch, event), in seconds.
+    #[arg(
+        long,
+        env = "KUBE_API_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub kube_api_timeout_seconds: u64,
+
+    /// Where procfs is mounted (kernel modules are read from `<dir>/modules`).
+    #[arg(long, env = "HOST_PROC_DIR", default_value = "/proc")]
+    pub host_proc_dir: PathBuf,
+
+    /// Where sysfs is mounted (kernel modules are read from `<dir>/module/<name>`).
+    #[arg(long, env = "HOST_SYS_DIR", default_value = "/sys")]
+    pub host_sys_dir: PathBuf,
+}
+
+impl KubeArgs {
+    /// Whether to use the API: the flag when given, else whether
+    /// `in_cluster_host` (the value of KUBERNETES_SERVICE_HOST) is set.
+    pub fn api_enabled(&self, in_cluster_host: Option<&str>) -> bool {
+        self.kube_api
+            .unwrap_or_else(|| in_cluster_host.is_some_and(|h| !h.trim().is_empty()))
+    }
 }

@@ -4,8 +4,10 @@
 //! - [`config`]: loading the EXAScaler, BeeGFS and pfs-csi configuration files.
 //! - [`logging`]: text or JSON logs.
 //! - [`assemble`]: backends and services built from the configuration, and served.
+//! - [`node_kube`]: the node plugin's Kubernetes side (label topology, client readiness).
 
 pub mod assemble;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod node_kube;

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use kube::Client;
+pub use kube::Client;
 
 use crate::error::AdapterError;
 

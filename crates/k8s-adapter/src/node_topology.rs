@@ -538,6 +538,34 @@ mod api_tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_readiness_label_on_the_node_wins_over_the_local_check() {
+        // NodeGetInfo must report what the Node's label says: the kubelet
+        // refuses to register a topology value that contradicts an existing label.
+        const KEY: &str = "pfs-csi.io/lustre-client";
+        let (client, server) = mock_client();
+        let scenario = server.run(Scenario::InitialRead {
+            node: "n1",
+            labels: vec![(ZONE_LABEL, "zone-2"), (KEY, "missing")],
+        });
+        let labels = Arc::new(
+            NodeLabelTopology::new("n1", vec![ZONE_LABEL.into(), KEY.into()], Topology::new())
+                .unwrap(),
+        );
+        let local = csi_core::ports::StaticTopology(topology(&[(KEY, "ready")]));
+        let layered = LayeredTopology::new(vec![Arc::new(local), labels.clone()]);
+        assert_eq!(
+            layered.topology().await.unwrap(),
+            topology(&[(KEY, "ready")])
+        );
+        labels.spawn(client, settings());
+        completed(scenario).await;
+        assert_eq!(
+            layered.topology().await.unwrap(),
+            topology(&[(ZONE_LABEL, "zone-2"), (KEY, "missing")])
+        );
+    }
+
     async fn errors_after_a_read_keep_the_last_known_value(code: u16) {
         let logs = LogCapture::start();
         let (client, server) = mock_client();
