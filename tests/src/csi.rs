@@ -195,3 +195,64 @@ pub fn usage(
 ) -> Option<pb::VolumeUsage> {
     stats.usage.iter().find(|u| u.unit == unit as i32).cloned()
 }
+
+/// How long [`create_volume_settled`] keeps retrying an `Aborted` ("in progress") answer.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// CreateVolume, repeated while the plugin answers `Aborted` (an operation on the same
+/// volume, or a restore or clone, still in progress), as the external provisioner does.
+pub async fn create_volume_settled(
+    client: &mut pb::controller_client::ControllerClient<Channel>,
+    request: pb::CreateVolumeRequest,
+) -> Result<pb::Volume, Status> {
+    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        match client.create_volume(request.clone()).await {
+            Ok(answer) => {
+                return Ok(answer
+                    .into_inner()
+                    .volume
+                    .expect("CreateVolume answered without a volume"));
+            }
+            Err(status)
+                if status.code() == Code::Aborted && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// Polls ListSnapshots until `snapshot_id` is ready to use; panics after two minutes.
+pub async fn wait_snapshot_ready(
+    client: &mut pb::controller_client::ControllerClient<Channel>,
+    snapshot_id: &str,
+) -> pb::Snapshot {
+    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let listed = client
+            .list_snapshots(pb::ListSnapshotsRequest {
+                snapshot_id: snapshot_id.to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListSnapshots")
+            .into_inner();
+        let snapshot = listed
+            .entries
+            .into_iter()
+            .filter_map(|e| e.snapshot)
+            .find(|s| s.snapshot_id == snapshot_id);
+        match snapshot {
+            Some(s) if s.ready_to_use => return s,
+            _ => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "snapshot {snapshot_id} not ready in time"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
