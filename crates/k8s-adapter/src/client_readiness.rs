@@ -13,6 +13,21 @@
 //!
 //! The checks run again every interval; without API access only the
 //! topology segment is kept current.
+//!
+//! A StorageClass that keeps new volumes' pods on nodes with a usable
+//! Lustre client (driver name `pfs-csi.io`, `volumeBindingMode:
+//! WaitForFirstConsumer`):
+//!
+//! ```yaml
+//! allowedTopologies:
+//!   - matchLabelExpressions:
+//!       - key: pfs-csi.io/lustre-client
+//!         values: [ready]
+//! ```
+//!
+//! The node reports the value its Node label carries once the API answers
+//! (the label is followed like the zone label), so NodeGetInfo never
+//! contradicts an existing label, which the kubelet would refuse.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
