@@ -101,6 +101,7 @@
 pub mod clientconf;
 pub mod error;
 pub mod faults;
+pub mod mount_table;
 pub mod projects;
 pub mod serve;
 pub mod sizes;

@@ -385,6 +385,19 @@ impl StateRoot {
                     },
                 ));
             }
+            if best.is_none()
+                && let Some(rel) = through_mount_table(&path, &data_dir)
+            {
+                best = Some((
+                    0,
+                    Located {
+                        fs: fs.clone(),
+                        rel,
+                        mount_target: None,
+                    },
+                ));
+                continue;
+            }
             if allow_data_dir
                 && best.is_none()
                 && let Ok(rest) = path.strip_prefix(&data_dir)
@@ -401,6 +414,21 @@ impl StateRoot {
         }
         Ok(best.map(|(_, l)| l))
     }
+}
+
+/// The path of `path` relative to `data_dir` when `path` is reached through a mount of the
+/// data directory or of one of its subdirectories that the simulator did not record (a
+/// bind mount of a recorded mount, as the driver makes for staging and publishing).
+fn through_mount_table(path: &Path, data_dir: &Path) -> Option<String> {
+    let mounts = crate::mount_table::read().ok()?;
+    let data_dir = std::fs::canonicalize(data_dir).ok()?;
+    let (path_dev, inner) = crate::mount_table::inside_device(&mounts, path)?;
+    let (data_dev, data_inner) = crate::mount_table::inside_device(&mounts, &data_dir)?;
+    // A path below the data directory itself is not "through a mount".
+    if path.starts_with(&data_dir) || path_dev != data_dev {
+        return None;
+    }
+    inner.strip_prefix(&data_inner).ok().map(rel_string)
 }
 
 /// Whether two paths name the same inode (following symlinks).

@@ -245,3 +245,55 @@ fn an_unset_state_root_is_a_clear_error() {
     let direct = sim.sim(&["lctl", "get_param", "-n", "version"]).ok();
     assert!(direct.stdout.starts_with("2."));
 }
+
+#[test]
+fn lfs_works_on_a_bind_mount_of_a_volume_directory_as_on_real_lustre() {
+    private_mount_namespace();
+    let sim = Sim::new();
+    sim.create_fs(&["lustre", "--name", "bindfs"]);
+    let mnt = sim.scratch("mnt");
+    sim.tool(
+        "mount",
+        &[
+            "-t",
+            "lustre",
+            "10.0.0.1@tcp:/bindfs",
+            mnt.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let _guard = MountGuard(mnt.clone());
+    let vol = mnt.join("pvc-1");
+    std::fs::create_dir(&vol).unwrap();
+    sim.tool(
+        "lfs",
+        &["project", "-p", "4242", "-s", vol.to_str().unwrap()],
+    )
+    .ok();
+    std::fs::write(vol.join("data"), vec![1u8; 1 << 20]).unwrap();
+
+    // The driver's staging path: a bind mount of the volume directory, made with a syscall.
+    let staging = sim.scratch("staging");
+    nix::mount::mount(
+        Some(&vol),
+        &staging,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let _staging_guard = MountGuard(staging.clone());
+
+    let listed = sim
+        .tool("lfs", &["project", "-d", staging.to_str().unwrap()])
+        .ok();
+    assert!(listed.stdout.starts_with(" 4242 P "), "{}", listed.stdout);
+    let quota = sim
+        .tool(
+            "lfs",
+            &["quota", "-q", "-p", "4242", staging.to_str().unwrap()],
+        )
+        .ok();
+    let kib: u64 = quota_row(&quota.stdout)[0].parse().unwrap();
+    assert!(kib >= 1024, "{}", quota.stdout);
+}
