@@ -25,7 +25,7 @@ const NODE_MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Builds one backend per configured filesystem type, for `role`.
 pub fn backends(role: Role, args: &PluginArgs, config: &DriverConfig) -> anyhow::Result<Backends> {
     let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
-    let context = |mount_program, mount_timeout, archive_timeout, state: &str| BackendContext {
+    let context = |mount_program, mount_timeout, archive_timeout| BackendContext {
         role,
         node_id: args
             .node_id
@@ -40,7 +40,7 @@ pub fn backends(role: Role, args: &PluginArgs, config: &DriverConfig) -> anyhow:
         snapshots: Arc::new(
             ArchiveSnapshotEngine::new(runner.clone()).with_archive_timeout(archive_timeout),
         ),
-        state_dir: args.state_dir.join(state),
+        state_dir: args.state_dir.clone(),
         kubelet_dir: args.kubelet_dir.clone(),
     };
     let mut list: Vec<Arc<dyn FilesystemBackend>> = Vec::new();
@@ -53,7 +53,6 @@ pub fn backends(role: Role, args: &PluginArgs, config: &DriverConfig) -> anyhow:
             settings.mount.clone(),
             Duration::from_secs(settings.mount_timeout_seconds),
             Duration::from_secs(settings.archive_timeout_seconds),
-            "lustre",
         );
         list.push(Arc::new(LustreBackend::new(lustre, settings, ctx)?));
     }
