@@ -131,7 +131,7 @@ mod tests {
         #[test]
         fn parsing_arbitrary_text_never_panics(text in "\\PC{0,300}") {
             for m in parse(&text) {
-                let _ = inside_device(&[m.clone()], &m.mount_point);
+                let _ = inside_device(std::slice::from_ref(&m), &m.mount_point);
             }
         }
 
