@@ -28,9 +28,13 @@ pub enum Role {
 pub struct PluginProcess {
     child: Child,
     socket: PathBuf,
+    state: PathBuf,
     stderr: Captured,
     _keeper: mpsc::Sender<()>,
 }
+
+/// The node id of node plugins started here.
+pub const EXTRA_NODE_ID: &str = "extra-node";
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -56,7 +60,7 @@ impl PluginProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if role == Role::Node {
-            command.arg("--node-id=extra-node");
+            command.arg(format!("--node-id={EXTRA_NODE_ID}"));
         }
         if layout.connauth_file().exists() {
             command.arg(format!(
@@ -69,6 +73,7 @@ impl PluginProcess {
         PluginProcess {
             child,
             socket: socket.to_path_buf(),
+            state,
             stderr,
             _keeper: keeper,
         }
@@ -105,6 +110,16 @@ impl PluginProcess {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Its `--state-dir`.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// A Node client.
+    pub async fn node(&self) -> pb::node_client::NodeClient<tonic::transport::Channel> {
+        csi::node(&self.socket).await
     }
 
     /// The socket.
