@@ -94,7 +94,10 @@ impl BeegfsBackend {
         settings: BeegfsSettings,
     ) -> Result<Self, ConfigError> {
         settings.validate()?;
-        let tools = settings.resolve_tools(&ctx.kubelet_dir);
+        let tools = settings.resolve_tools(&csi_core::client_tools::client_dir(
+            &ctx.kubelet_dir,
+            &ctx.driver_name,
+        ));
         let ctl = Arc::new(Ctl::new(
             ctx.runner.clone(),
             CtlTools {

@@ -4,7 +4,6 @@
 //! ```yaml
 //! pfsCsi:
 //!   beegfs:
-//!     driverName: beegfs.csi.netapp.com
 //!     mountTool: mount
 //!     beegfsCtlTool: beegfs-ctl          # BeeGFS 7
 //!     beegfsTool: beegfs                 # BeeGFS 8
@@ -27,12 +26,14 @@
 //! ```
 //!
 //! Tools named without a `/` are looked up first under
-//! `<kubeletDir>/plugins/<driverName>/client/` (where the OpenShift client DaemonSet puts
-//! them), then in `PATH`.
+//! `<kubeletDir>/plugins/<driver name>/client/{bin,sbin,}` (where the OpenShift client
+//! DaemonSet puts them), then in `/sbin`, `/usr/sbin` and `PATH`
+//! ([`csi_core::client_tools`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use csi_core::client_tools;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -110,8 +111,6 @@ impl Default for SnapshotSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct BeegfsSettings {
-    /// The CSI driver name, used in the client plugin directory path.
-    pub driver_name: String,
     /// The `mount` program (for the wiring's mounter).
     pub mount_tool: PathBuf,
     /// The BeeGFS 7 `beegfs-ctl`.
@@ -147,7 +146,6 @@ pub struct BeegfsSettings {
 impl Default for BeegfsSettings {
     fn default() -> Self {
         Self {
-            driver_name: "beegfs.csi.netapp.com".into(),
             mount_tool: PathBuf::from("mount"),
             beegfs_ctl_tool: PathBuf::from("beegfs-ctl"),
             beegfs_tool: PathBuf::from("beegfs"),
@@ -213,12 +211,6 @@ impl BeegfsSettings {
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(format!("pfsCsi.beegfs.{m}")));
-        if self.driver_name.is_empty() || self.driver_name.contains('/') {
-            return invalid(format!(
-                "driverName: {:?} is not a driver name",
-                self.driver_name
-            ));
-        }
         if self.command_timeout_seconds == 0 || self.mount_timeout_seconds == 0 {
             return invalid("commandTimeoutSeconds and mountTimeoutSeconds must be > 0".into());
         }
@@ -272,39 +264,23 @@ impl BeegfsSettings {
             .find(|q| q.sys_mgmtd_host == host && q.enabled)
     }
 
-    /// The directory the OpenShift client DaemonSet fills with tools and a template.
-    pub fn client_plugin_dir(&self, kubelet_dir: &Path) -> PathBuf {
-        kubelet_dir
-            .join("plugins")
-            .join(&self.driver_name)
-            .join("client")
-    }
-
-    /// Resolves tool names against the client plugin directory.
-    pub fn resolve_tools(&self, kubelet_dir: &Path) -> ResolvedTools {
-        let plugin_dir = self.client_plugin_dir(kubelet_dir);
-        let resolve = |tool: &Path| -> PathBuf {
-            if tool.components().count() > 1 || tool.is_absolute() {
-                return tool.to_path_buf();
-            }
-            let candidate = plugin_dir.join(tool);
-            if candidate.is_file() {
-                candidate
-            } else {
-                tool.to_path_buf()
-            }
-        };
+    /// Resolves tool names against the client directory the OpenShift/Helm client
+    /// DaemonSets fill (`client_dir`: see [`csi_core::client_tools`]), then the system
+    /// directories and `PATH`.
+    pub fn resolve_tools(&self, client_dir: &Path) -> ResolvedTools {
+        let dirs = client_tools::tool_dirs(client_dir, std::env::var_os("PATH").as_deref());
         let templates = match &self.client_conf_template {
             Some(t) => vec![t.clone()],
             None => vec![
                 PathBuf::from(DEFAULT_TEMPLATE),
-                plugin_dir.join("beegfs-client.conf"),
+                client_dir.join("etc/beegfs/beegfs-client.conf"),
+                client_dir.join("beegfs-client.conf"),
             ],
         };
         ResolvedTools {
-            mount: resolve(&self.mount_tool),
-            beegfs_ctl: resolve(&self.beegfs_ctl_tool),
-            beegfs: resolve(&self.beegfs_tool),
+            mount: client_tools::resolve_tool(&self.mount_tool, &dirs),
+            beegfs_ctl: client_tools::resolve_tool(&self.beegfs_ctl_tool, &dirs),
+            beegfs: client_tools::resolve_tool(&self.beegfs_tool, &dirs),
             templates,
         }
     }
@@ -384,20 +360,22 @@ mod tests {
     }
 
     #[test]
-    fn tools_are_found_in_the_client_plugin_directory_first() {
+    fn tools_are_found_in_the_client_directory_first() {
+        use std::os::unix::fs::PermissionsExt;
         let kubelet = tempfile::tempdir().unwrap();
         let s = BeegfsSettings::default();
-        let dir = s.client_plugin_dir(kubelet.path());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("beegfs-ctl"), "#!/bin/sh\n").unwrap();
-        let tools = s.resolve_tools(kubelet.path());
-        assert_eq!(tools.beegfs_ctl, dir.join("beegfs-ctl"));
-        assert_eq!(tools.beegfs, PathBuf::from("beegfs"));
-        assert_eq!(tools.mount, PathBuf::from("mount"));
+        let dir = client_tools::client_dir(kubelet.path(), "beegfs.csi.netapp.com");
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let ctl = dir.join("bin/beegfs-ctl");
+        std::fs::write(&ctl, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tools = s.resolve_tools(&dir);
+        assert_eq!(tools.beegfs_ctl, ctl);
         assert_eq!(
             tools.templates,
             vec![
                 PathBuf::from(DEFAULT_TEMPLATE),
+                dir.join("etc/beegfs/beegfs-client.conf"),
                 dir.join("beegfs-client.conf")
             ]
         );
@@ -406,7 +384,7 @@ mod tests {
             client_conf_template: Some(PathBuf::from("/t.conf")),
             ..BeegfsSettings::default()
         }
-        .resolve_tools(kubelet.path());
+        .resolve_tools(&dir);
         assert_eq!(custom.beegfs_ctl, PathBuf::from("/opt/ctl"));
         assert_eq!(custom.templates, vec![PathBuf::from("/t.conf")]);
     }

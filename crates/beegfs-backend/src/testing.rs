@@ -686,6 +686,7 @@ impl World {
         let ctx = BackendContext {
             role,
             node_id: format!("{who}-node"),
+            driver_name: "beegfs.csi.netapp.com".into(),
             runner: Arc::new(self.fake.runner()),
             mounter: Arc::new(self.mounts.mounter(&self.fake)),
             snapshots: Arc::new(fake_snapshots()),

@@ -262,6 +262,7 @@ impl World {
         let ctx = BackendContext {
             role,
             node_id: who.into(),
+            driver_name: "beegfs.csi.netapp.com".into(),
             runner: runner.clone(),
             mounter: Arc::new(self.mounter(runner, &settings)),
             snapshots: Arc::new(ArchiveSnapshotEngine::new(runner.clone())),

@@ -12,6 +12,7 @@
 //! - [`snapshot_engine`]: the [`ports::SnapshotEngine`] on GNU tar or dtar, with MD5 checks.
 //! - [`error`]: the one error type and its status codes.
 
+pub mod client_tools;
 pub mod domain;
 pub mod error;
 pub mod id_alloc;

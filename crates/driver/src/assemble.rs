@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use beegfs_backend::{BeegfsBackend, BeegfsSettings, ClientSecrets};
+use csi_core::client_tools::client_dir;
 use csi_core::linux::{LinuxMounter, TokioCommandRunner};
 use csi_core::ports::{BackendContext, CommandRunner, FilesystemBackend, Role};
 use csi_core::service::{Backends, ControllerService, NodeService};
@@ -31,6 +32,7 @@ pub fn backends(role: Role, args: &PluginArgs, config: &DriverConfig) -> anyhow:
             .node_id
             .clone()
             .unwrap_or_else(|| "controller".to_string()),
+        driver_name: args.driver_name.clone(),
         runner: runner.clone(),
         mounter: Arc::new(LinuxMounter::new(
             runner.clone(),
@@ -45,8 +47,9 @@ pub fn backends(role: Role, args: &PluginArgs, config: &DriverConfig) -> anyhow:
     };
     let mut list: Vec<Arc<dyn FilesystemBackend>> = Vec::new();
     if let Some((path, value)) = &config.lustre {
-        let settings = LustreSettings::from_value(config.settings_for("lustre"))
+        let mut settings = LustreSettings::from_value(config.settings_for("lustre"))
             .context("pfsCsi.lustre settings")?;
+        settings.resolve_tools(&client_dir(&args.kubelet_dir, &args.driver_name));
         let lustre = LustreConfig::from_value(value.clone())
             .with_context(|| format!("EXAScaler configuration {}", path.display()))?;
         let ctx = context(
@@ -67,13 +70,10 @@ pub fn backends(role: Role, args: &PluginArgs, config: &DriverConfig) -> anyhow:
             args.beegfs_tls_cert_file.as_deref(),
         )
         .context("BeeGFS connAuth/TLS secret files")?;
-        let mount = settings.resolve_tools(&args.kubelet_dir).mount;
-        let ctx = context(
-            mount,
-            settings.mount_timeout(),
-            DEFAULT_ARCHIVE_TIMEOUT,
-            "beegfs",
-        );
+        let mount = settings
+            .resolve_tools(&client_dir(&args.kubelet_dir, &args.driver_name))
+            .mount;
+        let ctx = context(mount, settings.mount_timeout(), DEFAULT_ARCHIVE_TIMEOUT);
         list.push(Arc::new(BeegfsBackend::new(
             ctx, beegfs, secrets, settings,
         )?));

@@ -6,18 +6,17 @@
 //! configuration and the local checks at once and takes the Node's labels
 //! when the API answers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use beegfs_backend::BeegfsSettings;
+use csi_core::client_tools::{client_dir, tool_candidates, tool_dirs};
 use csi_core::domain::Topology;
 use csi_core::ports::TopologyProvider;
 use k8s_adapter::AdapterError;
-use k8s_adapter::client_checks::{
-    ClientKind, ClientRequirements, HostPaths, ToolRequirement, tool_candidates,
-};
+use k8s_adapter::client_checks::{ClientKind, ClientRequirements, HostPaths, ToolRequirement};
 use k8s_adapter::client_readiness::{ClientReadiness, ReadinessPublisher, run_readiness_loop};
 use k8s_adapter::kube_client::{self, Client};
 use k8s_adapter::node_topology::{
@@ -28,33 +27,6 @@ use tracing::{info, warn};
 
 use crate::cli::{IN_CLUSTER_ENV, PluginArgs};
 use crate::config::DriverConfig;
-
-/// The directory the OpenShift client DaemonSets fill:
-/// `<kubelet-dir>/plugins/<driver-name>/client` (tools in `bin/` and `sbin/`).
-pub fn client_dir(kubelet_dir: &Path, driver_name: &str) -> PathBuf {
-    kubelet_dir.join("plugins").join(driver_name).join("client")
-}
-
-/// Where bare tool names are looked for, in order: the client directory's
-/// `bin/`, `sbin/` and itself, the system `sbin` directories (where
-/// `mount(8)` finds its helpers), then `path` (the `PATH` value).
-pub fn tool_dirs(client_dir: &Path, path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
-    let mut dirs = vec![
-        client_dir.join("bin"),
-        client_dir.join("sbin"),
-        client_dir.to_path_buf(),
-        PathBuf::from("/sbin"),
-        PathBuf::from("/usr/sbin"),
-    ];
-    if let Some(path) = path {
-        for dir in std::env::split_paths(path) {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-    }
-    dirs
-}
 
 /// What each configured filesystem's client needs on this node. Lustre: the
 /// `lnet` and `lustre` modules, `mount.lustre` and the configured `lfs`.
@@ -85,7 +57,7 @@ pub fn client_requirements(
         let wrapped = serde_json::json!({ "pfsCsi": { "beegfs": config.settings_for("beegfs") } });
         let settings =
             BeegfsSettings::from_yaml(&wrapped.to_string()).context("pfsCsi.beegfs settings")?;
-        let tools = settings.resolve_tools(&args.kubelet_dir);
+        let tools = settings.resolve_tools(&client_dir(&args.kubelet_dir, &args.driver_name));
         let mut candidates = tool_candidates(&tools.beegfs_ctl, &dirs);
         candidates.extend(tool_candidates(&tools.beegfs, &dirs));
         requirements.push(ClientRequirements::new(
@@ -195,6 +167,7 @@ pub fn start_node_topology(
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::path::PathBuf;
 
     #[derive(Parser)]
     struct Cli {

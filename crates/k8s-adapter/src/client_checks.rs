@@ -278,18 +278,10 @@ fn is_executable_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Candidates for a tool: the configured path alone when it has a directory
-/// part; for a bare name, the name in each of `dirs` in order.
-pub fn tool_candidates(configured: &Path, dirs: &[PathBuf]) -> Vec<PathBuf> {
-    if configured.is_absolute() || configured.components().count() > 1 {
-        return vec![configured.to_path_buf()];
-    }
-    dirs.iter().map(|dir| dir.join(configured)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use csi_core::client_tools::tool_candidates;
     use proptest::prelude::*;
 
     struct Host {
@@ -490,23 +482,6 @@ mod tests {
                 status.reason
             );
         }
-    }
-
-    #[test]
-    fn a_configured_path_is_the_only_candidate_a_bare_name_is_searched() {
-        let dirs = [PathBuf::from("/a"), PathBuf::from("/b")];
-        assert_eq!(
-            tool_candidates(Path::new("/opt/lfs"), &dirs),
-            vec![PathBuf::from("/opt/lfs")]
-        );
-        assert_eq!(
-            tool_candidates(Path::new("sbin/lfs"), &dirs),
-            vec![PathBuf::from("sbin/lfs")]
-        );
-        assert_eq!(
-            tool_candidates(Path::new("lfs"), &dirs),
-            vec![PathBuf::from("/a/lfs"), PathBuf::from("/b/lfs")]
-        );
     }
 
     fn module_name() -> impl Strategy<Value = String> {

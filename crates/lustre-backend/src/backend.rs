@@ -121,9 +121,13 @@ impl LustreBackend {
     /// (whose mounter runs the `mount` program of `settings.mount`).
     pub fn new(
         config: LustreConfig,
-        settings: LustreSettings,
+        mut settings: LustreSettings,
         ctx: BackendContext,
     ) -> Result<Self> {
+        settings.resolve_tools(&csi_core::client_tools::client_dir(
+            &ctx.kubelet_dir,
+            &ctx.driver_name,
+        ));
         config.validate()?;
         settings.validate()?;
         for key in &config.ignored_keys {
@@ -508,6 +512,7 @@ mod tests {
         let ctx = BackendContext {
             role,
             node_id: "n".into(),
+            driver_name: "exa.csi.ddn.com".into(),
             runner: Arc::new(runner),
             mounter: Arc::new(MockMounter::new()),
             snapshots: Arc::new(MockSnapshotEngine::new()),

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use csi_core::client_tools;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -588,6 +589,22 @@ impl Default for LustreSettings {
 }
 
 impl LustreSettings {
+    /// Resolves bare tool names (`lfs`, `lctl`, `tar`, `dtar`, `mount`) against the client
+    /// directory the deployment fills, then `/sbin`, `/usr/sbin` and `PATH`
+    /// ([`csi_core::client_tools`]); configured paths stay as they are.
+    pub fn resolve_tools(&mut self, client_dir: &Path) {
+        let dirs = client_tools::tool_dirs(client_dir, std::env::var_os("PATH").as_deref());
+        for tool in [
+            &mut self.mount,
+            &mut self.lfs,
+            &mut self.lctl,
+            &mut self.tar,
+            &mut self.dtar,
+        ] {
+            *tool = client_tools::resolve_tool(tool, &dirs);
+        }
+    }
+
     /// Reads settings from their deserialized form (`null`: all defaults) and validates them.
     pub fn from_value(value: Value) -> Result<Self, LustreError> {
         let settings: Self = if value.is_null() {

@@ -338,6 +338,7 @@ impl Harness {
         let ctx = BackendContext {
             role,
             node_id: "node-1".into(),
+            driver_name: "exa.csi.ddn.com".into(),
             runner: Arc::new(runner),
             mounter: Arc::new(mounter(mounts.clone())),
             snapshots: engine.clone(),

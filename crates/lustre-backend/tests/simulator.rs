@@ -181,6 +181,7 @@ impl World {
         let ctx = BackendContext {
             role,
             node_id: "node-1".into(),
+            driver_name: "exa.csi.ddn.com".into(),
             runner: runner.clone(),
             mounter: Arc::new(LinuxMounter::new(
                 runner.clone(),

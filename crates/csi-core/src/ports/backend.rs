@@ -185,6 +185,9 @@ pub struct BackendContext {
     pub role: Role,
     /// This node's id (the Kubernetes node name).
     pub node_id: String,
+    /// The CSI driver name (it names the client tools directory, see
+    /// [`crate::client_tools`]).
+    pub driver_name: String,
     /// Runs every external command.
     pub runner: std::sync::Arc<dyn crate::ports::CommandRunner>,
     /// Mounts and unmounts.
@@ -203,6 +206,7 @@ impl std::fmt::Debug for BackendContext {
         f.debug_struct("BackendContext")
             .field("role", &self.role)
             .field("node_id", &self.node_id)
+            .field("driver_name", &self.driver_name)
             .field("state_dir", &self.state_dir)
             .field("kubelet_dir", &self.kubelet_dir)
             .finish_non_exhaustive()
