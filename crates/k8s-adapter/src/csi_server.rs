@@ -16,6 +16,12 @@
 //! node, a test may pass both). Every call goes through
 //! [`RpcLogLayer`].
 //!
+//! [`run_with_metrics`] also serves a [`MetricsEndpoint`] over HTTP, fed by
+//! the layer, the Node service (volume usage) and Probe (backend
+//! readiness), and stops it once the CSI server has stopped: one shutdown
+//! signal ends both. A failure of the metrics endpoint is logged and never
+//! stops the CSI server.
+//!
 //! There is deliberately no server-side per-RPC timeout. The sidecars and
 //! the kubelet set a deadline on every call (external-provisioner's
 //! `--timeout`, for instance); tonic's server reads the `grpc-timeout`
@@ -28,7 +34,7 @@
 //! A fixed server limit would only cut long but healthy operations (a
 //! snapshot archive of a large volume) shorter than the caller allowed.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use csi_core::service::{ControllerService, NodeService};
 use tonic::{
@@ -36,12 +42,14 @@ use tonic::{
     transport::{Server, server::Router},
 };
 use tower::layer::util::{Identity, Stack};
+use tracing::{error, warn};
 
 use crate::{
     AdapterError,
     controller::CsiController,
     endpoint::SocketEndpoint,
     identity::{CsiIdentity, IdentityConfig},
+    metrics::{CsiMetrics, endpoint::MetricsEndpoint},
     node::CsiNode,
     proto::csi::v1::{
         controller_server::ControllerServer, identity_server::IdentityServer,
@@ -62,10 +70,26 @@ pub fn router(
     controller: Option<Arc<ControllerService>>,
     node: Option<Arc<NodeService>>,
 ) -> (CsiRouter, Vec<&'static str>) {
+    router_with_metrics(identity, controller, node, None)
+}
+
+/// Like [`router`], recording in `metrics` when given: the layer counts
+/// every call, the Node service volume usage, Probe backend readiness.
+pub fn router_with_metrics(
+    identity: IdentityConfig,
+    controller: Option<Arc<ControllerService>>,
+    node: Option<Arc<NodeService>>,
+    metrics: Option<Arc<CsiMetrics>>,
+) -> (CsiRouter, Vec<&'static str>) {
     let mut names = vec![IdentityServer::<CsiIdentity>::NAME];
-    let identity = CsiIdentity::new(identity, controller.clone(), node.clone());
+    let mut identity = CsiIdentity::new(identity, controller.clone(), node.clone());
+    let mut layer = RpcLogLayer::new();
+    if let Some(metrics) = &metrics {
+        identity = identity.with_metrics(metrics.clone());
+        layer = layer.with_metrics(metrics.clone());
+    }
     let mut router = Server::builder()
-        .layer(RpcLogLayer::new())
+        .layer(layer)
         .add_service(IdentityServer::new(identity));
     if let Some(controller) = controller {
         names.push(ControllerServer::<CsiController>::NAME);
@@ -73,7 +97,11 @@ pub fn router(
     }
     if let Some(node) = node {
         names.push(NodeServer::<CsiNode>::NAME);
-        router = router.add_service(NodeServer::new(CsiNode::new(node)));
+        let mut service = CsiNode::new(node);
+        if let Some(metrics) = &metrics {
+            service = service.with_metrics(metrics.clone());
+        }
+        router = router.add_service(NodeServer::new(service));
     }
     (router, names)
 }
@@ -90,6 +118,51 @@ pub async fn run<F>(
 where
     F: Future<Output = ()>,
 {
-    let (router, services) = router(identity, controller, node);
-    server::serve_endpoint(endpoint, router, &services, shutdown).await
+    run_with_metrics(endpoint, identity, controller, node, None, shutdown).await
+}
+
+/// How long the metrics endpoint may take to finish its answers once the
+/// CSI server has stopped.
+const METRICS_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Like [`run`], also serving `metrics` (already listening) with what this
+/// server records, until the CSI server has stopped.
+pub async fn run_with_metrics<F>(
+    endpoint: &SocketEndpoint,
+    identity: IdentityConfig,
+    controller: Option<Arc<ControllerService>>,
+    node: Option<Arc<NodeService>>,
+    metrics: Option<MetricsEndpoint>,
+    shutdown: F,
+) -> Result<(), AdapterError>
+where
+    F: Future<Output = ()>,
+{
+    let Some(metrics) = metrics else {
+        let (router, services) = router(identity, controller, node);
+        return server::serve_endpoint(endpoint, router, &services, shutdown).await;
+    };
+    let (router, services) =
+        router_with_metrics(identity, controller, node, Some(metrics.metrics().clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(metrics.serve(async {
+        // A dropped sender stops the endpoint as well.
+        let _ = stopped.await;
+    }));
+    let result = server::serve_endpoint(endpoint, router, &services, shutdown).await;
+    let _ = stop.send(());
+    let abort = http.abort_handle();
+    match tokio::time::timeout(METRICS_STOP_TIMEOUT, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "the metrics endpoint failed"),
+        Ok(Err(e)) => error!(error = %e, "the metrics endpoint task ended abnormally"),
+        Err(_) => {
+            warn!(
+                timeout = ?METRICS_STOP_TIMEOUT,
+                "the metrics endpoint did not finish its answers in time; closing it"
+            );
+            abort.abort();
+        }
+    }
+    result
 }

@@ -109,6 +109,26 @@ pub enum AdapterError {
         reason: String,
     },
 
+    /// The metrics address is not `HOST:PORT` with an IP address or no host.
+    #[error("invalid metrics address {address:?}: {reason}")]
+    InvalidMetricsAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The metrics endpoint could not listen or serve.
+    #[error("metrics endpoint {address}: cannot {action}: {error}")]
+    MetricsEndpoint {
+        /// The address it listens on.
+        address: String,
+        /// What was being done ("listen").
+        action: &'static str,
+        /// The operating system's answer.
+        error: io::Error,
+    },
+
     /// A signal handler could not be installed.
     #[error("cannot listen for {signal}: {error}")]
     Signal {

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use crate::AdapterError;
+use crate::metrics::CsiMetrics;
 use crate::proto::csi::v1::{
     self as csi, GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse, identity_server,
@@ -95,6 +96,7 @@ pub struct CsiIdentity {
     node: Option<Arc<NodeService>>,
     /// Until when the last positive readiness answer holds.
     ready_until: Mutex<Option<Instant>>,
+    metrics: Option<Arc<CsiMetrics>>,
 }
 
 impl CsiIdentity {
@@ -109,7 +111,15 @@ impl CsiIdentity {
             controller,
             node,
             ready_until: Mutex::new(None),
+            metrics: None,
         }
+    }
+
+    /// The same service, recording each backend's readiness in `metrics`
+    /// whenever Probe runs the checks.
+    pub fn with_metrics(mut self, metrics: Arc<CsiMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Names of the configured backends, without repeats, in order.
@@ -149,6 +159,9 @@ impl CsiIdentity {
             return true;
         }
         let readiness = self.readiness().await;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_readiness(&self.backend_names(), &readiness.problems);
+        }
         if readiness.ready {
             *ready_until = Instant::now().checked_add(self.config.ready_cache);
             debug!("all configured backends are ready");

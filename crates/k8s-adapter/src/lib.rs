@@ -27,6 +27,8 @@
 //! - [`client_readiness`]: the periodic check, published as the node label
 //!   and topology key `<driver-name>/<fs>-client: ready|missing` plus Events.
 //! - [`events`]: core/v1 Events about the node.
+//! - [`metrics`]: Prometheus metrics (RPCs, volume usage, readiness) and
+//!   their HTTP endpoint.
 //! - [`error`]: the crate's error enum.
 //!
 //! Invariants: backends and the core never build a `tonic::Status`; no
@@ -47,6 +49,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod kube_client;
+pub mod metrics;
 pub mod node;
 pub mod node_topology;
 pub mod proto;

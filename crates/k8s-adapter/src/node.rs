@@ -11,6 +11,7 @@ use csi_core::service::{NodeService, PublishVolume, StageVolume};
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::metrics::CsiMetrics;
 use crate::proto::csi::v1::{self as csi, node_server, node_service_capability};
 use crate::rpc_log::log_request;
 use crate::status::to_status;
@@ -30,12 +31,23 @@ pub const CAPABILITIES: [node_service_capability::rpc::Type; 4] = {
 #[derive(Debug, Clone)]
 pub struct CsiNode {
     service: Arc<NodeService>,
+    metrics: Option<Arc<CsiMetrics>>,
 }
 
 impl CsiNode {
     /// A Node service driving `service`.
     pub fn new(service: Arc<NodeService>) -> Self {
-        Self { service }
+        Self {
+            service,
+            metrics: None,
+        }
+    }
+
+    /// The same service, exporting the volume usage NodeGetVolumeStats
+    /// reports in `metrics` until NodeUnstageVolume.
+    pub fn with_metrics(mut self, metrics: Arc<CsiMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -77,12 +89,14 @@ impl node_server::Node for CsiNode {
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
         let request = request.into_inner();
         log_request(&request);
-        reply(
-            self.service
-                .unstage(&request.volume_id, &request.staging_target_path)
-                .await
-                .map(|()| csi::NodeUnstageVolumeResponse {}),
-        )
+        let result = self
+            .service
+            .unstage(&request.volume_id, &request.staging_target_path)
+            .await;
+        if let (Ok(()), Some(metrics)) = (&result, &self.metrics) {
+            metrics.forget_volume(&request.volume_id);
+        }
+        reply(result.map(|()| csi::NodeUnstageVolumeResponse {}))
     }
 
     async fn node_publish_volume(
@@ -150,6 +164,9 @@ impl node_server::Node for CsiNode {
                     .service
                     .stats(&request.volume_id, &request.volume_path)
                     .await?;
+                if let Some(metrics) = &self.metrics {
+                    metrics.record_volume_stats(&request.volume_id, &stats, &condition);
+                }
                 Ok(csi::NodeGetVolumeStatsResponse {
                     usage: convert::volume_usage_to_proto(&stats),
                     volume_condition: Some(convert::volume_condition_to_proto(&condition)),

@@ -19,6 +19,10 @@
 //! secrets, so a raw request is never logged: [`LoggedRequest`] is the only
 //! way requests reach a log, and its implementations are checked against
 //! every `csi_secret` field of `csi.proto` by this module's tests.
+//!
+//! A layer built [`RpcLogLayer::with_metrics`] also counts and times every
+//! call in [`CsiMetrics`] (by method and code, with calls in flight), from
+//! the same outcome it logs: the one place RPC metrics are recorded.
 
 use std::{
     collections::HashMap,
@@ -40,6 +44,7 @@ use tonic::{
 use tower::Layer;
 use tracing::{Instrument, Level, Span, field};
 
+use crate::metrics::{CsiMetrics, RpcRecord};
 use crate::proto::csi::v1 as csi;
 use crate::status::log_level;
 
@@ -54,12 +59,19 @@ const MAX_FIELD_BYTES: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct RpcLogLayer {
     next_id: Arc<AtomicU64>,
+    metrics: Option<Arc<CsiMetrics>>,
 }
 
 impl RpcLogLayer {
     /// A layer whose request ids start at 1.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same layer, also recording every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<CsiMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -70,6 +82,7 @@ impl<S> Layer<S> for RpcLogLayer {
         RpcLog {
             inner,
             next_id: self.next_id.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -79,6 +92,7 @@ impl<S> Layer<S> for RpcLogLayer {
 pub struct RpcLog<S> {
     inner: S,
     next_id: Arc<AtomicU64>,
+    metrics: Option<Arc<CsiMetrics>>,
 }
 
 /// The boxed future of [`RpcLog`].
@@ -106,22 +120,28 @@ where
         let rpc = RpcName::from_path(request.uri().path());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let span = rpc.span(id);
+        let record = self.metrics.as_ref().map(|m| m.start_rpc(&rpc.method));
         let mut pending = Pending {
             rpc,
             started: Instant::now(),
             span: span.clone(),
             finished: false,
+            record,
         };
         Box::pin(
             async move {
                 let response = inner.call(request).await;
                 pending.finished = true;
-                match &response {
-                    Ok(response) => pending.log_outcome(grpc_status(response.headers())),
-                    Err(_) => pending.log_outcome(Some(Status::unknown(
+                let status = match &response {
+                    Ok(response) => grpc_status(response.headers()),
+                    Err(_) => Some(Status::unknown(
                         "the transport failed before a status was sent",
-                    ))),
+                    )),
+                };
+                if let Some(record) = pending.record.take() {
+                    record.finish(status.as_ref().map_or(Code::Ok, Status::code));
                 }
+                pending.log_outcome(status);
                 response
             }
             .instrument(span),
@@ -183,12 +203,14 @@ impl RpcName {
     }
 }
 
-/// A call in flight; logs the outcome, or that the call was abandoned.
+/// A call in flight; logs the outcome, or that the call was abandoned (its
+/// metrics record, dropped unfinished, counts it as abandoned).
 struct Pending {
     rpc: RpcName,
     started: Instant,
     span: Span,
     finished: bool,
+    record: Option<RpcRecord>,
 }
 
 impl Pending {
@@ -641,6 +663,59 @@ mod tests {
         assert!(line.contains("WARN"), "{line}");
         assert!(line.contains("method=NodeStageVolume"), "{line}");
         assert!(!log.contains("RPC finished"), "{log}");
+    }
+
+    #[test]
+    fn the_layer_counts_every_outcome_in_its_metrics() {
+        use crate::metrics::ExpositionFormat;
+        let metrics = Arc::new(crate::metrics::CsiMetrics::new("test.example.com"));
+        let layer = RpcLogLayer::new().with_metrics(metrics.clone());
+        let request = |path: &str| http::Request::builder().uri(path).body(()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let ok = tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            });
+            let not_found = tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(
+                    Status::not_found("no such volume").into_http::<()>(),
+                )
+            });
+            let stuck = tower::service_fn(|_: http::Request<()>| {
+                std::future::pending::<Result<http::Response<()>, std::convert::Infallible>>()
+            });
+            for _ in 0..2 {
+                let mut service = layer.layer(ok);
+                service
+                    .call(request("/csi.v1.Node/NodeGetVolumeStats"))
+                    .await
+                    .unwrap();
+            }
+            let mut service = layer.layer(not_found);
+            service
+                .call(request("/csi.v1.Controller/DeleteVolume"))
+                .await
+                .unwrap();
+            let mut service = layer.layer(stuck);
+            let call = service.call(request("/csi.v1.Node/NodeStageVolume"));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), call)
+                    .await
+                    .is_err()
+            );
+        });
+        let text = metrics.encode(ExpositionFormat::OpenMetrics);
+        for expected in [
+            r#"pfs_csi_rpc_total{method="NodeGetVolumeStats",code="OK"} 2"#,
+            r#"pfs_csi_rpc_total{method="DeleteVolume",code="NotFound"} 1"#,
+            r#"pfs_csi_rpc_total{method="NodeStageVolume",code="Canceled"} 1"#,
+            r#"pfs_csi_rpc_in_flight{method="NodeStageVolume"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
+        }
     }
 
     #[test]
