@@ -13,6 +13,7 @@ use csi_core::snapshot_engine::{ArchiveSnapshotEngine, DEFAULT_ARCHIVE_TIMEOUT};
 use k8s_adapter::csi_server;
 use k8s_adapter::endpoint::SocketEndpoint;
 use k8s_adapter::identity::IdentityConfig;
+use k8s_adapter::metrics::{CsiMetrics, endpoint::MetricsEndpoint};
 use k8s_adapter::server::shutdown_signal;
 use lustre_backend::{LustreBackend, LustreConfig, LustreSettings};
 use tracing::info;
@@ -86,12 +87,14 @@ pub async fn run_controller(args: PluginArgs) -> anyhow::Result<()> {
     let (endpoint, identity, config) = prepare(&args)?;
     let backends = backends(Role::Controller, &args, &config)?;
     let controller = Arc::new(ControllerService::new(backends));
+    let metrics = metrics_endpoint(&args, &identity).await?;
     info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the controller plugin");
-    csi_server::run(
+    csi_server::run_with_metrics(
         &endpoint,
         identity,
         Some(controller),
         None,
+        metrics,
         shutdown_signal()?,
     )
     .await?;
@@ -115,9 +118,34 @@ pub async fn run_node(args: PluginArgs) -> anyhow::Result<()> {
     // Starts background work only; never waits for the API server.
     let topology = crate::node_kube::node_topology(&args, &config, &node_id).await?;
     let node = Arc::new(NodeService::new(node_id, backends, mounter, topology)?);
+    let metrics = metrics_endpoint(&args, &identity).await?;
     info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the node plugin");
-    csi_server::run(&endpoint, identity, None, Some(node), shutdown_signal()?).await?;
+    csi_server::run_with_metrics(
+        &endpoint,
+        identity,
+        None,
+        Some(node),
+        metrics,
+        shutdown_signal()?,
+    )
+    .await?;
     Ok(())
+}
+
+/// Listens on `--metrics-address` when given, so a taken port fails
+/// start-up rather than the first scrape.
+async fn metrics_endpoint(
+    args: &PluginArgs,
+    identity: &IdentityConfig,
+) -> anyhow::Result<Option<MetricsEndpoint>> {
+    let Some(address) = args.metrics_address else {
+        return Ok(None);
+    };
+    let metrics = Arc::new(CsiMetrics::new(identity.driver_name()));
+    let endpoint = MetricsEndpoint::bind(address, metrics)
+        .await
+        .context("--metrics-address")?;
+    Ok(Some(endpoint))
 }
 
 fn prepare(args: &PluginArgs) -> anyhow::Result<(SocketEndpoint, IdentityConfig, DriverConfig)> {

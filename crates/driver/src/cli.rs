@@ -1,6 +1,6 @@
 //! The flags both plugin binaries take, each with an environment variable.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, ValueEnum};
 
@@ -65,9 +65,20 @@ pub struct PluginArgs {
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Serve Prometheus metrics on `/metrics` (and `/healthz`) over HTTP at
+    /// this address: `IP:PORT`, `[IPv6]:PORT`, or `:PORT` for every IPv4
+    /// interface. Off when not given.
+    #[arg(long, env = "METRICS_ADDRESS", value_parser = parse_metrics_address)]
+    pub metrics_address: Option<SocketAddr>,
+
     /// The node plugin's use of the Kubernetes API.
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// Parses `--metrics-address`.
+fn parse_metrics_address(value: &str) -> Result<SocketAddr, String> {
+    k8s_adapter::metrics::endpoint::parse_address(value).map_err(|e| e.to_string())
 }
 
 /// How the node plugin uses the Kubernetes API (the controller ignores these).
@@ -124,5 +135,48 @@ impl KubeArgs {
     pub fn api_enabled(&self, in_cluster_host: Option<&str>) -> bool {
         self.kube_api
             .unwrap_or_else(|| in_cluster_host.is_some_and(|h| !h.trim().is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        plugin: PluginArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<PluginArgs, clap::Error> {
+        let mut argv = vec!["plugin", "--config", "/dev/null"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|cli| cli.plugin)
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        // (Assumes METRICS_ADDRESS is not set in the test environment.)
+        assert_eq!(parse(&[]).unwrap().metrics_address, None);
+        assert_eq!(
+            parse(&["--metrics-address", "127.0.0.1:9808"])
+                .unwrap()
+                .metrics_address,
+            Some("127.0.0.1:9808".parse().unwrap())
+        );
+        assert_eq!(
+            parse(&["--metrics-address=:8080"]).unwrap().metrics_address,
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_bad_metrics_address_is_refused_at_start() {
+        let error = parse(&["--metrics-address", "metrics.example:80"])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("--metrics-address"), "{error}");
+        assert!(error.contains("invalid metrics address"), "{error}");
     }
 }
