@@ -377,10 +377,10 @@ impl CsiMetrics {
         let labels = VolumeLabels {
             volume_id: volume_id.to_owned(),
         };
-        {
-            let mut seen = self.volumes_seen();
-            seen.insert(labels.volume_id.clone(), now);
-        }
+        // Held until the gauges are set: a concurrent forget cannot leave
+        // series behind that no timestamp would ever expire.
+        let mut seen = self.volumes_seen();
+        seen.insert(labels.volume_id.clone(), now);
         self.volumes
             .abnormal
             .get_or_create(&labels)
@@ -406,7 +406,7 @@ impl CsiMetrics {
                 }
             }
         }
-        self.forget_stale_volumes(now);
+        self.forget_stale_volumes(&mut seen, now);
     }
 
     /// Stops exporting the usage of `volume_id` (it left this node).
@@ -418,9 +418,9 @@ impl CsiMetrics {
         });
     }
 
-    /// Forgets the volumes last reported before `now - ttl`.
-    fn forget_stale_volumes(&self, now: Instant) {
-        let mut seen = self.volumes_seen();
+    /// Forgets the volumes last reported before `now - ttl`; `seen` is the
+    /// locked map of timestamps.
+    fn forget_stale_volumes(&self, seen: &mut HashMap<String, Instant>, now: Instant) {
         seen.retain(|volume_id, last| {
             let fresh = now.saturating_duration_since(*last) < self.volume_ttl;
             if !fresh {
@@ -464,7 +464,7 @@ impl CsiMetrics {
     }
 
     fn encode_at(&self, format: ExpositionFormat, now: Instant) -> String {
-        self.forget_stale_volumes(now);
+        self.forget_stale_volumes(&mut self.volumes_seen(), now);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
