@@ -141,6 +141,7 @@ fn check_settings(s: &BeegfsSettings) {
         ("commandTimeoutSeconds", s.command_timeout_seconds),
         ("mountTimeoutSeconds", s.mount_timeout_seconds),
         ("contentWaitSeconds", s.content_wait_seconds),
+        ("nodeUnstageTimeoutSeconds", s.node_unstage_timeout_seconds),
         ("deleteWaitSeconds", s.delete_wait_seconds),
     ] {
         assert!(

@@ -149,6 +149,7 @@ nodeSpecificConfigs:
         inodesPerGib: 100000
     snapshots: {tar: tar, verifyMd5: true}
 """,
+    "pfsCsi:\n  beegfs:\n    contentWaitSeconds: 315360000\n    deleteWaitSeconds: 0\n",
     "- sysMgmtdHost: 10.0.0.1\n  connAuth: secret1\n- sysMgmtdHost: 10.0.0.2\n  connAuth: c2VjcmV0Mgo=\n  encoding: base64\n- sysMgmtdHost: 10.0.0.3\n  connAuth: |\n    AAEC\n    /w==\n  encoding: base64\n",
     "- sysMgmtdHost: h\n  connAuth: top$ecret!\n  colour: blue\n",
     "- sysMgmtdHost: h\n  tlsCert: |\n    -----BEGIN CERTIFICATE-----\n    MIIB~secret~\n    -----END CERTIFICATE-----\n",

@@ -43,6 +43,9 @@ use crate::error::ConfigError;
 /// Default template locations, tried in order when none is configured.
 pub const DEFAULT_TEMPLATE: &str = "/etc/beegfs/beegfs-client.conf";
 
+/// The longest timeout or wait accepted: ten years, far below what a deadline can hold.
+pub const MAX_WAIT_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 /// One client mount per volume, or one per filesystem shared by its volumes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -214,6 +217,23 @@ impl BeegfsSettings {
         if self.command_timeout_seconds == 0 || self.mount_timeout_seconds == 0 {
             return invalid("commandTimeoutSeconds and mountTimeoutSeconds must be > 0".into());
         }
+        // Waits become deadlines (`Instant + Duration`), which overflow long before u64::MAX.
+        for (key, secs) in [
+            ("commandTimeoutSeconds", self.command_timeout_seconds),
+            ("mountTimeoutSeconds", self.mount_timeout_seconds),
+            (
+                "nodeUnstageTimeoutSeconds",
+                self.node_unstage_timeout_seconds,
+            ),
+            ("deleteWaitSeconds", self.delete_wait_seconds),
+            ("contentWaitSeconds", self.content_wait_seconds),
+        ] {
+            if secs > MAX_WAIT_SECONDS {
+                return invalid(format!(
+                    "{key}: {secs} is more than {MAX_WAIT_SECONDS} (ten years)"
+                ));
+            }
+        }
         if self.grpc_port == 0 {
             return invalid("grpcPort: must be > 0".into());
         }
@@ -330,6 +350,33 @@ mod tests {
         assert!(s.quota_for("other").is_none());
         assert!(!s.snapshots.verify_md5);
         assert_eq!(s.snapshots.tar, PathBuf::from("tar"));
+    }
+
+    #[test]
+    fn waits_too_long_for_a_deadline_are_refused() {
+        // u64::MAX seconds used to be accepted, and the first wait for a snapshot cut then
+        // panicked adding it to `Instant::now()` (the beegfs_config fuzz target checks that
+        // every accepted wait fits a deadline).
+        assert!(
+            std::time::Instant::now()
+                .checked_add(Duration::from_secs(MAX_WAIT_SECONDS))
+                .is_some()
+        );
+        for key in [
+            "commandTimeoutSeconds",
+            "mountTimeoutSeconds",
+            "nodeUnstageTimeoutSeconds",
+            "deleteWaitSeconds",
+            "contentWaitSeconds",
+        ] {
+            for secs in [MAX_WAIT_SECONDS + 1, u64::MAX] {
+                let yaml = format!("pfsCsi:\n  beegfs:\n    {key}: {secs}\n");
+                let err = BeegfsSettings::from_yaml(&yaml).unwrap_err().to_string();
+                assert!(err.contains(key), "{yaml}: {err}");
+            }
+            let yaml = format!("pfsCsi:\n  beegfs:\n    {key}: {MAX_WAIT_SECONDS}\n");
+            assert!(BeegfsSettings::from_yaml(&yaml).is_ok(), "{yaml}");
+        }
     }
 
     #[test]
