@@ -17,9 +17,34 @@ pub const GIB: i64 = 1 << 30;
 /// How long connecting to a plugin socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The runtime every channel's connection runs on. Tests run on their own single-thread
+/// runtimes and block them while a fixture stops; connections living here still answer the
+/// server's graceful shutdown meanwhile, so a plugin never waits for a blocked test.
+fn connection_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("csi-connections")
+            .enable_all()
+            .build()
+            .expect("the connection runtime")
+    })
+}
+
+/// A channel to the plugin listening on `socket`, or why there is none within `timeout`.
+pub async fn try_channel(socket: &Path, timeout: Duration) -> Result<Channel, String> {
+    let path = socket.to_path_buf();
+    connection_runtime()
+        .spawn(async move { k8s_adapter::socket_client::connect(&path, timeout).await })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
 /// A channel to the plugin listening on `socket`.
 pub async fn channel(socket: &Path) -> Channel {
-    k8s_adapter::socket_client::connect(socket, CONNECT_TIMEOUT)
+    try_channel(socket, CONNECT_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()))
 }

@@ -88,10 +88,9 @@ impl PluginProcess {
             }
             if self.socket.exists() {
                 let probe = async {
-                    let channel =
-                        k8s_adapter::socket_client::connect(&self.socket, Duration::from_secs(2))
-                            .await
-                            .ok()?;
+                    let channel = csi::try_channel(&self.socket, Duration::from_secs(2))
+                        .await
+                        .ok()?;
                     pb::identity_client::IdentityClient::new(channel)
                         .probe(pb::ProbeRequest {})
                         .await

@@ -529,3 +529,34 @@ async fn a_stale_socket_at_start_is_replaced() {
     plugin.signal(Signal::SIGTERM);
     assert!(plugin.wait_exit(Duration::from_secs(30)).await.is_some());
 }
+
+#[tokio::test]
+async fn sigterm_is_not_held_up_by_an_idle_unresponsive_client() {
+    let serve = serve();
+    let socket = serve.base().join("idle-client.sock");
+    let mut plugin = PluginProcess::start(Role::Controller, serve, &socket);
+    plugin.wait_ready().await;
+    // A client that opened an HTTP/2 connection and then stopped reading (a hung sidecar).
+    let mut idle = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::Write;
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    plugin.signal(Signal::SIGTERM);
+    let status = plugin.wait_exit(Duration::from_secs(20)).await;
+    drop(idle);
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running 20 s after SIGTERM with an idle client connected\n{}",
+            plugin.logs()
+        )
+    });
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(!socket.exists());
+}
