@@ -124,7 +124,7 @@ pub struct Serve {
 
 /// Starts `command` from a thread that lives until the returned sender is dropped, with
 /// `PR_SET_PDEATHSIG` so the child gets SIGTERM when that thread ends.
-pub(crate) fn spawn_kept(mut command: Command) -> (Child, mpsc::Sender<()>) {
+pub fn spawn_kept(mut command: Command) -> (Child, mpsc::Sender<()>) {
     let program = command.get_program().to_string_lossy().into_owned();
     let (child_tx, child_rx) = mpsc::channel();
     let (keep_tx, keep_rx) = mpsc::channel::<()>();

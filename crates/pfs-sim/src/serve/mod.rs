@@ -32,7 +32,9 @@
 //!
 //! Mounts are made in the caller's mount namespace, not a private one, so a shell or a test
 //! can use the published target paths directly; only mounts below `DIR` are cleaned up,
-//! so keep staging and target paths there.
+//! so keep staging and target paths there. If `serve` itself is killed with SIGKILL, the
+//! plugins still get SIGTERM, but nothing is unmounted: [`cleanup::unmount_under`] (or
+//! `umount` of each mount below `DIR`, deepest first) does it.
 
 pub mod cleanup;
 pub mod config;
