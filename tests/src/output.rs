@@ -58,6 +58,25 @@ impl Captured {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Waits until the stream closed (the writer exited and everything was read); false when
+    /// `timeout` passed first.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.0;
+        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !state.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = cvar
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
     /// Waits until a line equal to `line` was read; false when the stream closed or
     /// `timeout` passed first.
     pub fn wait_for_line(&self, line: &str, timeout: Duration) -> bool {

@@ -358,7 +358,12 @@ impl Serve {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match child.try_wait() {
-                Ok(Some(status)) => return status.code(),
+                Ok(Some(status)) => {
+                    // Everything serve and the plugins wrote is read before anyone looks.
+                    self.stdout.wait_closed(Duration::from_secs(10));
+                    self.stderr.wait_closed(Duration::from_secs(10));
+                    return status.code();
+                }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }

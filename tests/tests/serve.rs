@@ -84,6 +84,9 @@ fn wait_exit(running: &mut Running, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = running.child.try_wait().unwrap() {
+            // Everything it wrote is read before the test looks at it.
+            running.stdout.wait_closed(Duration::from_secs(10));
+            running.stderr.wait_closed(Duration::from_secs(10));
             return status.code();
         }
         if Instant::now() >= deadline {
