@@ -446,6 +446,21 @@ async fn pfsctl_probes_and_reports_plugin_info() {
     assert_eq!(info["name"], "pfs-csi.io", "{info}");
 }
 
+/// Whether some process has an argument containing `needle`.
+fn tool_running_with(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(|e| e.ok()).any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .any(|arg| String::from_utf8_lossy(arg).contains(needle))
+            })
+            .unwrap_or(false)
+    })
+}
+
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_call_finish_then_removes_the_socket() {
     let serve = serve();
@@ -465,15 +480,19 @@ async fn sigterm_lets_an_in_flight_call_finish_then_removes_the_socket() {
             .create_volume(create_request("graceful-inflight", GIB, &[]))
             .await
     });
-    // Wait until the delayed tool call has started, so the RPC is really in flight.
+    // Wait until the delayed tool is running, so the RPC is really in flight.
     let started = std::time::Instant::now();
-    while !serve.calls_log().contains("graceful-inflight") && !call.is_finished() {
+    while !tool_running_with("graceful-inflight") && !call.is_finished() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the call never reached lfs"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(
+        !call.is_finished(),
+        "the call ended before SIGTERM could be sent"
+    );
     plugin.signal(Signal::SIGTERM);
     let answer = call.await.unwrap();
     let volume = answer
