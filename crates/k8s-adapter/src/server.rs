@@ -42,6 +42,9 @@ use crate::{
 };
 
 /// Permission bits of the socket file: owner read/write only.
+/// How long in-flight calls and open connections get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub const SOCKET_MODE: u32 = 0o600;
 
 /// Prefix of the private directory the socket is created in before it is
@@ -306,10 +309,30 @@ where
         .map_err(|e| AdapterError::io("register the socket at", &path, e))?;
 
     info!(path = %path.display(), "serving CSI on unix socket");
-    let result = router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| AdapterError::transport(&path, e));
+    // Graceful shutdown waits for every connection to close; a client that keeps an idle
+    // connection open (or stops reading) must not hold the plugin past the grace period.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(serving);
+    let outcome = tokio::select! {
+        outcome = &mut serving => outcome,
+        () = shutdown => {
+            let _ = stop.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    warn!(
+                        grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                        "connections still open after the shutdown grace period; closing them"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    };
+    let result = outcome.map_err(|e| AdapterError::transport(&path, e));
     info!(path = %path.display(), "CSI server stopped");
     drop(file);
     result

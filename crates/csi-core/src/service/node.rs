@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::domain::{Secrets, Topology, VolumeCapability, VolumeCondition, VolumeId, VolumeStats};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ports::{Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider};
-use crate::service::controller::{Readiness, check_capabilities, check_readiness};
+use crate::service::controller::{Readiness, check_readiness};
 use crate::service::{Backends, LockGuard, OperationLocks};
 
 /// NodeGetInfo's answer.
@@ -133,7 +133,7 @@ impl NodeService {
             .capability
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
         let backend = self.backends.for_existing_volume(&volume_id)?;
-        check_capabilities(backend.as_ref(), std::slice::from_ref(&capability))?;
+        capability.check_supported("volume_capability", backend.fs_types())?;
         let _guard = self.lock(&volume_id)?;
         let request = NodeStageRequest {
             volume_id,
@@ -169,7 +169,7 @@ impl NodeService {
             .capability
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
         let backend = self.backends.for_existing_volume(&volume_id)?;
-        check_capabilities(backend.as_ref(), std::slice::from_ref(&capability))?;
+        capability.check_supported("volume_capability", backend.fs_types())?;
         let read_only = request.read_only || capability.access_mode.is_read_only();
         let single_writer = capability.access_mode.is_single_publication();
         let _guard = self.lock(&volume_id)?;
