@@ -15,7 +15,7 @@ use csi_core::id_alloc::{IdRange, IdReservation};
 use csi_core::ports::{CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo};
 use csi_core::records::{RecordStore, check_key};
 use csi_core::service::DEFAULT_VOLUME_BYTES;
-use csi_core::{Error, Result};
+use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner, now_secs, volume_context};
@@ -272,6 +272,18 @@ impl Inner {
             }
             None => {
                 self.check_source(source.as_ref()).await?;
+                let (root, rel) = (fs.root.clone(), path.relative().to_string());
+                let dir = fs.root.join(path.relative());
+                let exists = blocking(self.fs_timeout(), "stat volume directory", move || {
+                    fs_tree::check_no_symlinks(&root, &rel)?;
+                    fs_tree::is_real_dir(&dir)
+                })
+                .await?;
+                if exists {
+                    return Err(Error::AlreadyExists(format!(
+                        "{id_text}: a directory this driver did not create is already there; it is left untouched"
+                    )));
+                }
                 self.remember_base(&fs, &params.base).await?;
                 let quota_gid = match &quota {
                     Some(q) => {
@@ -301,55 +313,107 @@ impl Inner {
             }
         };
 
-        let perms = &params.permissions;
-        let group = record.quota_gid.or(perms.gid);
-        let uid = (perms.uid != 0).then_some(perms.uid);
-        self.ctl
-            .create_dir_all(&fs.target, &path, perms.mode, uid, group)
-            .await?;
-        self.ctl
-            .set_pattern(&fs.target, &path, &params.stripe)
-            .await?;
-        let dir = fs.root.join(path.relative());
-        {
-            let (root, rel, dir, mode, nodes) = (
-                fs.root.clone(),
-                path.relative().to_string(),
-                dir.clone(),
-                perms.mode,
-                nodes_dir(&fs.root, &params.base, &request.name),
-            );
-            let owner_uid = uid;
-            let owner_gid = group;
-            blocking(self.fs_timeout(), "prepare volume directory", move || {
-                fs_tree::check_no_symlinks(&root, &rel)?;
-                if !fs_tree::is_real_dir(&dir)? {
-                    return Err(Error::Internal(format!(
-                        "{} was created with the BeeGFS tool but is not visible through the client mount",
-                        dir.display()
-                    )));
-                }
-                fs_tree::set_owner(&dir, owner_uid, owner_gid)?;
-                fs_tree::set_dir_mode(&dir, mode)?;
-                std::fs::create_dir_all(&nodes).map_err(|e| Error::io("create directory", &nodes, e))
-            })
-            .await?;
-        }
-        if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
-            self.quota_manager(&fs, q).assign(&dir, gid).await?;
-        }
-        if let Some(src) = &record.source {
-            self.fill_from_source(src, &dir, record.quota_gid).await?;
-        }
-        if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
-            self.quota_manager(&fs, q)
-                .set_limits(gid, &limits_for(q, record.capacity_bytes))
+        let made = async {
+            let perms = &params.permissions;
+            let group = record.quota_gid.or(perms.gid);
+            let uid = (perms.uid != 0).then_some(perms.uid);
+            self.ctl
+                .create_dir_all(&fs.target, &path, perms.mode, uid, group)
                 .await?;
+            self.ctl
+                .set_pattern(&fs.target, &path, &params.stripe)
+                .await?;
+            let dir = fs.root.join(path.relative());
+            {
+                let (root, rel, dir, mode, nodes) = (
+                    fs.root.clone(),
+                    path.relative().to_string(),
+                    dir.clone(),
+                    perms.mode,
+                    nodes_dir(&fs.root, &params.base, &request.name),
+                );
+                let owner_uid = uid;
+                let owner_gid = group;
+                blocking(self.fs_timeout(), "prepare volume directory", move || {
+                    fs_tree::check_no_symlinks(&root, &rel)?;
+                    if !fs_tree::is_real_dir(&dir)? {
+                        return Err(Error::Internal(format!(
+                            "{} was created with the BeeGFS tool but is not visible through the client mount",
+                            dir.display()
+                        )));
+                    }
+                    fs_tree::set_owner(&dir, owner_uid, owner_gid)?;
+                    fs_tree::set_dir_mode(&dir, mode)?;
+                    std::fs::create_dir_all(&nodes).map_err(|e| Error::io("create directory", &nodes, e))
+                })
+                .await?;
+            }
+            if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
+                self.quota_manager(&fs, q).assign(&dir, gid).await?;
+            }
+            if let Some(src) = &record.source {
+                self.fill_from_source(src, &dir, record.quota_gid).await?;
+            }
+            if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
+                self.quota_manager(&fs, q)
+                    .set_limits(gid, &limits_for(q, record.capacity_bytes))
+                    .await?;
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = made {
+            // A retry would finish a creation cut short by a timeout or a busy tool; any
+            // other failure is final for the provisioner, so nothing half-made may stay.
+            if !matches!(
+                e.code(),
+                ErrorCode::DeadlineExceeded | ErrorCode::Aborted | ErrorCode::Unavailable
+            ) {
+                self.roll_back_creation(&fs, &id, &params.base, &record, &store, quota.as_ref())
+                    .await;
+            }
+            return Err(e);
         }
         record.state = VolumeState::Ready;
         self.put_record(&store, &record).await?;
         info!(volume_id = %record.volume_id, quota_gid = ?record.quota_gid, "volume directory created");
         record.to_volume()
+    }
+
+    /// Undoes a creation that failed for good: the directory, the quota limits and the
+    /// record. Failures here are logged; a later DeleteVolume of the same id finishes the job
+    /// from the record, which is removed last.
+    async fn roll_back_creation(
+        &self,
+        fs: &FsAccess,
+        id: &BeegfsVolumeId,
+        base: &VolumePath,
+        record: &VolumeRecord,
+        store: &RecordStore<VolumeRecord>,
+        quota: Option<&QuotaSettings>,
+    ) {
+        if let Err(e) = self.remove_volume_data(fs, id, base, &record.name).await {
+            warn!(volume_id = %record.volume_id, error = %e, "could not remove the half-made volume directory; its record stays for DeleteVolume");
+            return;
+        }
+        if let (Some(gid), Some(q)) = (record.quota_gid, quota)
+            && let Err(e) = self.quota_manager(fs, q).clear(gid).await
+        {
+            warn!(volume_id = %record.volume_id, gid, error = %e, "could not clear the quota of a half-made volume");
+        }
+        let (store, key) = (store.clone(), record.name.clone());
+        match blocking(self.fs_timeout(), "remove volume record", move || {
+            store.remove(&key)
+        })
+        .await
+        {
+            Ok(()) => {
+                info!(volume_id = %record.volume_id, "half-made volume removed after a failed creation")
+            }
+            Err(e) => {
+                warn!(volume_id = %record.volume_id, error = %e, "could not remove the record of a half-made volume")
+            }
+        }
     }
 
     pub(crate) async fn put_record(
