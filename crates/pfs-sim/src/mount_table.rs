@@ -127,6 +127,14 @@ mod tests {
         );
     }
 
+    #[test]
+    fn escapes_are_decoded() {
+        assert_eq!(unescape(r"/a\040b\011c\012d\134e"), "/a b\tc\nd\\e");
+        assert_eq!(unescape(r"/plain"), "/plain");
+        assert_eq!(unescape(r"/trailing\04"), r"/trailing\04");
+        assert_eq!(unescape(r"/not\999octal"), r"/not\999octal");
+    }
+
     proptest! {
         #[test]
         fn parsing_arbitrary_text_never_panics(text in "\\PC{0,300}") {

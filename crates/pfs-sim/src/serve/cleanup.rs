@@ -10,40 +10,11 @@ use nix::mount::{MntFlags, umount2};
 /// How many passes [`unmount_under`] makes before giving up (stacked mounts need one each).
 const MAX_PASSES: usize = 16;
 
-/// Decodes the octal escapes (`\040` for a space, `\134` for a backslash...) the kernel
-/// writes in `/proc/*/mountinfo` paths.
-pub fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The mount points listed in a mountinfo text, in table order (oldest first).
 pub fn parse_mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+    crate::mount_table::parse(mountinfo)
+        .into_iter()
+        .map(|m| m.mount_point)
         .collect()
 }
 
@@ -99,17 +70,6 @@ pub fn unmount_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn escapes_are_decoded() {
-        assert_eq!(
-            unescape_mountinfo(r"/a\040b\011c\012d\134e"),
-            "/a b\tc\nd\\e"
-        );
-        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
-        assert_eq!(unescape_mountinfo(r"/trailing\04"), r"/trailing\04");
-        assert_eq!(unescape_mountinfo(r"/not\999octal"), r"/not\999octal");
-    }
 
     #[test]
     fn mount_points_come_from_the_fifth_field() {
@@ -175,15 +135,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn escaping_round_trips(path in "/[a-z \\t\\\\]{0,30}") {
-            let escaped = path
-                .replace('\\', r"\134")
-                .replace(' ', r"\040")
-                .replace('\t', r"\011");
-            prop_assert_eq!(unescape_mountinfo(&escaped), path);
-        }
-
         #[test]
         fn order_keeps_every_point_and_never_puts_a_parent_first(
             parts in proptest::collection::vec("[ab]{1,3}(/[ab]{1,3}){0,3}", 0..12)
