@@ -759,32 +759,39 @@ impl Inner {
         Ok(())
     }
 
-    /// Waits (up to the content wait) for the running cuts of snapshots of `volume_id`.
-    async fn wait_for_cuts_from(&self, entry: &LustreEntry, volume_id: &str) -> Result<()> {
+    /// Waits (up to the content wait) for the cuts of snapshots of `volume_id`; a cut
+    /// interrupted by a restart is started again first, so the source is never deleted
+    /// under a snapshot the CO was told exists.
+    async fn wait_for_cuts_from(
+        self: &Arc<Self>,
+        entry: &LustreEntry,
+        volume_id: &str,
+    ) -> Result<()> {
         let wait = Duration::from_secs(self.settings.content_wait_seconds);
         for (_, s) in self.stores(entry).snapshot_list().await? {
             if s.source_volume_id == volume_id && s.state == SnapshotState::Cutting {
-                self.tasks
-                    .wait(&crate::snapshots::cut_key(&entry.name, &s.name), wait)
-                    .await;
+                let key = crate::snapshots::cut_key(&entry.name, &s.name);
+                if !self.tasks.is_running(&key) {
+                    self.mount_controller(&self.snapshot_target(entry, &s), None)
+                        .await?;
+                    warn!(snapshot = %s.name, "snapshot was interrupted; cutting it again before its source is deleted");
+                    self.start_cut(entry, &s);
+                }
+                self.tasks.wait(&key, wait).await;
             }
         }
         Ok(())
     }
 
+    /// Whether a snapshot of `volume_id` is still being cut, by its record (a cut
+    /// interrupted by a restart counts: it must finish before the source goes).
     async fn snapshot_cutting_from(&self, entry: &LustreEntry, volume_id: &str) -> Result<bool> {
         Ok(self
             .stores(entry)
             .snapshot_list()
             .await?
             .iter()
-            .any(|(_, s)| {
-                s.source_volume_id == volume_id
-                    && s.state == SnapshotState::Cutting
-                    && self
-                        .tasks
-                        .is_running(&crate::snapshots::cut_key(&entry.name, &s.name))
-            }))
+            .any(|(_, s)| s.source_volume_id == volume_id && s.state == SnapshotState::Cutting))
     }
 
     /// ControllerExpandVolume: raises the hard limit.
