@@ -73,9 +73,11 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
         })
     }
 
-    /// Removes the record of `key`; not an error when there is none.
+    /// Removes the record of `key`, and temporary files of writes of it that a crash
+    /// interrupted; not an error when there is none.
     pub fn remove(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
+        self.remove_leftover_temps(key);
         match fs::remove_file(&path) {
             Ok(()) => File::open(&self.dir)
                 .and_then(|d| d.sync_all())
@@ -106,6 +108,25 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
             }
         }
         Ok(out)
+    }
+
+    /// Removes `.<key>.tmp-<pid>` files (best effort): a process killed between writing
+    /// and renaming a record leaves one, and nothing else would ever remove it.
+    fn remove_leftover_temps(&self, key: &str) {
+        let prefix = format!(".{key}.tmp-");
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name();
+            let is_temp = name.to_str().is_some_and(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            });
+            if is_temp {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -181,6 +202,28 @@ mod tests {
         store.remove("a").unwrap();
         store.remove("a").unwrap();
         assert_eq!(store.get("a").unwrap(), None);
+    }
+
+    #[test]
+    fn removing_a_record_removes_the_temporary_files_a_crash_left_of_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::<Rec>::new(dir.path());
+        let rec = Rec {
+            size: 1,
+            name: "one".into(),
+        };
+        store.put("a", &rec).unwrap();
+        store.put("a.tmp-7", &rec).unwrap();
+        for left in [".a.tmp-123", ".a.tmp-456", ".b.tmp-123", ".a.tmp-7.tmp-9"] {
+            fs::write(dir.path().join(left), b"{").unwrap();
+        }
+        store.remove("a").unwrap();
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![".a.tmp-7.tmp-9", ".b.tmp-123", "a.tmp-7.json"]);
     }
 
     #[test]
