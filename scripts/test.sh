@@ -20,5 +20,8 @@ echo "== tests"
 cargo nextest run --workspace --all-features --locked --no-fail-fast
 cargo test --workspace --doc --all-features --locked
 
+echo "== fuzz every parser, 10 s per target"
+bash scripts/fuzz.sh 10
+
 echo "== deployment manifests"
 bash deploy/validate.sh
