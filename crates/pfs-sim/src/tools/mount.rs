@@ -263,10 +263,15 @@ fn mount_lustre(
     if !fs.record.nids.is_empty() && !parsed.nids.iter().any(|n| fs.record.nids.contains(n)) {
         return lustre_failure(source, target, Errno::EIO, io);
     }
-    let dir = fs.data_path(&parsed.subdir);
-    if !dir.is_dir() {
-        return lustre_failure(source, target, Errno::ENOENT, io);
-    }
+    // A subdirectory (fileset) is looked up in the filesystem's own namespace: a symbolic
+    // link on the way can never lead a real client to a directory of the host.
+    let dir = match (
+        std::fs::canonicalize(fs.data_path(&parsed.subdir)),
+        std::fs::canonicalize(fs.data_dir()),
+    ) {
+        (Ok(dir), Ok(data)) if dir.starts_with(&data) && dir.is_dir() => dir,
+        _ => return lustre_failure(source, target, Errno::ENOENT, io),
+    };
     if let Err(errno) = bind(&dir, &target_path, options) {
         return lustre_failure(source, target, errno, io);
     }
