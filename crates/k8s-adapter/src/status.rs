@@ -24,8 +24,30 @@ impl From<Error> for RpcError {
 
 impl From<RpcError> for Status {
     fn from(RpcError(err): RpcError) -> Self {
-        Status::new(code(err.code()), error_chain(&err))
+        Status::new(code(err.code()), bounded_message(error_chain(&err)))
     }
+}
+
+/// The longest status message sent, in bytes. The message travels percent-encoded in the
+/// `grpc-message` HTTP/2 header; a header list over the peer's limit (16 KiB in tonic and
+/// hyper clients) fails the whole call with a protocol error instead of the status, and
+/// messages quote requests (a 20 KB volume name) and tools' standard error.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] (at a character boundary), saying how much was cut.
+pub fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut cut = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}... ({} more bytes cut)",
+        &message[..cut],
+        message.len() - cut
+    )
 }
 
 /// The status a core error is reported as.
@@ -155,6 +177,27 @@ mod tests {
             status.message(),
             "invalid argument: volume_capabilities[0]: block is not supported"
         );
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary_keeping_their_code() {
+        let name = "\u{e9}".repeat(1 << 19);
+        let status = to_status(Error::invalid("name", format!("{name:?} is too long")));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let msg = status.message();
+        assert!(msg.len() <= MAX_MESSAGE_BYTES + 40, "{} bytes", msg.len());
+        assert!(
+            msg.starts_with("invalid argument: name: \""),
+            "{}",
+            &msg[..40]
+        );
+        assert!(
+            msg.ends_with("more bytes cut)"),
+            "{}",
+            &msg[msg.len() - 40..]
+        );
+        let short = "a".repeat(MAX_MESSAGE_BYTES);
+        assert_eq!(bounded_message(short.clone()), short);
     }
 
     #[test]
