@@ -14,6 +14,7 @@
 //! - [`csi`]: generated clients over the unix socket and request builders.
 //! - [`mounts`]: root checks and the mount table.
 //! - [`pfsctl`]: running the CLI client.
+//! - [`raw`]: hand-encoded requests (bytes a generated client refuses to send).
 
 pub mod binaries;
 pub mod csi;
@@ -21,6 +22,7 @@ pub mod mounts;
 pub mod output;
 pub mod pfsctl;
 pub mod plugin;
+pub mod raw;
 pub mod serve;
 
 pub use csi::csi as proto;
