@@ -75,13 +75,11 @@ fn check_level(c: &BeegfsConfig) {
             !key.is_empty() && !key.contains(['=', '\n', '#']) && key.trim() == key,
             "client conf key {key:?}"
         );
-        assert!(
-            !matches!(
-                key.as_str(),
-                "sysMgmtdHost" | "connClientPortUDP" | "connClientPort" | "connPortShift"
-            ) && !(key.starts_with("conn") && key.ends_with("File")),
-            "driver-owned key {key:?} kept"
-        );
+        let owned = matches!(
+            key.as_str(),
+            "sysMgmtdHost" | "connClientPortUDP" | "connClientPort" | "connPortShift"
+        ) || (key.starts_with("conn") && key.ends_with("File"));
+        assert!(!owned, "driver-owned key {key:?} kept");
         assert!(!value.contains('\n'), "{key}: value {value:?}");
     }
 }
