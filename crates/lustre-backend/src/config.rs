@@ -454,7 +454,18 @@ pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
     }
 }
 
-/// An absolute directory path without `..`; not `/` itself.
+/// System directories a filesystem must never be mounted on or inside: a mount point from a
+/// StorageClass or a 2.3.3-style volume handle naming one of these is refused, so a typo or a
+/// hostile PV cannot hide a node's `/etc` or its kubelet state under a Lustre mount.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys",
+    "/usr",
+];
+/// System directories a filesystem must not be mounted on (below them is fine).
+const SYSTEM_PARENTS: &[&str] = &["/root", "/tmp", "/var", "/var/lib", "/var/lib/kubelet"];
+
+/// An absolute directory path a filesystem may be mounted on: no `..`, not `/`, not a
+/// system directory ([`SYSTEM_DIRS`] or below, [`SYSTEM_PARENTS`] themselves).
 pub(crate) fn absolute_dir(text: &str) -> Result<PathBuf, String> {
     let path = Path::new(text);
     if !path.is_absolute() {
@@ -469,6 +480,16 @@ pub(crate) fn absolute_dir(text: &str) -> Result<PathBuf, String> {
     let clean: PathBuf = path.components().collect();
     if clean == Path::new("/") {
         return Err("the root directory cannot be used".into());
+    }
+    if let Some(dir) = SYSTEM_DIRS.iter().find(|d| clean.starts_with(d)) {
+        return Err(format!(
+            "{text:?} is the system directory {dir} or inside it"
+        ));
+    }
+    if SYSTEM_PARENTS.iter().any(|d| clean == Path::new(d)) {
+        return Err(format!(
+            "{text:?} is a system directory; use a directory inside it"
+        ));
     }
     Ok(clean)
 }
@@ -985,6 +1006,36 @@ debug: true
             let _ = LustreConfig::from_value(json!({"exascaler_map": {"e": {
                 "exaFS": fs, "mountPoint": mp, "volumeDirPermissions": perms, "bindMount": bind
             }}}));
+        }
+    }
+
+    #[cfg(test)]
+    mod mount_point_tests {
+        use super::absolute_dir;
+
+        #[test]
+        fn system_directories_cannot_be_mount_points() {
+            for bad in [
+                "/etc",
+                "/etc/x",
+                "/usr/lib",
+                "/proc",
+                "/var/lib/kubelet",
+                "/tmp",
+                "/",
+                "/var",
+            ] {
+                assert!(absolute_dir(bad).is_err(), "{bad} was accepted");
+            }
+            for good in [
+                "/exaFS",
+                "/mnt/exa",
+                "/var/lib/kubelet/plugins/x/mnt",
+                "/tmp/sim/mnt",
+                "/lustre/fs",
+            ] {
+                assert!(absolute_dir(good).is_ok(), "{good} was refused");
+            }
         }
     }
 }
