@@ -17,6 +17,7 @@ pub mod domain;
 pub mod error;
 pub mod id_alloc;
 pub mod linux;
+pub mod mount_options;
 pub mod ports;
 pub mod records;
 pub mod service;

@@ -5,37 +5,9 @@
 //! that order; a later source overrides an earlier one for the same option (and for the other
 //! members of its family: `ro`/`rw`, `flock`/`localflock`/`noflock`, `X`/`noX`...).
 //!
-//! Options that change what the mount call does instead of how the filesystem behaves are
-//! refused: `remount`, `bind`, `rbind`, `move`, propagation changes (`make-*`, `shared`,
-//! `private`...), loop devices, user mounts, helper options (`x-*`), and any value that names
-//! a path (contains `/` or `..`).
+//! Each option is checked with the shared validator of [`csi_core::mount_options`].
 
-/// Option names that would turn the mount into another operation.
-const REFUSED: &[&str] = &[
-    "remount",
-    "bind",
-    "rbind",
-    "move",
-    "shared",
-    "rshared",
-    "private",
-    "rprivate",
-    "slave",
-    "rslave",
-    "unbindable",
-    "runbindable",
-    "propagation",
-    "loop",
-    "offset",
-    "sizelimit",
-    "user",
-    "users",
-    "owner",
-    "group",
-    "helper",
-    "source",
-    "target",
-];
+pub use csi_core::mount_options::{check_option, parse};
 
 /// Families of options where the last one given wins.
 const FAMILIES: &[&[&str]] = &[
@@ -43,65 +15,6 @@ const FAMILIES: &[&[&str]] = &[
     &["flock", "localflock", "noflock"],
     &["atime", "noatime", "relatime", "norelatime", "strictatime"],
 ];
-
-/// Checks one option (no commas), returning why it is refused.
-pub fn check_option(option: &str) -> Result<(), String> {
-    if option.is_empty() {
-        return Err("empty mount option".into());
-    }
-    let (name, value) = match option.split_once('=') {
-        Some((n, v)) => (n, Some(v)),
-        None => (option, None),
-    };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        return Err(format!(
-            "mount option {option:?}: the name may only hold letters, digits, '_', '-' and '.'"
-        ));
-    }
-    let lower = name.to_ascii_lowercase();
-    if REFUSED.contains(&lower.as_str()) || lower.starts_with("make-") || lower.starts_with("x-") {
-        return Err(format!(
-            "mount option {option:?} changes what the mount call does and is not allowed"
-        ));
-    }
-    if let Some(value) = value {
-        if value.contains('/') || value.contains("..") {
-            return Err(format!(
-                "mount option {option:?}: values naming paths are not allowed"
-            ));
-        }
-        if !value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '+'))
-        {
-            return Err(format!(
-                "mount option {option:?}: the value may only hold letters, digits and _ - . : @ +"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Splits comma-separated lists (`"ro,noflock"`, list items with commas), trims the pieces,
-/// drops empty ones and checks each.
-pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for item in items {
-        for piece in item.as_ref().split(',') {
-            let piece = piece.trim();
-            if piece.is_empty() {
-                continue;
-            }
-            check_option(piece)?;
-            out.push(piece.to_string());
-        }
-    }
-    Ok(out)
-}
 
 /// The family an option belongs to: itself without `no`, or its listed family.
 fn family(option: &str) -> String {
@@ -199,17 +112,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn accepted_options_never_name_paths_or_operations(opt in "[a-zA-Z_./=-]{0,16}") {
-            if check_option(&opt).is_ok() {
-                prop_assert!(!opt.contains('/'));
-                prop_assert!(!opt.contains(','));
-                let name = opt.split('=').next().unwrap().to_ascii_lowercase();
-                prop_assert!(!REFUSED.contains(&name.as_str()));
-                prop_assert!(!name.starts_with("make-"));
-            }
-        }
-
         #[test]
         fn merging_keeps_one_option_per_family(
             layers in prop::collection::vec(

@@ -81,8 +81,9 @@ pub struct VolumeCapability {
 }
 
 impl VolumeCapability {
-    /// Checks what every backend requires of a capability: a mount access type and a
-    /// filesystem type that is empty or one of `fs_types`. `field` names it in errors.
+    /// Checks what every backend requires of a capability: a mount access type, a
+    /// filesystem type that is empty or one of `fs_types`, and mount flags that only tune
+    /// the filesystem ([`crate::mount_options`]). `field` names it in errors.
     pub fn check_supported(&self, field: &str, fs_types: &[&str]) -> Result<()> {
         if self.access_type == AccessType::Block {
             return Err(Error::invalid(
@@ -96,6 +97,8 @@ impl VolumeCapability {
                 format!("fs_type {:?} is not one of {fs_types:?}", self.fs_type),
             ));
         }
+        crate::mount_options::parse(&self.mount_flags)
+            .map_err(|reason| Error::invalid(&format!("{field}.mount.mount_flags"), reason))?;
         Ok(())
     }
 }
@@ -131,5 +134,9 @@ mod tests {
         assert!(cap.check_supported("c", &["lustre"]).is_ok());
         cap.fs_type = "ext4".into();
         assert!(cap.check_supported("c", &["lustre"]).is_err());
+        cap.fs_type = String::new();
+        cap.mount_flags = vec!["noatime".into(), "remount".into()];
+        let err = cap.check_supported("c", &["lustre"]).unwrap_err();
+        assert!(err.to_string().contains("c.mount.mount_flags"), "{err}");
     }
 }
