@@ -117,7 +117,10 @@ pub async fn run_node(args: PluginArgs) -> anyhow::Result<()> {
     ));
     // Starts background work only; never waits for the API server.
     let topology = crate::node_kube::node_topology(&args, &config, &node_id).await?;
-    let node = Arc::new(NodeService::new(node_id, backends, mounter, topology)?);
+    let node = Arc::new(
+        NodeService::new(node_id, backends, mounter, topology)?
+            .with_kubelet_dir(args.kubelet_dir.clone()),
+    );
     let metrics = metrics_endpoint(&args, &identity).await?;
     info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the node plugin");
     csi_server::run_with_metrics(

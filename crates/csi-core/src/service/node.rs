@@ -76,6 +76,7 @@ pub struct NodeService {
     topology: Option<Arc<dyn TopologyProvider>>,
     locks: OperationLocks,
     publications: Mutex<HashMap<VolumeId, Vec<Publication>>>,
+    kubelet_dir: Option<PathBuf>,
 }
 
 impl NodeService {
@@ -97,7 +98,16 @@ impl NodeService {
             topology,
             locks: OperationLocks::default(),
             publications: Mutex::new(HashMap::new()),
+            kubelet_dir: None,
         })
+    }
+
+    /// Refuses staging and target paths below `kubelet_dir` that pass through a symbolic
+    /// link, so a link planted in the kubelet's tree cannot redirect a mount elsewhere.
+    /// (`kubelet_dir` itself may be a link, as on some distributions.)
+    pub fn with_kubelet_dir(mut self, kubelet_dir: PathBuf) -> Self {
+        self.kubelet_dir = Some(kubelet_dir);
+        self
     }
 
     /// The configured backends.
@@ -129,6 +139,7 @@ impl NodeService {
     pub async fn stage(&self, request: StageVolume) -> Result<()> {
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let staging_path = absolute_path("staging_target_path", &request.staging_path)?;
+        self.check_no_links("staging_target_path", &staging_path)?;
         let capability = request
             .capability
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
@@ -165,6 +176,8 @@ impl NodeService {
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let staging_path = absolute_path("staging_target_path", &request.staging_path)?;
         let target = absolute_path("target_path", &request.target_path)?;
+        self.check_no_links("staging_target_path", &staging_path)?;
+        self.check_no_links("target_path", &target)?;
         let capability = request
             .capability
             .ok_or_else(|| Error::invalid("volume_capability", "is required"))?;
@@ -306,6 +319,36 @@ impl NodeService {
         }
     }
 
+    /// Fails when a directory between the kubelet directory and `path` (exclusive) is a
+    /// symbolic link. Paths outside the kubelet directory are only checked at their last
+    /// component, when they are mounted on.
+    fn check_no_links(&self, field: &str, path: &Path) -> Result<()> {
+        let Some(kubelet_dir) = &self.kubelet_dir else {
+            return Ok(());
+        };
+        let Ok(below) = path.strip_prefix(kubelet_dir) else {
+            return Ok(());
+        };
+        let mut current = kubelet_dir.clone();
+        let components: Vec<_> = below.components().collect();
+        for component in components.iter().take(components.len().saturating_sub(1)) {
+            current.push(component);
+            match std::fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{field} {} passes through the symbolic link {}; refusing to mount through it",
+                        path.display(),
+                        current.display()
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io("stat", &current, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the target directory when missing; `true` when it is already a mount point.
     /// A target that is a symbolic link or not a directory is refused before anything is
     /// mounted, so a planted link cannot redirect the mount.
@@ -425,6 +468,31 @@ mod tests {
         assert_eq!(
             absolute_path("target_path", "/a/b").unwrap(),
             PathBuf::from("/a/b")
+        );
+    }
+
+    #[tokio::test]
+    async fn links_below_the_kubelet_dir_are_refused_but_the_kubelet_dir_may_be_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real-kubelet");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(real.join("pods/uid/volumes")).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let kubelet = dir.path().join("kubelet");
+        std::os::unix::fs::symlink(&real, &kubelet).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, real.join("pods/uid/volumes/pv")).unwrap();
+        let mounter = Arc::new(crate::ports::MockMounter::new());
+        let node = NodeService::new("n".into(), Backends::default(), mounter, None)
+            .unwrap()
+            .with_kubelet_dir(kubelet.clone());
+        let fine = kubelet.join("pods/uid/volumes/other/mount");
+        assert!(node.check_no_links("target_path", &fine).is_ok());
+        let planted = kubelet.join("pods/uid/volumes/pv/mount");
+        let err = node.check_no_links("target_path", &planted).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(
+            node.check_no_links("target_path", &elsewhere.join("x"))
+                .is_ok()
         );
     }
 
