@@ -1,0 +1,473 @@
+//! Snapshot archive throughput: `ArchiveSnapshotEngine` (the engine both backends use)
+//! against plain GNU tar, on the same trees in the same run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use csi_core::linux::TokioCommandRunner;
+use csi_core::ports::{ArchiveOptions, ArchiveTool, SnapshotEngine};
+use csi_core::snapshot_engine::{ArchiveSnapshotEngine, MD5_SUFFIX, md5_file, suffixed};
+use serde::Serialize;
+
+use crate::error::{BenchError, Result};
+use crate::stats::median;
+
+/// Files per directory of the small-file tree.
+const FILES_PER_DIR: usize = 1000;
+
+/// The trees to archive.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// Files in the small-file tree.
+    pub small_files: usize,
+    /// Size of each small file, bytes.
+    pub small_file_bytes: usize,
+    /// Files in the large-file tree.
+    pub large_files: usize,
+    /// Size of each large file, MiB.
+    pub large_file_mib: usize,
+    /// Timed repetitions of every variant (the median is reported).
+    pub runs: usize,
+}
+
+/// One variant's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantResult {
+    /// `create` or `restore`.
+    pub operation: String,
+    /// What ran.
+    pub variant: String,
+    /// Median wall time, seconds.
+    pub seconds_median: f64,
+    /// Every run's wall time, seconds.
+    pub seconds: Vec<f64>,
+    /// Tree bytes per second of the median, MiB/s.
+    pub mib_per_second: f64,
+    /// Files per second of the median.
+    pub files_per_second: f64,
+    /// Plain GNU tar's median over this variant's (above 1: faster than GNU tar).
+    pub speedup_vs_gnu_tar: f64,
+}
+
+/// Figures on one tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeReport {
+    /// `small files` or `large files`.
+    pub tree: String,
+    /// Regular files in the tree.
+    pub files: usize,
+    /// Bytes of file data in the tree.
+    pub bytes: u64,
+    /// Size of the engine's archive.
+    pub archive_bytes: u64,
+    /// Every variant.
+    pub results: Vec<VariantResult>,
+}
+
+/// The snapshot benchmark's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotReport {
+    /// `tar --version`, first line.
+    pub tar_version: String,
+    /// The archiver path the engine ran.
+    pub tar_path: String,
+    /// Filesystem type of the scratch directory (from /proc/self/mounts).
+    pub scratch_filesystem: String,
+    /// Timed runs per variant.
+    pub runs: usize,
+    /// The trees.
+    pub trees: Vec<TreeReport>,
+}
+
+/// A small, fast deterministic generator of incompressible bytes (xorshift64*).
+struct Bytes(u64);
+
+impl Bytes {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `files` files of `size` bytes into `dir`, [`FILES_PER_DIR`] per subdirectory.
+fn make_tree(dir: &Path, files: usize, size: usize) -> Result<u64> {
+    let mut rng = Bytes(0x9E37_79B9_7F4A_7C15);
+    let mut buf = vec![0u8; size.min(1 << 20)];
+    let mut total = 0u64;
+    for i in 0..files {
+        let sub = dir.join(format!("d{:04}", i / FILES_PER_DIR));
+        if i % FILES_PER_DIR == 0 {
+            std::fs::create_dir_all(&sub).map_err(|e| BenchError::io("create", &sub, e))?;
+        }
+        let path = sub.join(format!("f{i:07}"));
+        let mut f = std::fs::File::create(&path).map_err(|e| BenchError::io("create", &path, e))?;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len());
+            rng.fill(&mut buf[..n]);
+            f.write_all(&buf[..n])
+                .map_err(|e| BenchError::io("write", &path, e))?;
+            left -= n;
+        }
+        total += size as u64;
+    }
+    Ok(total)
+}
+
+/// The absolute path of `name` on `PATH`.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Runs a command to completion; an error unless it exits 0.
+fn run(program: &Path, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| BenchError::io("run", program, e))?;
+    if !out.status.success() {
+        return Err(BenchError::Setup(format!(
+            "{} {:?} failed ({}): {}",
+            program.display(),
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Flushes dirty pages so one variant's writeback does not land in the next one's time.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+fn remove_tree(path: &Path) {
+    let _ = std::fs::remove_dir_all(path);
+}
+
+fn fresh_dir(path: &Path) -> Result<()> {
+    remove_tree(path);
+    std::fs::create_dir_all(path).map_err(|e| BenchError::io("create", path, e))
+}
+
+/// The filesystem type `path` is on (longest matching mount point in /proc/self/mounts).
+fn filesystem_of(path: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, mp, ty) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mp).then(|| (mp.len(), ty.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, ty)| ty)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+struct Variant {
+    operation: &'static str,
+    name: &'static str,
+    seconds: Vec<f64>,
+}
+
+/// Times every variant on the tree at `source`.
+async fn bench_tree(
+    label: &str,
+    source: &Path,
+    files: usize,
+    bytes: u64,
+    scratch: &Path,
+    tar: &Path,
+    runs: usize,
+) -> Result<TreeReport> {
+    let engine = ArchiveSnapshotEngine::new(Arc::new(TokioCommandRunner::new()));
+    let options = |verify_md5| ArchiveOptions {
+        tool: ArchiveTool::Tar(tar.to_path_buf()),
+        verify_md5,
+    };
+    let archives = scratch.join("archives");
+    fresh_dir(&archives)?;
+    let plain = archives.join("plain.tar");
+    let flagged = archives.join("flags.tar");
+    let off = archives.join("engine-off.tar");
+    let on = archives.join("engine-on.tar");
+    let restore = scratch.join("restore");
+    let os = |p: &Path| p.as_os_str().to_owned();
+
+    // Warm the page cache with the tree (not timed).
+    run(
+        tar,
+        &[
+            "-cf".as_ref(),
+            plain.as_os_str(),
+            "-C".as_ref(),
+            source.as_os_str(),
+            ".".as_ref(),
+        ],
+    )?;
+    let _ = std::fs::remove_file(&plain);
+
+    let mut variants = vec![
+        Variant {
+            operation: "create",
+            name: "GNU tar -cf (plain)",
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "create",
+            name: "GNU tar -cf with the engine's flags (no fsync, no MD5)",
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "create",
+            name: "ArchiveSnapshotEngine, verification off",
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "create",
+            name: "ArchiveSnapshotEngine, verification on",
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "component",
+            name: "MD5 of the archive alone (the engine's md5_file)",
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "restore",
+            name: "GNU tar -xf (plain)",
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "restore",
+            name: "ArchiveSnapshotEngine, verification off",
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "restore",
+            name: "ArchiveSnapshotEngine, verification on",
+            seconds: Vec::new(),
+        },
+    ];
+    let mut archive_bytes = 0;
+    for _ in 0..runs.max(1) {
+        settle();
+        let t = Instant::now();
+        run(
+            tar,
+            &[
+                "-cf".as_ref(),
+                &os(&plain),
+                "-C".as_ref(),
+                &os(source),
+                ".".as_ref(),
+            ],
+        )?;
+        variants[0].seconds.push(t.elapsed().as_secs_f64());
+
+        settle();
+        let t = Instant::now();
+        run(
+            tar,
+            &[
+                "--xattrs".as_ref(),
+                "--xattrs-include=*".as_ref(),
+                "--acls".as_ref(),
+                "--numeric-owner".as_ref(),
+                "--sparse".as_ref(),
+                "-cf".as_ref(),
+                &os(&flagged),
+                "-C".as_ref(),
+                &os(source),
+                ".".as_ref(),
+            ],
+        )?;
+        variants[1].seconds.push(t.elapsed().as_secs_f64());
+
+        settle();
+        let t = Instant::now();
+        engine
+            .create(source, &off, &options(false))
+            .await
+            .map_err(|e| BenchError::Setup(format!("engine create (verification off): {e}")))?;
+        variants[2].seconds.push(t.elapsed().as_secs_f64());
+
+        settle();
+        let t = Instant::now();
+        let info = engine
+            .create(source, &on, &options(true))
+            .await
+            .map_err(|e| BenchError::Setup(format!("engine create (verification on): {e}")))?;
+        variants[3].seconds.push(t.elapsed().as_secs_f64());
+        archive_bytes = info.size_bytes;
+
+        let t = Instant::now();
+        md5_file(&on).map_err(|e| BenchError::Setup(format!("MD5 of the archive: {e}")))?;
+        variants[4].seconds.push(t.elapsed().as_secs_f64());
+        for p in [&plain, &flagged, &off] {
+            let _ = std::fs::remove_file(p);
+        }
+
+        // Restores all read the engine's verified archive.
+        fresh_dir(&restore)?;
+        settle();
+        let t = Instant::now();
+        run(
+            tar,
+            &["-xf".as_ref(), &os(&on), "-C".as_ref(), &os(&restore)],
+        )?;
+        variants[5].seconds.push(t.elapsed().as_secs_f64());
+
+        for (i, verify) in [(6, false), (7, true)] {
+            fresh_dir(&restore)?;
+            settle();
+            let t = Instant::now();
+            engine
+                .restore(&on, &restore, &options(verify))
+                .await
+                .map_err(|e| BenchError::Setup(format!("engine restore (verify {verify}): {e}")))?;
+            variants[i].seconds.push(t.elapsed().as_secs_f64());
+        }
+        remove_tree(&restore);
+        let _ = std::fs::remove_file(&on);
+        let _ = std::fs::remove_file(suffixed(&on, MD5_SUFFIX));
+    }
+    remove_tree(&archives);
+
+    let tar_create = median(&variants[0].seconds).unwrap_or(0.0);
+    let tar_restore = median(&variants[5].seconds).unwrap_or(0.0);
+    let results = variants
+        .into_iter()
+        .map(|v| {
+            let m = median(&v.seconds).unwrap_or(0.0).max(1e-9);
+            let baseline = if v.operation != "restore" {
+                tar_create
+            } else {
+                tar_restore
+            };
+            VariantResult {
+                operation: v.operation.to_string(),
+                variant: v.name.to_string(),
+                seconds_median: m,
+                seconds: v.seconds,
+                mib_per_second: bytes as f64 / (1 << 20) as f64 / m,
+                files_per_second: files as f64 / m,
+                speedup_vs_gnu_tar: baseline / m,
+            }
+        })
+        .collect();
+    Ok(TreeReport {
+        tree: label.to_string(),
+        files,
+        bytes,
+        archive_bytes,
+        results,
+    })
+}
+
+/// Builds the trees under `scratch`, times every variant on each, removes the trees.
+pub async fn run_snapshot(
+    options: &SnapshotOptions,
+    scratch: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<SnapshotReport> {
+    let tar = which("tar").ok_or_else(|| BenchError::Setup("GNU tar not found on PATH".into()))?;
+    let version = Command::new(&tar)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    std::fs::create_dir_all(scratch).map_err(|e| BenchError::io("create", scratch, e))?;
+    let mut trees = Vec::new();
+    let plans = [
+        ("small files", options.small_files, options.small_file_bytes),
+        (
+            "large files",
+            options.large_files,
+            options.large_file_mib << 20,
+        ),
+    ];
+    for (label, files, size) in plans {
+        if files == 0 {
+            continue;
+        }
+        let source = scratch.join(label.replace(' ', "-"));
+        fresh_dir(&source)?;
+        progress(&format!("snapshot: writing {files} files of {size} bytes"));
+        let bytes = make_tree(&source, files, size)?;
+        progress(&format!("snapshot: timing {label}, {} runs", options.runs));
+        let report = bench_tree(label, &source, files, bytes, scratch, &tar, options.runs).await;
+        remove_tree(&source);
+        trees.push(report?);
+    }
+    Ok(SnapshotReport {
+        tar_version: version,
+        tar_path: tar.display().to_string(),
+        scratch_filesystem: filesystem_of(scratch),
+        runs: options.runs.max(1),
+        trees,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_have_the_asked_files_and_bytes_and_differ_in_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = make_tree(dir.path(), 1001, 100).unwrap();
+        assert_eq!(total, 100_100);
+        let a = std::fs::read(dir.path().join("d0000/f0000000")).unwrap();
+        let b = std::fs::read(dir.path().join("d0001/f0001000")).unwrap();
+        assert_eq!((a.len(), b.len()), (100, 100));
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tiny_tree_is_timed_and_everything_scratch_is_removed() {
+        let Some(tar) = which("tar") else {
+            panic!("GNU tar is needed on PATH");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("tree");
+        let bytes = make_tree(&source, 20, 512).unwrap();
+        let report = bench_tree("small files", &source, 20, bytes, dir.path(), &tar, 1)
+            .await
+            .unwrap();
+        assert_eq!(report.results.len(), 8);
+        assert!(report.archive_bytes > bytes);
+        assert!(
+            report
+                .results
+                .iter()
+                .all(|r| r.seconds.len() == 1 && r.speedup_vs_gnu_tar > 0.0)
+        );
+        assert!(!dir.path().join("archives").exists());
+        assert!(!dir.path().join("restore").exists());
+    }
+}
