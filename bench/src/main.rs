@@ -71,6 +71,9 @@ struct Args {
     /// Print the figures as JSON on standard output (progress stays on standard error).
     #[arg(long)]
     json: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json_file: Option<PathBuf>,
     /// Simulated filesystems to run the plugin benchmarks on.
     #[arg(long, value_delimiter = ',', default_value = "lustre,beegfs8")]
     filesystem: Vec<String>,
@@ -162,6 +165,17 @@ impl Args {
     }
 }
 
+/// `git describe --always --dirty` in the working directory, if that works.
+fn revision() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
 fn bin_dir(args: &Args) -> Result<PathBuf> {
     if let Some(dir) = &args.bin_dir {
         return Ok(dir.clone());
@@ -226,6 +240,7 @@ async fn run(args: Args, started: Instant) -> Result<Report> {
     Ok(Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         quick: args.quick,
+        revision: revision(),
         machine,
         process_count_method: PROCESS_COUNT_METHOD.to_string(),
         filesystems,
@@ -253,8 +268,18 @@ fn main() -> ExitCode {
         }
     };
     let json = args.json;
+    let json_file = args.json_file.clone();
     match runtime.block_on(run(args, started)) {
         Ok(report) => {
+            if let Some(path) = json_file {
+                let written = serde_json::to_string_pretty(&report)
+                    .map_err(std::io::Error::other)
+                    .and_then(|text| std::fs::write(&path, text + "\n"));
+                if let Err(e) = written {
+                    eprintln!("pfs-csi-bench: writing {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             if json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(text) => println!("{text}"),

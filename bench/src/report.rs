@@ -40,6 +40,8 @@ pub struct Report {
     pub command: String,
     /// `--quick` or full.
     pub quick: bool,
+    /// `git describe --always --dirty` of the working directory, when it is a checkout.
+    pub revision: Option<String>,
     /// The machine.
     pub machine: Machine,
     /// How the spawned processes were counted.
@@ -223,8 +225,12 @@ pub fn render(report: &Report) -> String {
     let m = &report.machine;
     let _ = writeln!(
         out,
-        "pfs-csi bench{} on {} CPUs ({}), {} MiB, kernel {}, load {:.2} at start",
+        "pfs-csi bench{}{} on {} CPUs ({}), {} MiB, kernel {}, load {:.2} at start",
         if report.quick { " (--quick)" } else { "" },
+        report
+            .revision
+            .as_deref()
+            .map_or(String::new(), |r| format!(" at {r}")),
         m.cpus,
         m.cpu_model,
         m.memory_mib,
