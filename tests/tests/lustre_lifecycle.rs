@@ -1,6 +1,7 @@
 //! Lustre end to end: the real controller and node binaries over gRPC against the simulated
 //! Lustre filesystem of `pfs-csi-sim serve`.
 
+use pfs_sim::state::FsKind;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -306,11 +307,19 @@ async fn static_volume_is_served_and_never_deleted() {
     let mut controller = serve.controller().await;
     let mut node = serve.node().await;
     let mount_point = serve.layout().mounts_dir().join("exa1");
-    // The controller keeps the filesystem mounted; make the pre-existing data through it.
-    let data = mount_point.join("static-data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("existing.txt"), b"made before the driver\n").unwrap();
+    // The pre-existing data is made on the filesystem itself (its server side), as an
+    // administrator would have; whether the controller has it mounted yet does not matter.
+    let server_side = serve
+        .fs_data_dir(FsKind::Lustre, "simfs1")
+        .join("static-data");
+    std::fs::create_dir_all(&server_side).unwrap();
+    std::fs::write(
+        server_side.join("existing.txt"),
+        b"made before the driver\n",
+    )
+    .unwrap();
     // A 2.0-2.2.5 handle: <entry>:<mountPoint>/<dir>.
+    let data = mount_point.join("static-data");
     let handle = format!("exa1:{}", data.display());
     let volume = pb::Volume {
         volume_id: handle.clone(),
@@ -331,7 +340,7 @@ async fn static_volume_is_served_and_never_deleted() {
         b"made before the driver\n"
     );
     std::fs::write(target.join("from-pod.txt"), b"pod").unwrap();
-    assert!(data.join("from-pod.txt").exists());
+    assert!(server_side.join("from-pod.txt").exists());
     node.node_unpublish_volume(unpublish_request(&handle, &target))
         .await
         .unwrap();
@@ -344,8 +353,8 @@ async fn static_volume_is_served_and_never_deleted() {
         Code::FailedPrecondition,
         "",
     );
-    assert!(data.join("existing.txt").exists() && data.join("from-pod.txt").exists());
-    std::fs::remove_dir_all(&data).unwrap();
+    assert!(server_side.join("existing.txt").exists() && server_side.join("from-pod.txt").exists());
+    std::fs::remove_dir_all(&server_side).unwrap();
 }
 
 #[tokio::test]
