@@ -103,8 +103,8 @@ python3 "$repo/deploy/tests/validate_objects.py" --kubernetes-version "$k8s_vers
 
 built=()
 if [ "${PFS_VALIDATE_BUILD:-0}" = 1 ]; then
-    log "cargo build --release --bins"
-    (cd "$repo" && cargo build --release --locked --bins)
+    log "cargo build --release of the image's three binaries"
+    (cd "$repo" && cargo build --release --locked -p pfs-csi-controller -p pfs-csi-node -p pfsctl)
     built=(--built-target-dir "${CARGO_TARGET_DIR:-$repo/target}")
 fi
 
