@@ -19,7 +19,7 @@
 #
 # Environment: PFS_TOOLS_DIR, PFS_RENDER_DIR (default <repo>/target/deploy-render),
 # PFS_K8S_VERSION (default 1.34.0), PFS_VALIDATE_BUILD=1 to also build the
-# release binaries (cargo build --release --bins) and check them.
+# image's three release binaries and check them.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
