@@ -20,6 +20,10 @@ use crate::procfs::{self, Memory};
 use crate::requests;
 use crate::serve::{Served, channel, stop_child};
 use crate::stats::{Summary, median};
+use crate::syscalls::{
+    SyscallReport, Tracer, describe_fd, find_strace, parse_path_calls, parse_summary,
+    parse_write_fds, per_pair,
+};
 
 /// Label of the controller's processes in the fork counter.
 pub const CONTROLLER: &str = "controller";
@@ -45,6 +49,10 @@ pub struct FsOptions {
     pub memory_concurrency: usize,
     /// Launches of each binary in the start-up benchmark.
     pub launches: usize,
+    /// Alternations of the mount levels (up and down) in the mount benchmark.
+    pub mount_rounds: usize,
+    /// Sequential pairs traced in the syscall count.
+    pub syscall_pairs: usize,
 }
 
 /// Memory of one plugin.
@@ -88,8 +96,10 @@ pub struct MountLevel {
     pub mountinfo_read: Summary,
     /// A bind mount plus its unmount made directly by the bench: the kernel's floor.
     pub raw_bind_unbind: Summary,
-    /// Sequential publish+unpublish pairs.
+    /// Sequential publish+unpublish pairs, all passes together.
     pub run: PairRun,
+    /// p50 of each pass at this level, in the order measured, µs.
+    pub pass_p50_us: Vec<f64>,
 }
 
 /// Processes one RPC type made.
@@ -107,6 +117,8 @@ pub struct SpawnRow {
     pub node_processes_per_rpc: f64,
     /// Simulated tools invoked over all calls, by name.
     pub tools: BTreeMap<String, usize>,
+    /// The first full command line of each kind of tool call, as logged.
+    pub examples: BTreeMap<String, String>,
 }
 
 /// Start-up of one binary.
@@ -143,8 +155,11 @@ pub struct FsReport {
     pub memory: Option<MemoryReport>,
     /// CreateVolume+DeleteVolume pairs at each concurrency.
     pub create_delete: Vec<PairRun>,
-    /// NodePublish+NodeUnpublish pairs (one staged volume) at each concurrency.
+    /// NodePublish+NodeUnpublish pairs (one staged volume per worker) at each concurrency.
     pub publish_unpublish: Vec<PairRun>,
+    /// Sequential NodeGetCapabilities calls (answered from memory): the cost of one RPC
+    /// round trip through the client, the socket, tonic and the plugin's layers.
+    pub rpc_floor: Option<Summary>,
     /// Sequential publish+unpublish with unrelated mounts on the node.
     pub mount_scaling: Vec<MountLevel>,
     /// p50 of publish+unpublish at the most mounts over that at none.
@@ -155,6 +170,10 @@ pub struct FsReport {
     pub process_events_lost: bool,
     /// Start-up times.
     pub startup: Vec<StartupReport>,
+    /// Syscalls of the node plugin per publish+unpublish.
+    pub syscalls: Option<SyscallReport>,
+    /// Why the syscall count was skipped, when it was.
+    pub syscalls_skipped: Option<String>,
 }
 
 /// Which benchmarks to run.
@@ -170,6 +189,8 @@ pub struct Sections {
     pub spawns: bool,
     /// Start-up.
     pub startup: bool,
+    /// Syscalls per publish (needs strace).
+    pub syscalls: bool,
 }
 
 type Controller = pb::controller_client::ControllerClient<Channel>;
@@ -504,6 +525,21 @@ async fn memory_section(served: &Served, concurrency: usize) -> Result<MemoryRep
     })
 }
 
+/// Latency of `calls` sequential NodeGetCapabilities.
+async fn rpc_floor(served: &Served, calls: usize) -> Result<Summary> {
+    let mut node = served.node().await?;
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + 20 {
+        let (took, answer) =
+            timed(node.node_get_capabilities(pb::NodeGetCapabilitiesRequest {})).await;
+        answer.map_err(|s| BenchError::rpc("NodeGetCapabilities", &s))?;
+        if i >= 20 {
+            samples.push(took);
+        }
+    }
+    Summary::of(&samples).ok_or_else(|| BenchError::Setup("no samples".into()))
+}
+
 async fn rates_section(
     served: &Served,
     options: &FsOptions,
@@ -576,9 +612,9 @@ async fn sequential_publish(
     Ok(out)
 }
 
-/// Publish+unpublish at each count of unrelated mounts, measured on the way up and again
-/// on the way down (half the pairs each), so a change of the machine's load during the
-/// run weighs on every level alike.
+/// Publish+unpublish at each count of unrelated mounts, measured over several rounds of
+/// going up the levels and down again, a share of the pairs in each pass, so that a change
+/// of the machine's load during the run weighs on every level alike.
 async fn mounts_section(
     served: &Served,
     options: &FsOptions,
@@ -590,22 +626,36 @@ async fn mounts_section(
     let mut sorted = options.mount_levels.clone();
     sorted.sort_unstable();
     sorted.dedup();
-    let half = options.mount_iterations.div_ceil(2);
+    let rounds = options.mount_rounds.max(1);
+    let per_pass = options.mount_iterations.div_ceil(2 * rounds).max(1);
     let (raw_source, raw_target) = (work.join("raw-source"), work.join("raw-target"));
-    let mut order: Vec<(usize, usize)> = sorted.iter().copied().enumerate().collect();
-    order.extend(sorted.iter().copied().enumerate().rev());
-    let mut samples: Vec<Vec<(Duration, std::result::Result<Timed, String>)>> =
-        vec![Vec::new(); sorted.len()];
+    let mut order: Vec<(usize, usize)> = Vec::new();
+    for _ in 0..rounds {
+        order.extend(sorted.iter().copied().enumerate());
+        order.extend(sorted.iter().copied().enumerate().rev());
+    }
+    type Sample = (Duration, std::result::Result<Timed, String>);
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sorted.len()];
+    let mut passes: Vec<Vec<f64>> = vec![Vec::new(); sorted.len()];
     let mut raw: Vec<Vec<Duration>> = vec![Vec::new(); sorted.len()];
     let mut walls = vec![Duration::ZERO; sorted.len()];
     for (pass, (slot, count)) in order.into_iter().enumerate() {
         unrelated.grow_to(count)?;
         unrelated.shrink_to(count);
-        let _ = sequential_publish(&node, &staged, &format!("warm{pass}"), 5).await?;
+        let _ = sequential_publish(&node, &staged, &format!("warm{pass}"), 3).await?;
         let started = Instant::now();
-        samples[slot].extend(sequential_publish(&node, &staged, &format!("p{pass}"), half).await?);
+        let done = sequential_publish(&node, &staged, &format!("p{pass}"), per_pass).await?;
         walls[slot] += started.elapsed();
-        raw[slot].extend(raw_bind_unbind(&raw_source, &raw_target, half)?);
+        let ok: Vec<Duration> = done
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(d, _)| *d)
+            .collect();
+        if let Some(s) = Summary::of(&ok) {
+            passes[slot].push(s.p50_us);
+        }
+        samples[slot].extend(done);
+        raw[slot].extend(raw_bind_unbind(&raw_source, &raw_target, per_pass)?);
     }
     let mut levels = Vec::new();
     for (slot, count) in sorted.iter().copied().enumerate() {
@@ -619,6 +669,7 @@ async fn mounts_section(
             raw_bind_unbind: Summary::of(&raw[slot])
                 .ok_or_else(|| BenchError::Setup("no raw samples".into()))?,
             run: summarize(1, results.len(), walls[slot], results),
+            pass_p50_us: std::mem::take(&mut passes[slot]),
         });
     }
     unrelated.clear();
@@ -632,6 +683,68 @@ async fn mounts_section(
         _ => None,
     };
     Ok((levels, ratio))
+}
+
+/// Syscalls of the node plugin per sequential publish+unpublish pair, counted by strace
+/// attached to the running plugin (which slows it; no timing is taken here).
+async fn syscalls_section(
+    served: &Served,
+    strace: &Path,
+    pairs: usize,
+    work: &Path,
+) -> Result<SyscallReport> {
+    let staged = Staged::new(served, "bench-strace").await?;
+    let node = served.node().await?;
+    let _ = sequential_publish(&node, &staged, "warm", 5).await?;
+    let summary_file = work.join("strace-summary.txt");
+    let tracer = Tracer::attach(strace, &["-c"], served.node_pid, &summary_file).await?;
+    let done = sequential_publish(&node, &staged, "counted", pairs).await;
+    let summary = tracer.detach().await;
+    let failed = done?.iter().filter(|(_, r)| r.is_err()).count();
+    let files_file = work.join("strace-files.txt");
+    let tracer =
+        Tracer::attach(strace, &["-e", "trace=%file"], served.node_pid, &files_file).await?;
+    let done = sequential_publish(&node, &staged, "paths", pairs).await;
+    let files = tracer.detach().await;
+    let failed = failed + done?.iter().filter(|(_, r)| r.is_err()).count();
+    let writes_file = work.join("strace-writes.txt");
+    let tracer = Tracer::attach(
+        strace,
+        &["-e", "trace=write,writev", "-s", "0"],
+        served.node_pid,
+        &writes_file,
+    )
+    .await?;
+    let done = sequential_publish(&node, &staged, "writes", pairs).await;
+    let writes = tracer.detach().await;
+    let failed = failed + done?.iter().filter(|(_, r)| r.is_err()).count();
+    let writes: BTreeMap<String, u64> = parse_write_fds(&writes)
+        .into_iter()
+        .map(|(fd, n)| (format!("fd {fd} ({})", describe_fd(served.node_pid, fd)), n))
+        .collect();
+    staged.remove(served).await?;
+    if failed > 0 {
+        return Err(BenchError::Setup(format!(
+            "{failed} publish+unpublish pairs failed under strace"
+        )));
+    }
+    let counts = parse_summary(&summary);
+    let total: u64 = counts.values().sum();
+    Ok(SyscallReport {
+        pairs,
+        total_per_pair: total as f64 / pairs.max(1) as f64,
+        per_pair: per_pair(counts, pairs),
+        paths_per_pair: per_pair(
+            parse_path_calls(&files, &staged_dir_text(served, "bench-strace")),
+            pairs,
+        ),
+        writes_per_pair: per_pair(writes, pairs),
+    })
+}
+
+/// The pod directory of the staged volume `name`, as text.
+fn staged_dir_text(served: &Served, name: &str) -> String {
+    served.pod_path(name).display().to_string()
 }
 
 /// A measurement window over the process events and the simulator's call log.
@@ -657,7 +770,9 @@ impl<'a> Window<'a> {
 
     fn close(self, rpc: &str, calls: usize) -> Result<SpawnRow> {
         self.forks.sync()?;
-        let tools = tools_in_log(&read_from(&self.log, self.offset)?);
+        let text = read_from(&self.log, self.offset)?;
+        let tools = tools_in_log(&text);
+        let examples = examples_in_log(&text);
         let total: usize = tools.values().sum();
         let per = |n: u64| n as f64 / calls.max(1) as f64;
         Ok(SpawnRow {
@@ -667,6 +782,7 @@ impl<'a> Window<'a> {
             controller_processes_per_rpc: per(self.forks.count(CONTROLLER) - self.controller),
             node_processes_per_rpc: per(self.forks.count(NODE) - self.node),
             tools,
+            examples,
         })
     }
 }
@@ -710,6 +826,35 @@ pub fn describe_call(tool: &str, args: &[String]) -> String {
         .chain(words)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The first logged command line of each kind of call ([`describe_call`]).
+pub fn examples_in_log(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(tool) = v.get("tool").and_then(|t| t.as_str()) else {
+            continue;
+        };
+        let args: Vec<String> = v
+            .get("args")
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.entry(describe_call(tool, &args)).or_insert_with(|| {
+            std::iter::once(tool.to_string())
+                .chain(args)
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+    }
+    out
 }
 
 /// Tool invocations by [`describe_call`] in calls.log lines (`{"tool": ..., "args": [...]}`
@@ -1043,11 +1188,14 @@ pub async fn run(
         memory: None,
         create_delete: Vec::new(),
         publish_unpublish: Vec::new(),
+        rpc_floor: None,
         mount_scaling: Vec::new(),
         mount_scaling_ratio: None,
         spawns: Vec::new(),
         process_events_lost: false,
         startup: Vec::new(),
+        syscalls: None,
+        syscalls_skipped: None,
     };
     // Memory first, so the peaks are not those of the rate benchmarks.
     if sections.memory {
@@ -1068,6 +1216,7 @@ pub async fn run(
             options.concurrency
         ));
         let (cd, pu) = rates_section(served, options).await?;
+        report.rpc_floor = Some(rpc_floor(served, options.publish_pairs).await?);
         report.create_delete = cd;
         report.publish_unpublish = pu;
     }
@@ -1079,6 +1228,18 @@ pub async fn run(
         let (levels, ratio) = mounts_section(served, options, work).await?;
         report.mount_scaling = levels;
         report.mount_scaling_ratio = ratio;
+    }
+    if sections.syscalls {
+        match find_strace() {
+            Some(strace) => {
+                progress(&format!(
+                    "{fs}: node syscalls per publish+unpublish (strace)"
+                ));
+                report.syscalls =
+                    Some(syscalls_section(served, &strace, options.syscall_pairs, work).await?);
+            }
+            None => report.syscalls_skipped = Some("strace is not on PATH".into()),
+        }
     }
     if sections.startup {
         progress(&format!(
@@ -1115,6 +1276,16 @@ mod tests {
         assert_eq!(tools.get("mount"), Some(&1));
         assert_eq!(tools.get("?"), Some(&1));
         assert_eq!(tools.values().sum::<usize>(), 4);
+        let examples = examples_in_log(text);
+        assert_eq!(
+            examples.get("lfs setquota").map(String::as_str),
+            Some("lfs setquota")
+        );
+        assert_eq!(
+            examples.get("lfs project").map(String::as_str),
+            Some("lfs project")
+        );
+        assert_eq!(examples.len(), 3);
     }
 
     #[test]

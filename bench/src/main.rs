@@ -32,6 +32,7 @@ mod requests;
 mod serve;
 mod snapshot;
 mod stats;
+mod syscalls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Section {
     Mounts,
     /// Start-up time to a ready Probe.
     Startup,
+    /// Syscalls of the node plugin per publish+unpublish (strace).
+    Syscalls,
     /// Snapshot archive throughput against GNU tar.
     Snapshot,
 }
@@ -103,9 +106,16 @@ struct Args {
     /// Unrelated mount counts.
     #[arg(long, value_delimiter = ',', default_value = "0,1000,5000")]
     mount_levels: Vec<usize>,
-    /// Sequential publish+unpublish pairs per mount level [default: 500, quick 100].
+    /// Sequential publish+unpublish pairs per mount level [default: 800, quick 160].
     #[arg(long)]
     mount_iterations: Option<usize>,
+    /// Rounds up and down the mount levels (the pairs are spread over them) [default: 4,
+    /// quick 2].
+    #[arg(long)]
+    mount_rounds: Option<usize>,
+    /// Publish+unpublish pairs traced with strace [default: 100, quick 50].
+    #[arg(long)]
+    syscall_pairs: Option<usize>,
     /// Calls of each RPC type when counting processes [default: 10, quick 5].
     #[arg(long)]
     spawn_samples: Option<usize>,
@@ -147,7 +157,9 @@ impl Args {
             create_pairs: self.pick(self.create_pairs, 200, 64),
             publish_pairs: self.pick(self.publish_pairs, 1000, 200),
             mount_levels: self.mount_levels.clone(),
-            mount_iterations: self.pick(self.mount_iterations, 500, 100),
+            mount_iterations: self.pick(self.mount_iterations, 800, 160),
+            mount_rounds: self.pick(self.mount_rounds, 4, 2),
+            syscall_pairs: self.pick(self.syscall_pairs, 100, 50),
             spawn_samples: self.pick(self.spawn_samples, 10, 5),
             memory_concurrency: self.memory_concurrency,
             launches: self.pick(self.launches, 11, 5),
@@ -204,9 +216,14 @@ async fn run(args: Args, started: Instant) -> Result<Report> {
         mounts: args.wants(Section::Mounts),
         spawns: args.wants(Section::Spawns),
         startup: args.wants(Section::Startup),
+        syscalls: args.wants(Section::Syscalls),
     };
-    let any_fs =
-        sections.memory || sections.rates || sections.mounts || sections.spawns || sections.startup;
+    let any_fs = sections.memory
+        || sections.rates
+        || sections.mounts
+        || sections.spawns
+        || sections.startup
+        || sections.syscalls;
     let mut filesystems = Vec::new();
     if any_fs {
         let forks = forks::ForkCounter::start()?;

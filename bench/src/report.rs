@@ -336,6 +336,14 @@ pub fn render(report: &Report) -> String {
             "unpub",
             &fs.publish_unpublish,
         );
+        if let Some(f) = &fs.rpc_floor {
+            let _ = writeln!(
+                out,
+                "  one sequential NodeGetCapabilities (no work, the RPC round trip alone): p50 {} ms, p99 {} ms",
+                ms(f.p50_us),
+                ms(f.p99_us)
+            );
+        }
         if !fs.mount_scaling.is_empty() {
             let _ = writeln!(
                 out,
@@ -369,6 +377,15 @@ pub fn render(report: &Report) -> String {
                     ms(l.raw_bind_unbind.p50_us),
                     ms(l.mountinfo_read.p50_us),
                 );
+                if !l.pass_p50_us.is_empty() {
+                    let passes = l
+                        .pass_p50_us
+                        .iter()
+                        .map(|v| ms(*v))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let _ = writeln!(out, "          p50 of each pass, in order: {passes}");
+                }
                 if let Some(e) = &l.run.first_error {
                     let _ = writeln!(out, "        {} errors, first: {e}", l.run.errors);
                 }
@@ -389,6 +406,41 @@ pub fn render(report: &Report) -> String {
                     "  ratio of p50, most mounts over none: plugin {r:.2}x, raw bind+umount {raw}"
                 );
             }
+        }
+        if let Some(sc) = &fs.syscalls {
+            let _ = writeln!(
+                out,
+                "\nNode plugin syscalls per sequential publish+unpublish (strace -f attached, {} pairs): {:.1} in all",
+                sc.pairs, sc.total_per_pair
+            );
+            let mut by: Vec<_> = sc.per_pair.iter().collect();
+            by.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+            let top = by
+                .iter()
+                .take(16)
+                .map(|(k, v)| format!("{k} {v:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(out, "  by syscall: {top}");
+            let mut paths: Vec<_> = sc.paths_per_pair.iter().collect();
+            paths.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+            let writes = sc
+                .writes_per_pair
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(out, "  write/writev by descriptor: {writes}");
+            let _ = writeln!(
+                out,
+                "  path syscalls per pair (<pod> = the pod's own staging and target paths):"
+            );
+            for (k, v) in paths.iter().take(20) {
+                let _ = writeln!(out, "    {v:>6.2}  {k}");
+            }
+        }
+        if let Some(why) = &fs.syscalls_skipped {
+            let _ = writeln!(out, "\nNode plugin syscalls: skipped ({why})");
         }
         if !fs.startup.is_empty() {
             let _ = writeln!(
