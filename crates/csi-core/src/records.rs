@@ -55,7 +55,13 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))?;
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::Internal(format!("encode record: {e}")))?;
-        let tmp = self.dir.join(format!(".{key}.tmp-{}", std::process::id()));
+        // Unique per write, not only per process: concurrent writes of one key must not
+        // share (and rename away) each other's temporary file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{key}.tmp-{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -110,7 +116,7 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
         Ok(out)
     }
 
-    /// Removes `.<key>.tmp-<pid>` files (best effort): a process killed between writing
+    /// Removes `.<key>.tmp-<pid>-<n>` files (best effort): a process killed between writing
     /// and renaming a record leaves one, and nothing else would ever remove it.
     fn remove_leftover_temps(&self, key: &str) {
         let prefix = format!(".{key}.tmp-");
@@ -120,8 +126,9 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name();
             let is_temp = name.to_str().is_some_and(|n| {
-                n.strip_prefix(&prefix)
-                    .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+                n.strip_prefix(&prefix).is_some_and(|tag| {
+                    !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                })
             });
             if is_temp {
                 let _ = fs::remove_file(entry.path());
@@ -224,6 +231,36 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec![".a.tmp-7.tmp-9", ".b.tmp-123", "a.tmp-7.json"]);
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_key_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::<Rec>::new(dir.path().join("r"));
+        std::thread::scope(|scope| {
+            for i in 0..16 {
+                let store = &store;
+                scope.spawn(move || {
+                    for j in 0..20 {
+                        store
+                            .put(
+                                "same",
+                                &Rec {
+                                    size: i * 100 + j,
+                                    name: "x".into(),
+                                },
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert!(store.get("same").unwrap().is_some());
+        assert_eq!(
+            std::fs::read_dir(store.dir()).unwrap().count(),
+            1,
+            "temporary files left behind"
+        );
     }
 
     #[test]
