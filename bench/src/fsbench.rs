@@ -174,6 +174,8 @@ pub struct FsReport {
     pub syscalls: Option<SyscallReport>,
     /// Why the syscall count was skipped, when it was.
     pub syscalls_skipped: Option<String>,
+    /// Benchmarks that failed, with why.
+    pub errors: Vec<String>,
 }
 
 /// Which benchmarks to run.
@@ -1174,6 +1176,8 @@ async fn startup_one(
 }
 
 /// Runs the chosen benchmarks on `served`; `work` is a scratch directory of this run.
+/// Runs the chosen benchmarks on `served`; `work` is a scratch directory of this run. A
+/// benchmark that fails is recorded in [`FsReport::errors`] and the others still run.
 pub async fn run(
     served: &Served,
     forks: &ForkCounter,
@@ -1181,7 +1185,7 @@ pub async fn run(
     sections: Sections,
     work: &Path,
     progress: &dyn Fn(&str),
-) -> Result<FsReport> {
+) -> FsReport {
     let fs = served.filesystem.clone();
     let mut report = FsReport {
         filesystem: fs.clone(),
@@ -1196,18 +1200,30 @@ pub async fn run(
         startup: Vec::new(),
         syscalls: None,
         syscalls_skipped: None,
+        errors: Vec::new(),
     };
+    let failed = |what: &str, e: BenchError| {
+        progress(&format!("{fs}: {what} failed: {e}"));
+        report_error(what, e)
+    };
+    let mut errors = Vec::new();
     // Memory first, so the peaks are not those of the rate benchmarks.
     if sections.memory {
         progress(&format!(
             "{fs}: memory idle and under {} concurrent RPCs",
             options.memory_concurrency
         ));
-        report.memory = Some(memory_section(served, options.memory_concurrency).await?);
+        match memory_section(served, options.memory_concurrency).await {
+            Ok(m) => report.memory = Some(m),
+            Err(e) => errors.push(failed("memory", e)),
+        }
     }
     if sections.spawns {
         progress(&format!("{fs}: processes spawned per RPC"));
-        report.spawns = spawns_section(served, forks, options.spawn_samples).await?;
+        match spawns_section(served, forks, options.spawn_samples).await {
+            Ok(rows) => report.spawns = rows,
+            Err(e) => errors.push(failed("spawns", e)),
+        }
         report.process_events_lost = forks.lost_events();
     }
     if sections.rates {
@@ -1215,19 +1231,30 @@ pub async fn run(
             "{fs}: RPC rates at concurrency {:?}",
             options.concurrency
         ));
-        let (cd, pu) = rates_section(served, options).await?;
-        report.rpc_floor = Some(rpc_floor(served, options.publish_pairs).await?);
-        report.create_delete = cd;
-        report.publish_unpublish = pu;
+        match rates_section(served, options).await {
+            Ok((cd, pu)) => {
+                report.create_delete = cd;
+                report.publish_unpublish = pu;
+            }
+            Err(e) => errors.push(failed("rates", e)),
+        }
+        match rpc_floor(served, options.publish_pairs).await {
+            Ok(f) => report.rpc_floor = Some(f),
+            Err(e) => errors.push(failed("RPC round trip", e)),
+        }
     }
     if sections.mounts {
         progress(&format!(
             "{fs}: publish with {:?} unrelated mounts",
             options.mount_levels
         ));
-        let (levels, ratio) = mounts_section(served, options, work).await?;
-        report.mount_scaling = levels;
-        report.mount_scaling_ratio = ratio;
+        match mounts_section(served, options, work).await {
+            Ok((levels, ratio)) => {
+                report.mount_scaling = levels;
+                report.mount_scaling_ratio = ratio;
+            }
+            Err(e) => errors.push(failed("mounts", e)),
+        }
     }
     if sections.syscalls {
         match find_strace() {
@@ -1235,8 +1262,10 @@ pub async fn run(
                 progress(&format!(
                     "{fs}: node syscalls per publish+unpublish (strace)"
                 ));
-                report.syscalls =
-                    Some(syscalls_section(served, &strace, options.syscall_pairs, work).await?);
+                match syscalls_section(served, &strace, options.syscall_pairs, work).await {
+                    Ok(s) => report.syscalls = Some(s),
+                    Err(e) => errors.push(failed("syscalls", e)),
+                }
             }
             None => report.syscalls_skipped = Some("strace is not on PATH".into()),
         }
@@ -1247,12 +1276,19 @@ pub async fn run(
             options.launches
         ));
         for role in [NODE, CONTROLLER] {
-            report
-                .startup
-                .push(startup_one(served, forks, role, options.launches, work).await?);
+            match startup_one(served, forks, role, options.launches, work).await {
+                Ok(s) => report.startup.push(s),
+                Err(e) => errors.push(failed("startup", e)),
+            }
         }
     }
-    Ok(report)
+    report.errors = errors;
+    report
+}
+
+/// `what: error` for the report.
+fn report_error(what: &str, e: BenchError) -> String {
+    format!("{what}: {e}")
 }
 
 #[cfg(test)]

@@ -239,6 +239,9 @@ pub fn render(report: &Report) -> String {
     );
     for fs in &report.filesystems {
         let _ = writeln!(out, "\n=== {} ===", fs.filesystem);
+        for e in &fs.errors {
+            let _ = writeln!(out, "  FAILED {e}");
+        }
         if let Some(mem) = &fs.memory {
             let _ = writeln!(
                 out,
@@ -495,6 +498,9 @@ pub fn render(report: &Report) -> String {
             "\n=== snapshot archives ({}, scratch on {}, median of {} runs) ===",
             snap.tar_version, snap.scratch_filesystem, snap.runs
         );
+        for e in &snap.errors {
+            let _ = writeln!(out, "  FAILED {e}");
+        }
         for t in &snap.trees {
             let _ = writeln!(
                 out,

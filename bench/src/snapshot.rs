@@ -80,6 +80,8 @@ pub struct SnapshotReport {
     pub runs: usize,
     /// The trees.
     pub trees: Vec<TreeReport>,
+    /// Trees (or the whole benchmark) that could not be measured, with why.
+    pub errors: Vec<String>,
 }
 
 /// A small, fast deterministic generator of incompressible bytes (xorshift64*).
@@ -281,6 +283,7 @@ async fn bench_tree(
             ],
         )?;
         variants[0].seconds.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&plain);
 
         settle();
         let t = Instant::now();
@@ -300,6 +303,7 @@ async fn bench_tree(
             ],
         )?;
         variants[1].seconds.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&flagged);
 
         settle();
         let t = Instant::now();
@@ -308,6 +312,7 @@ async fn bench_tree(
             .await
             .map_err(|e| BenchError::Setup(format!("engine create (verification off): {e}")))?;
         variants[2].seconds.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&off);
 
         settle();
         let t = Instant::now();
@@ -321,9 +326,6 @@ async fn bench_tree(
         let t = Instant::now();
         md5_file(&on).map_err(|e| BenchError::Setup(format!("MD5 of the archive: {e}")))?;
         variants[4].seconds.push(t.elapsed().as_secs_f64());
-        for p in [&plain, &flagged, &off] {
-            let _ = std::fs::remove_file(p);
-        }
 
         // Restores all read the engine's verified archive.
         fresh_dir(&restore)?;
@@ -382,14 +384,42 @@ async fn bench_tree(
     })
 }
 
-/// Builds the trees under `scratch`, times every variant on each, removes the trees.
+/// Free bytes for this user in the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// Space one tree needs at the peak: the tree, the engine's archive kept for the restores,
+/// one other archive and one restored copy; archives of small files are larger than their
+/// data by the 512-byte headers and the padding to 512 bytes.
+pub fn space_needed(files: usize, size: usize) -> u64 {
+    let data = files as u64 * size as u64;
+    let archive = files as u64 * (512 + (size as u64).div_ceil(512) * 512) + 10 * 1024;
+    2 * data + 2 * archive
+}
+
+/// Builds the trees under `scratch`, times every variant on each, removes the trees. A tree
+/// that cannot be measured (no room, a failing archiver) is reported with why.
 pub async fn run_snapshot(
     options: &SnapshotOptions,
     scratch: &Path,
     progress: &dyn Fn(&str),
-) -> Result<SnapshotReport> {
-    let tar = which("tar").ok_or_else(|| BenchError::Setup("GNU tar not found on PATH".into()))?;
-    let version = Command::new(&tar)
+) -> SnapshotReport {
+    let mut report = SnapshotReport {
+        tar_version: String::new(),
+        tar_path: String::new(),
+        scratch_filesystem: String::new(),
+        runs: options.runs.max(1),
+        trees: Vec::new(),
+        errors: Vec::new(),
+    };
+    let Some(tar) = which("tar") else {
+        report.errors.push("GNU tar not found on PATH".into());
+        return report;
+    };
+    report.tar_path = tar.display().to_string();
+    report.tar_version = Command::new(&tar)
         .arg("--version")
         .output()
         .map(|o| {
@@ -400,8 +430,13 @@ pub async fn run_snapshot(
                 .to_string()
         })
         .unwrap_or_default();
-    std::fs::create_dir_all(scratch).map_err(|e| BenchError::io("create", scratch, e))?;
-    let mut trees = Vec::new();
+    if let Err(e) = std::fs::create_dir_all(scratch) {
+        report
+            .errors
+            .push(BenchError::io("create", scratch, e).to_string());
+        return report;
+    }
+    report.scratch_filesystem = filesystem_of(scratch);
     let plans = [
         ("small files", options.small_files, options.small_file_bytes),
         (
@@ -414,27 +449,54 @@ pub async fn run_snapshot(
         if files == 0 {
             continue;
         }
+        let need = space_needed(files, size);
+        if let Some(free) = free_bytes(scratch).filter(|&free| free < need) {
+            report.errors.push(format!(
+                "{label}: skipped, {} MiB needed in {} and {} MiB free (give --work-dir elsewhere, or fewer or smaller files)",
+                need >> 20,
+                scratch.display(),
+                free >> 20
+            ));
+            continue;
+        }
         let source = scratch.join(label.replace(' ', "-"));
-        fresh_dir(&source)?;
-        progress(&format!("snapshot: writing {files} files of {size} bytes"));
-        let bytes = make_tree(&source, files, size)?;
-        progress(&format!("snapshot: timing {label}, {} runs", options.runs));
-        let report = bench_tree(label, &source, files, bytes, scratch, &tar, options.runs).await;
+        let measured = async {
+            fresh_dir(&source)?;
+            progress(&format!("snapshot: writing {files} files of {size} bytes"));
+            let bytes = make_tree(&source, files, size)?;
+            progress(&format!("snapshot: timing {label}, {} runs", options.runs));
+            bench_tree(label, &source, files, bytes, scratch, &tar, options.runs).await
+        }
+        .await;
         remove_tree(&source);
-        trees.push(report?);
+        remove_tree(&scratch.join("archives"));
+        remove_tree(&scratch.join("restore"));
+        match measured {
+            Ok(tree) => report.trees.push(tree),
+            Err(e) => {
+                progress(&format!("snapshot: {label} failed: {e}"));
+                report.errors.push(format!("{label}: {e}"));
+            }
+        }
     }
-    Ok(SnapshotReport {
-        tar_version: version,
-        tar_path: tar.display().to_string(),
-        scratch_filesystem: filesystem_of(scratch),
-        runs: options.runs.max(1),
-        trees,
-    })
+    report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_space_needed_covers_two_copies_of_the_data_and_two_archives() {
+        // 4 KiB files: 512-byte header + 4096 bytes each in the archive.
+        assert_eq!(
+            space_needed(1000, 4096),
+            2 * 4_096_000 + 2 * (4_608_000 + 10_240)
+        );
+        // 1-byte files still take a header and a padded block each.
+        assert_eq!(space_needed(10, 1), 20 + 2 * (10 * 1024 + 10_240));
+        assert!(free_bytes(Path::new("/")).is_some());
+    }
 
     #[test]
     fn trees_have_the_asked_files_and_bytes_and_differ_in_content() {
