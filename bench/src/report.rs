@@ -150,7 +150,7 @@ pub fn targets(filesystems: &[FsReport], snapshot: Option<&SnapshotReport>) -> V
                     .iter()
                     .find(|r| {
                         r.operation == "create"
-                            && r.variant == "ArchiveSnapshotEngine, verification on"
+                            && r.variant == crate::snapshot::ENGINE_VERIFIED_CREATE
                     })
                     .map(|r| (t.files, r.speedup_vs_gnu_tar))
             });

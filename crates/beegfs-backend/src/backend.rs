@@ -184,7 +184,8 @@ impl Inner {
         };
         ArchiveOptions {
             tool,
-            verify_md5: self.settings.snapshots.verify_md5,
+            verify: self.settings.snapshots.verify,
+            checksum: self.settings.snapshots.checksum,
         }
     }
 

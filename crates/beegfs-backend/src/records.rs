@@ -98,9 +98,10 @@ pub struct SnapshotRecord {
     pub size_bytes: u64,
     /// Whether the archive is complete.
     pub ready: bool,
-    /// MD5 of the archive, when verification is on.
-    #[serde(default)]
-    pub md5: Option<String>,
+    /// Hex checksum of the archive, when verification is on (`md5` in records of earlier
+    /// versions; the kind follows the settings, the checksum file's suffix tells).
+    #[serde(default, alias = "md5")]
+    pub checksum: Option<String>,
     /// Why the last cut failed.
     #[serde(default)]
     pub error: Option<String>,

@@ -22,7 +22,7 @@
 //!         gidMax: 2099999
 //!         storagePool: 1
 //!         inodesPerGib: 100000            # absent: no inode limit
-//!     snapshots: {tar: tar, verifyMd5: true}
+//!     snapshots: {tar: tar, verifyMd5: true, checksum: blake3}   # checksum: blake3 | md5
 //! ```
 //!
 //! Tools named without a `/` are looked up first under
@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use csi_core::client_tools;
+use csi_core::ports::ChecksumKind;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -96,8 +97,12 @@ pub struct SnapshotSettings {
     pub tar: PathBuf,
     /// mpifileutils `dtar`; used instead of tar when set.
     pub dtar: Option<PathBuf>,
-    /// Write and check an MD5 checksum of every archive.
-    pub verify_md5: bool,
+    /// Write a checksum of every archive and check it before restores (key `verifyMd5`,
+    /// kept for compatibility).
+    #[serde(rename = "verifyMd5")]
+    pub verify: bool,
+    /// Which checksum: `blake3` (default) or `md5`.
+    pub checksum: ChecksumKind,
 }
 
 impl Default for SnapshotSettings {
@@ -105,7 +110,8 @@ impl Default for SnapshotSettings {
         Self {
             tar: PathBuf::from("tar"),
             dtar: None,
-            verify_md5: true,
+            verify: true,
+            checksum: ChecksumKind::Blake3,
         }
     }
 }
@@ -336,7 +342,7 @@ mod tests {
     #[test]
     fn every_key_is_read_in_camel_case() {
         let s = BeegfsSettings::from_yaml(
-            "pfsCsi:\n  beegfs:\n    clientMountMode: shared\n    commandTimeoutSeconds: 5\n    nodeUnstageTimeoutSeconds: 0\n    grpcPort: 9010\n    beegfsCtlTool: /opt/beegfs/sbin/beegfs-ctl\n    quotas:\n      - sysMgmtdHost: 10.0.0.5\n        gidMin: 100\n        gidMax: 200\n        inodesPerGib: 1000\n      - sysMgmtdHost: fs-b\n        enabled: false\n    snapshots:\n      verifyMd5: false\n",
+            "pfsCsi:\n  beegfs:\n    clientMountMode: shared\n    commandTimeoutSeconds: 5\n    nodeUnstageTimeoutSeconds: 0\n    grpcPort: 9010\n    beegfsCtlTool: /opt/beegfs/sbin/beegfs-ctl\n    quotas:\n      - sysMgmtdHost: 10.0.0.5\n        gidMin: 100\n        gidMax: 200\n        inodesPerGib: 1000\n      - sysMgmtdHost: fs-b\n        enabled: false\n    snapshots:\n      verifyMd5: false\n      checksum: md5\n",
         )
         .unwrap();
         assert_eq!(s.client_mount_mode, ClientMountMode::Shared);
@@ -348,7 +354,8 @@ mod tests {
         assert_eq!(q.inodes_per_gib, Some(1000));
         assert!(s.quota_for("fs-b").is_none(), "disabled quotas are off");
         assert!(s.quota_for("other").is_none());
-        assert!(!s.snapshots.verify_md5);
+        assert!(!s.snapshots.verify);
+        assert_eq!(s.snapshots.checksum, ChecksumKind::Md5);
         assert_eq!(s.snapshots.tar, PathBuf::from("tar"));
     }
 

@@ -148,7 +148,7 @@ impl Inner {
                     created_nanos: now.subsec_nanos(),
                     size_bytes: 0,
                     ready: false,
-                    md5: None,
+                    checksum: None,
                     error: None,
                 };
                 this.put_snapshot(&store, &rec).await?;
@@ -218,7 +218,7 @@ impl Inner {
                         Ok(info) => {
                             rec.ready = true;
                             rec.size_bytes = info.size_bytes;
-                            rec.md5 = info.md5;
+                            rec.checksum = info.checksum.map(|c| c.hex);
                             rec.error = None;
                         }
                         Err(e) => rec.error = Some(e.to_string()),

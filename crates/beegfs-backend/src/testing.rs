@@ -620,7 +620,7 @@ pub fn fake_snapshots() -> MockSnapshotEngine {
         std::fs::write(archive, &bytes).map_err(|e| Error::io("write", archive, e))?;
         Ok(ArchiveInfo {
             size_bytes: bytes.len() as u64,
-            md5: None,
+            checksum: None,
         })
     });
     engine.expect_restore().returning(|archive, dest, _| {

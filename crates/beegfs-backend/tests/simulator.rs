@@ -219,7 +219,8 @@ impl World {
             snapshots: SnapshotSettings {
                 tar: "tar".into(),
                 dtar: None,
-                verify_md5: true,
+                verify: true,
+                ..SnapshotSettings::default()
             },
             selinux_enforce_path: self.dir.join("no-selinux"),
             ..BeegfsSettings::default()

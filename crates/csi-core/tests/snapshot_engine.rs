@@ -1,10 +1,11 @@
-//! The archive snapshot engine with the real GNU tar, in temporary directories. Setting
-//! owners needs root: these tests fail (they do not skip) without it.
+//! The archive snapshot engine (native writer, GNU tar for extraction), in temporary
+//! directories. Setting owners needs root: these tests fail (they do not skip) without it.
 
-use std::ffi::CString;
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::Arc;
@@ -12,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use csi_core::ErrorCode;
 use csi_core::linux::TokioCommandRunner;
-use csi_core::ports::{ArchiveOptions, ArchiveTool, SnapshotEngine};
-use csi_core::snapshot_engine::{ArchiveSnapshotEngine, MD5_SUFFIX, PARTIAL_SUFFIX, suffixed};
+use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine};
+use csi_core::snapshot_engine::checksum::{hash_file, parse_sum_line};
+use csi_core::snapshot_engine::{
+    ArchiveSnapshotEngine, B3_SUFFIX, MD5_SUFFIX, PARTIAL_SUFFIX, suffixed,
+};
 
 const XATTR_NAME: &str = "user.pfs-test";
 const XATTR_VALUE: &[u8] = b"kept \x00 across snapshots";
@@ -38,10 +42,11 @@ fn engine() -> ArchiveSnapshotEngine {
     ArchiveSnapshotEngine::new(Arc::new(TokioCommandRunner::new()))
 }
 
-fn tar_options(verify_md5: bool) -> ArchiveOptions {
+fn tar_options(verify: bool) -> ArchiveOptions {
     ArchiveOptions {
         tool: ArchiveTool::Tar(tar_path()),
-        verify_md5,
+        verify,
+        checksum: ChecksumKind::Blake3,
     }
 }
 
@@ -175,10 +180,13 @@ fn check_tree(restored: &Path, with_xattr: bool, hard_links: bool) {
     if hard_links {
         assert_eq!(meta("hardlink.bin").ino(), meta("shared/data.bin").ino());
     }
+    // Sparse files are stored in full: the size and the zeros survive, not the holes.
     assert_eq!(meta("sparse").len(), 64 << 20);
     assert!(
-        meta("sparse").blocks() * 512 < 1 << 20,
-        "the sparse file was filled in"
+        fs::read(restored.join("sparse"))
+            .unwrap()
+            .iter()
+            .all(|b| *b == 0)
     );
     if with_xattr {
         assert_eq!(
@@ -207,16 +215,17 @@ async fn a_snapshot_round_trip_keeps_owners_modes_links_sparse_files_and_xattrs(
     assert_eq!(info.size_bytes, fs::metadata(&archive).unwrap().len());
     assert!(!suffixed(&archive, PARTIAL_SUFFIX).exists());
 
-    // The checksum is what md5sum computes, in a file md5sum -c accepts.
-    let md5sum = Process::new("md5sum").arg(&archive).output().unwrap();
-    let expected = String::from_utf8(md5sum.stdout).unwrap();
-    assert_eq!(info.md5.as_deref(), expected.split_whitespace().next());
-    let check = Process::new("md5sum")
-        .args(["-c", "snap-1.tar.md5"])
-        .current_dir(&snapshots)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{check:?}");
+    // The checksum, computed while writing, is the BLAKE3 of the archive's bytes, in a
+    // `b3sum -c` line naming the archive.
+    let sum = info.checksum.clone().unwrap();
+    assert_eq!(sum, hash_file(ChecksumKind::Blake3, &archive).unwrap());
+    let line = fs::read_to_string(suffixed(&archive, B3_SUFFIX)).unwrap();
+    assert_eq!(line, format!("{}  snap-1.tar\n", sum.hex));
+    assert_eq!(
+        parse_sum_line(ChecksumKind::Blake3, &line).as_deref(),
+        Some(sum.hex.as_str())
+    );
+    assert!(!suffixed(&archive, MD5_SUFFIX).exists());
 
     // GNU tar lists the archive.
     let list = Process::new(tar_path())
@@ -227,14 +236,15 @@ async fn a_snapshot_round_trip_keeps_owners_modes_links_sparse_files_and_xattrs(
     assert!(list.status.success());
     let listing = String::from_utf8_lossy(&list.stdout);
     for name in [
-        "./shared/data.bin",
-        "./link -> shared/data.bin",
-        "./name with spaces ü",
+        " ./\n",
+        " link -> shared/data.bin\n",
+        " name with spaces ü\n",
     ] {
         assert!(listing.contains(name), "{name} missing from:\n{listing}");
     }
     assert!(
-        listing.contains("./hardlink.bin link to ./shared/data.bin"),
+        // The first name of the inode in walk (name) order holds the data.
+        listing.contains(" shared/data.bin link to hardlink.bin\n"),
         "{listing}"
     );
 
@@ -276,7 +286,7 @@ async fn a_corrupted_archive_is_detected_before_anything_is_extracted() {
     assert_eq!(fs::read_dir(&restored).unwrap().count(), 0);
 
     // A lost checksum file is refused too, when verification is asked for.
-    fs::remove_file(suffixed(&archive, MD5_SUFFIX)).unwrap();
+    fs::remove_file(suffixed(&archive, B3_SUFFIX)).unwrap();
     let err = engine
         .restore(&archive, &restored, &tar_options(true))
         .await
@@ -286,18 +296,19 @@ async fn a_corrupted_archive_is_detected_before_anything_is_extracted() {
 }
 
 #[tokio::test]
-async fn a_hung_archiver_is_deadline_exceeded_and_leaves_nothing_behind() {
+async fn a_hung_dtar_is_deadline_exceeded_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let volume = dir.path().join("volume");
     fs::create_dir(&volume).unwrap();
-    let hung = dir.path().join("hung-tar");
+    let hung = dir.path().join("hung-dtar");
     fs::write(&hung, "#!/bin/sh\nexec sleep 30\n").unwrap();
     chmod(&hung, 0o755);
     let archive = dir.path().join("snap.tar");
     let engine = engine().with_archive_timeout(Duration::from_millis(300));
     let options = ArchiveOptions {
-        tool: ArchiveTool::Tar(hung.clone()),
-        verify_md5: true,
+        tool: ArchiveTool::Dtar(hung.clone()),
+        verify: true,
+        checksum: ChecksumKind::Blake3,
     };
     let started = Instant::now();
     let err = engine
@@ -306,9 +317,35 @@ async fn a_hung_archiver_is_deadline_exceeded_and_leaves_nothing_behind() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!archive.exists());
-    assert!(!suffixed(&archive, PARTIAL_SUFFIX).exists());
-    assert!(!suffixed(&archive, MD5_SUFFIX).exists());
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "volume and script only"
+    );
+}
+
+#[tokio::test]
+async fn the_native_writer_stops_at_the_archive_timeout_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("volume");
+    for i in 0..200 {
+        let sub = volume.join(format!("d{}", i % 10));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join(format!("f{i}")), vec![1u8; 3000]).unwrap();
+    }
+    fs::write(volume.join("large"), vec![2u8; 3 << 20]).unwrap();
+    let archive = dir.path().join("snap.tar");
+    let engine = engine().with_archive_timeout(Duration::ZERO);
+    let err = engine
+        .create(&volume, &archive, &tar_options(true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "the volume only"
+    );
 }
 
 #[tokio::test]
@@ -345,7 +382,12 @@ async fn delete_removes_the_archive_its_checksum_and_a_partial_and_is_idempotent
         .await
         .unwrap();
     fs::write(suffixed(&archive, PARTIAL_SUFFIX), b"left by a crash").unwrap();
-    assert!(suffixed(&archive, MD5_SUFFIX).exists());
+    fs::write(
+        suffixed(&archive, MD5_SUFFIX),
+        b"left by an earlier version",
+    )
+    .unwrap();
+    assert!(suffixed(&archive, B3_SUFFIX).exists());
     engine.delete(&archive).await.unwrap();
     assert_eq!(
         fs::read_dir(dir.path()).unwrap().count(),
@@ -366,12 +408,14 @@ async fn a_snapshot_without_verification_writes_no_checksum_and_restores() {
     let engine = engine();
     // A checksum left from an earlier archive of the same name must not linger.
     fs::write(suffixed(&archive, MD5_SUFFIX), "stale").unwrap();
+    fs::write(suffixed(&archive, B3_SUFFIX), "stale").unwrap();
     let info = engine
         .create(&volume, &archive, &tar_options(false))
         .await
         .unwrap();
-    assert_eq!(info.md5, None);
+    assert_eq!(info.checksum, None);
     assert!(!suffixed(&archive, MD5_SUFFIX).exists());
+    assert!(!suffixed(&archive, B3_SUFFIX).exists());
     engine
         .restore(&archive, &restored, &tar_options(false))
         .await
@@ -392,4 +436,257 @@ async fn tar_failures_report_its_message() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal, "{err}");
     assert!(err.to_string().contains("tar"), "{err}");
+}
+
+/// Sets `path`'s mtime (not following a symlink).
+fn set_mtime(path: &Path, secs: i64) {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(secs, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
+
+/// A tree with every kind of entry the writer handles; returns whether user xattrs stuck.
+fn build_wide_tree(root: &Path) -> bool {
+    fs::create_dir_all(root).unwrap();
+    fs::create_dir(root.join("empty dir")).unwrap();
+    fs::write(root.join("empty file"), b"").unwrap();
+    let sizes = [1usize, 511, 512, 513, 4096, 100_000, (1 << 20) - 1, 1 << 20];
+    for (i, size) in sizes.iter().enumerate() {
+        let data: Vec<u8> = (0..*size).map(|j| (j * 31 + i) as u8).collect();
+        fs::write(root.join(format!("f{size}")), data).unwrap();
+    }
+    // Larger than the small-file limit: streamed by the writer, not a whole-block size.
+    let big: Vec<u8> = (0..(3 << 20) + 77).map(|j: usize| (j / 7) as u8).collect();
+    fs::write(root.join("big"), &big).unwrap();
+    fs::hard_link(root.join("big"), root.join("big-link")).unwrap();
+    fs::hard_link(root.join("f4096"), root.join("empty dir/../f4096-link")).unwrap();
+    let long_name = "n".repeat(150);
+    fs::write(root.join(&long_name), b"long name").unwrap();
+    let mut deep = root.to_path_buf();
+    for i in 0..12 {
+        deep.push(format!("level-{i:02}-{}", "d".repeat(20)));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("leaf"), b"deep").unwrap();
+    symlink(deep.join("leaf"), root.join("long-target-link")).unwrap();
+    let latin1 = OsStr::from_bytes(b"caf\xe9");
+    fs::write(root.join(latin1), b"not utf-8").unwrap();
+    symlink(latin1, root.join("to-latin1")).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    lchown(&root.join("f512"), 2001, 3001);
+    lchown(&root.join("to-latin1"), 2002, 3002);
+    lchown(&root.join("fifo"), 2003, 3003);
+    chmod(&root.join("f513"), 0o741);
+    chmod(&root.join("empty dir"), 0o2710);
+    let xattrs = set_xattr(&root.join("f1")).is_ok()
+        && set_xattr(&root.join("empty dir")).is_ok()
+        && set_xattr(&deep).is_ok();
+    // Distinct mtimes, the directories' last (writing into them changes theirs).
+    let mut all = Vec::new();
+    collect(root, Path::new(""), &mut all);
+    for (i, (rel, _)) in all.iter().enumerate().rev() {
+        set_mtime(&root.join(rel), 1_500_000_000 + i as i64 * 1000);
+    }
+    xattrs
+}
+
+/// Every path below `dir` (relative, `""` for `dir`) with its metadata, parents first.
+fn collect(base: &Path, rel: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
+    let path = base.join(rel);
+    let meta = fs::symlink_metadata(&path).unwrap();
+    let is_dir = meta.is_dir();
+    out.push((rel.to_path_buf(), meta));
+    if is_dir {
+        let mut names: Vec<_> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            collect(base, &rel.join(name), out);
+        }
+    }
+}
+
+fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid C string and a buffer of the given length.
+    let n = unsafe { libc::llistxattr(c_path(path).as_ptr(), names.as_mut_ptr().cast(), 4096) };
+    assert!(n >= 0, "{}", std::io::Error::last_os_error());
+    names.truncate(n as usize);
+    let mut out = BTreeMap::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let c_name = CString::new(name).unwrap();
+        let mut value = vec![0u8; 4096];
+        // SAFETY: valid C strings and a buffer of the given length.
+        let len = unsafe {
+            libc::lgetxattr(
+                c_path(path).as_ptr(),
+                c_name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                4096,
+            )
+        };
+        assert!(len >= 0);
+        value.truncate(len as usize);
+        out.insert(name.to_vec(), value);
+    }
+    out
+}
+
+/// Checks that `copy` holds what `original` holds: the same paths, types, contents, modes,
+/// owners, mtimes (not of symlinks), xattrs, symlink targets and hard-link groups.
+fn assert_same_tree(original: &Path, copy: &Path) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    collect(original, Path::new(""), &mut a);
+    collect(copy, Path::new(""), &mut b);
+    let names =
+        |v: &Vec<(PathBuf, fs::Metadata)>| v.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    let mut groups: BTreeMap<u64, u64> = BTreeMap::new();
+    for ((rel, m), (_, n)) in a.iter().zip(&b) {
+        let what = rel.display();
+        assert_eq!(m.file_type(), n.file_type(), "{what}");
+        assert_eq!(m.mode(), n.mode(), "{what}");
+        assert_eq!((m.uid(), m.gid()), (n.uid(), n.gid()), "{what}");
+        if !m.file_type().is_symlink() {
+            assert_eq!(m.mtime(), n.mtime(), "{what}");
+        }
+        let (p, q) = (original.join(rel), copy.join(rel));
+        assert_eq!(xattrs_of(&p), xattrs_of(&q), "{what}");
+        if m.is_file() {
+            assert_eq!(fs::read(&p).unwrap(), fs::read(&q).unwrap(), "{what}");
+            if m.nlink() > 1 {
+                let inode = groups.entry(m.ino()).or_insert(n.ino());
+                assert_eq!(*inode, n.ino(), "{what} is not linked to its other names");
+            }
+        }
+        if m.file_type().is_symlink() {
+            assert_eq!(
+                fs::read_link(&p).unwrap(),
+                fs::read_link(&q).unwrap(),
+                "{what}"
+            );
+        }
+        assert_eq!(m.file_type().is_fifo(), n.file_type().is_fifo(), "{what}");
+    }
+    assert_eq!(groups.len(), 2, "both hard-link groups were seen");
+}
+
+/// Extracts `archive` with GNU tar as a restore does.
+fn gnu_extract(archive: &Path, dest: &Path) {
+    let out = Process::new(tar_path())
+        .arg("-xpf")
+        .arg(archive)
+        .args([
+            "--same-owner",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "-C",
+        ])
+        .arg(dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn gnu_tar_extracts_every_kind_of_entry_of_a_native_archive_unchanged() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (volume, extracted) = (dir.path().join("volume"), dir.path().join("extracted"));
+    let with_xattrs = build_wide_tree(&volume);
+    assert!(with_xattrs, "the test filesystem refuses user xattrs");
+    fs::create_dir(&extracted).unwrap();
+    let archive = dir.path().join("wide.tar");
+    let info = engine()
+        .create(&volume, &archive, &tar_options(true))
+        .await
+        .unwrap();
+    assert_eq!(info.size_bytes % 10240, 0, "whole GNU tar records");
+    gnu_extract(&archive, &extracted);
+    assert_same_tree(&volume, &extracted);
+    // Archiving the same tree again gives the same bytes (walk order, not thread timing).
+    let again = dir.path().join("again.tar");
+    let second = engine()
+        .create(&volume, &again, &tar_options(true))
+        .await
+        .unwrap();
+    assert_eq!(second.checksum, info.checksum);
+}
+
+#[tokio::test]
+async fn md5_is_kept_on_request_and_legacy_md5_files_still_verify() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (volume, restored) = (dir.path().join("volume"), dir.path().join("restored"));
+    fs::create_dir(&restored).unwrap();
+    build_wide_tree(&volume);
+    let archive = dir.path().join("snap.tar");
+    let options = ArchiveOptions {
+        checksum: ChecksumKind::Md5,
+        ..tar_options(true)
+    };
+    // A BLAKE3 file of an earlier archive of this name would be preferred: it must go.
+    fs::write(suffixed(&archive, B3_SUFFIX), "stale").unwrap();
+    let info = engine().create(&volume, &archive, &options).await.unwrap();
+    let sum = info.checksum.unwrap();
+    assert_eq!(sum.kind, ChecksumKind::Md5);
+    assert!(!suffixed(&archive, B3_SUFFIX).exists());
+    let check = Process::new("md5sum")
+        .args(["-c", "snap.tar.md5"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    engine()
+        .restore(&archive, &restored, &tar_options(true))
+        .await
+        .unwrap();
+    assert_same_tree(&volume, &restored);
+    // A flipped byte fails the MD5 check too, before extraction.
+    let mut bytes = fs::read(&archive).unwrap();
+    bytes[700] ^= 0x80;
+    fs::write(&archive, &bytes).unwrap();
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let err = engine()
+        .restore(&archive, &empty, &tar_options(true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_clone_of_a_wide_tree_is_identical() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (source, clone) = (dir.path().join("pvc-a"), dir.path().join("pvc-b"));
+    build_wide_tree(&source);
+    fs::create_dir(&clone).unwrap();
+    engine()
+        .copy_tree(&source, &clone, &tar_options(false))
+        .await
+        .unwrap();
+    assert_same_tree(&source, &clone);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
 }

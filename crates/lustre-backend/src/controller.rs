@@ -19,7 +19,8 @@ use csi_core::domain::{
 };
 use csi_core::id_alloc::IdRange;
 use csi_core::ports::{
-    ArchiveOptions, ArchiveTool, CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo,
+    ArchiveOptions, ArchiveTool, ChecksumKind, CreateVolumeRequest, QuotaLimits, QuotaManager,
+    VolumeInfo,
 };
 use csi_core::service::DEFAULT_VOLUME_BYTES;
 use csi_core::{Error, ErrorCode, Result};
@@ -559,7 +560,8 @@ impl Inner {
                     })?;
                 let options = ArchiveOptions {
                     tool: ArchiveTool::Tar(self.settings.tar.clone()),
-                    verify_md5: false,
+                    verify: false,
+                    checksum: ChecksumKind::Blake3,
                 };
                 Ok(FillSource::Tree { source, options })
             }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use csi_core::domain::Secrets;
-use csi_core::ports::{ArchiveOptions, ArchiveTool};
+use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind};
 use csi_core::{Error, Result};
 
 use crate::config::{
@@ -44,6 +44,7 @@ pub const SNAPSHOT_KEYS: &[&str] = &[
     "snapshotUtility",
     "dtarPath",
     "snapshotMd5Verify",
+    "snapshotChecksum",
 ];
 
 /// Smallest generated project id unless `minProjectId` says otherwise.
@@ -306,8 +307,11 @@ pub struct SnapshotParams {
     pub utility: SnapshotUtility,
     /// `dtarPath`.
     pub dtar_path: Option<PathBuf>,
-    /// `snapshotMd5Verify`.
-    pub verify_md5: bool,
+    /// `snapshotMd5Verify` (the name kept for compatibility): keep a checksum beside the
+    /// archive and check it before restores.
+    pub verify: bool,
+    /// `snapshotChecksum`: `blake3` (default) or `md5`.
+    pub checksum: ChecksumKind,
 }
 
 impl SnapshotParams {
@@ -317,7 +321,8 @@ impl SnapshotParams {
             folder: None,
             utility: SnapshotUtility::Tar,
             dtar_path: None,
-            verify_md5: false,
+            verify: false,
+            checksum: ChecksumKind::Blake3,
         };
         for (key, value) in map {
             match key.as_str() {
@@ -354,7 +359,12 @@ impl SnapshotParams {
                     }
                     p.dtar_path = Some(path);
                 }
-                "snapshotMd5Verify" => p.verify_md5 = flag(key, value)?,
+                "snapshotMd5Verify" => p.verify = flag(key, value)?,
+                "snapshotChecksum" => {
+                    p.checksum = ChecksumKind::parse(value).ok_or_else(|| {
+                        Error::invalid(&field(key), format!("{value:?} is neither blake3 nor md5"))
+                    })?;
+                }
                 other if VOLUME_KEYS.contains(&other) => {
                     return Err(Error::invalid(
                         &field(other),
@@ -387,7 +397,8 @@ impl SnapshotParams {
         };
         ArchiveOptions {
             tool,
-            verify_md5: self.verify_md5,
+            verify: self.verify,
+            checksum: self.checksum,
         }
     }
 }
@@ -529,11 +540,13 @@ mod tests {
             ("snapshotUtility", "dtar"),
             ("dtarPath", "/opt/ddn/mpifileutils/bin/dtar"),
             ("snapshotMd5Verify", "true"),
+            ("snapshotChecksum", " MD5"),
         ]))
         .unwrap();
         assert_eq!(p.folder.unwrap().to_string(), "csi-snapshots");
         assert_eq!(p.utility, SnapshotUtility::Dtar);
-        assert!(p.verify_md5);
+        assert!(p.verify);
+        assert_eq!(p.checksum, ChecksumKind::Md5);
         let settings = LustreSettings::default();
         let opts = SnapshotParams::parse(&map(&[("snapshotUtility", "dtar")]))
             .unwrap()
@@ -546,7 +559,8 @@ mod tests {
             opts,
             ArchiveOptions {
                 tool: ArchiveTool::Tar("tar".into()),
-                verify_md5: false
+                verify: false,
+                checksum: ChecksumKind::Blake3,
             }
         );
         for (pairs, named) in [
@@ -563,6 +577,10 @@ mod tests {
             (
                 vec![("snapshotMd5Verify", "2")],
                 "parameters[snapshotMd5Verify]",
+            ),
+            (
+                vec![("snapshotChecksum", "sha1")],
+                "parameters[snapshotChecksum]",
             ),
             (vec![("projectId", "1")], "StorageClass parameter"),
             (vec![("colour", "1")], "parameters[colour]"),

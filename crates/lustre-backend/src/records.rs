@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use csi_core::Result;
 use csi_core::domain::VolumeContentSource;
-use csi_core::ports::{ArchiveOptions, ArchiveTool};
+use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind};
 use csi_core::records::RecordStore;
 use serde::{Deserialize, Serialize};
 
@@ -157,8 +157,17 @@ pub struct ToolRecord {
     pub utility: String,
     /// The program.
     pub path: PathBuf,
-    /// Whether an MD5 sum is kept and checked.
-    pub verify_md5: bool,
+    /// Whether a checksum is kept and checked (`verifyMd5` in records of earlier versions).
+    #[serde(alias = "verifyMd5")]
+    pub verify: bool,
+    /// Which checksum is kept; records of earlier versions kept MD5.
+    #[serde(default = "legacy_checksum")]
+    pub checksum: ChecksumKind,
+}
+
+/// The checksum of records written before the choice existed.
+fn legacy_checksum() -> ChecksumKind {
+    ChecksumKind::Md5
 }
 
 impl From<&ArchiveOptions> for ToolRecord {
@@ -170,7 +179,8 @@ impl From<&ArchiveOptions> for ToolRecord {
         Self {
             utility: utility.into(),
             path,
-            verify_md5: o.verify_md5,
+            verify: o.verify,
+            checksum: o.checksum,
         }
     }
 }
@@ -185,7 +195,8 @@ impl ToolRecord {
         };
         ArchiveOptions {
             tool,
-            verify_md5: self.verify_md5,
+            verify: self.verify,
+            checksum: self.checksum,
         }
     }
 }
@@ -216,8 +227,9 @@ pub struct SnapshotRecord {
     pub state: SnapshotState,
     /// Archive size once ready.
     pub size_bytes: u64,
-    /// MD5 of the archive, when verified.
-    pub md5: Option<String>,
+    /// Hex checksum of the archive, when verified (`md5` in records of earlier versions).
+    #[serde(default, alias = "md5")]
+    pub checksum: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
     /// Creation time: seconds since the epoch.
@@ -422,15 +434,39 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_records_of_earlier_versions_load_as_md5() {
+        let old = r#"{"version":1,"name":"snap-1","snapshotId":"exa1:snap-1","entry":"exa1",
+            "sourceVolumeId":"v","sourceDir":"pvc-1","location":null,
+            "archive":".pfs-csi/snapshots/snap-1.tar",
+            "tool":{"utility":"tar","path":"/bin/tar","verifyMd5":true},
+            "state":"ready","sizeBytes":10240,"md5":"9e107d9d372bb6826bd81d3542a419d6",
+            "error":null,"createdUnix":1,"createdNanos":2}"#;
+        let rec: SnapshotRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            rec.checksum.as_deref(),
+            Some("9e107d9d372bb6826bd81d3542a419d6")
+        );
+        let options = rec.tool.options();
+        assert!(options.verify);
+        assert_eq!(options.checksum, ChecksumKind::Md5);
+        // Written back and read again, nothing changes.
+        let again: SnapshotRecord =
+            serde_json::from_str(&serde_json::to_string(&rec).unwrap()).unwrap();
+        assert_eq!(again, rec);
+    }
+
+    #[test]
     fn tool_records_give_back_the_options() {
         for options in [
             ArchiveOptions {
                 tool: ArchiveTool::Tar("/bin/tar".into()),
-                verify_md5: false,
+                verify: false,
+                checksum: ChecksumKind::Blake3,
             },
             ArchiveOptions {
                 tool: ArchiveTool::Dtar("/opt/dtar".into()),
-                verify_md5: true,
+                verify: true,
+                checksum: ChecksumKind::Md5,
             },
         ] {
             assert_eq!(ToolRecord::from(&options).options(), options);

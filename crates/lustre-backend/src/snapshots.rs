@@ -128,7 +128,7 @@ impl Inner {
             tool: ToolRecord::from(&options),
             state: SnapshotState::Cutting,
             size_bytes: 0,
-            md5: None,
+            checksum: None,
             error: None,
             created_unix,
             created_nanos,
@@ -234,7 +234,7 @@ impl Inner {
                     Ok(info) => {
                         rec.state = SnapshotState::Ready;
                         rec.size_bytes = info.size_bytes;
-                        rec.md5 = info.md5;
+                        rec.checksum = info.checksum.map(|c| c.hex);
                         info!(snapshot = %name, size = rec.size_bytes, "snapshot ready");
                     }
                     Err(e) => {
@@ -502,7 +502,9 @@ mod tests {
             &std::fs::read_to_string(h.fs("exa1").join(".pfs-csi/snapshots/snap-r.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(rec["md5"], "0".repeat(32));
+        assert_eq!(rec["checksum"], "0".repeat(64));
+        assert_eq!(rec["tool"]["checksum"], "blake3");
+        assert_eq!(rec["tool"]["verify"], true);
     }
 
     #[tokio::test]

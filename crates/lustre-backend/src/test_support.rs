@@ -15,8 +15,8 @@ use csi_core::domain::{
 };
 use csi_core::error::CommandFailure;
 use csi_core::ports::{
-    ArchiveInfo, ArchiveOptions, BackendContext, Command, CommandOutput, CreateVolumeRequest,
-    MockCommandRunner, MockMounter, Role, SnapshotEngine,
+    ArchiveChecksum, ArchiveInfo, ArchiveOptions, BackendContext, Command, CommandOutput,
+    CreateVolumeRequest, MockCommandRunner, MockMounter, Role, SnapshotEngine,
 };
 use csi_core::{Error, Result};
 use serde_json::{Value, json};
@@ -224,7 +224,10 @@ impl SnapshotEngine for FakeEngine {
         std::fs::write(archive, &body).map_err(|e| Error::io("write", archive, e))?;
         Ok(ArchiveInfo {
             size_bytes: body.len() as u64,
-            md5: options.verify_md5.then(|| "0".repeat(32)),
+            checksum: options.verify.then(|| ArchiveChecksum {
+                kind: options.checksum,
+                hex: "0".repeat(64),
+            }),
         })
     }
 

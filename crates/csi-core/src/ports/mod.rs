@@ -17,7 +17,9 @@ pub use backend::{
 pub use command::{Command, CommandOutput, CommandRunner};
 pub use mounter::{MountEntry, Mounter};
 pub use quota::{QuotaLimits, QuotaManager, QuotaUsage};
-pub use snapshot::{ArchiveInfo, ArchiveOptions, ArchiveTool, SnapshotEngine};
+pub use snapshot::{
+    ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine,
+};
 pub use topology::{StaticTopology, TopologyProvider};
 
 #[cfg(any(test, feature = "mock"))]

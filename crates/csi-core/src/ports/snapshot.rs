@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
@@ -15,13 +16,54 @@ pub enum ArchiveTool {
     Dtar(PathBuf),
 }
 
+/// The checksum kept beside a snapshot archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumKind {
+    /// BLAKE3 in `b3sum` format (`ARCHIVE.b3`): fast enough to hash while writing.
+    #[default]
+    Blake3,
+    /// MD5 in `md5sum` format (`ARCHIVE.md5`), for tools that only know `md5sum -c`.
+    Md5,
+}
+
+impl ChecksumKind {
+    /// The parameter spelling: `blake3` or `md5`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChecksumKind::Blake3 => "blake3",
+            ChecksumKind::Md5 => "md5",
+        }
+    }
+
+    /// Parses `blake3` or `md5` (case and surrounding blanks ignored).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "blake3" => Some(ChecksumKind::Blake3),
+            "md5" => Some(ChecksumKind::Md5),
+            _ => None,
+        }
+    }
+}
+
 /// How a snapshot archive is written and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveOptions {
     /// The archiver.
     pub tool: ArchiveTool,
-    /// Write an MD5 checksum beside the archive and check it before every restore.
-    pub verify_md5: bool,
+    /// Write a checksum beside the archive and check it before every restore.
+    pub verify: bool,
+    /// Which checksum `verify` writes (restores check whichever checksum file exists).
+    pub checksum: ChecksumKind,
+}
+
+/// A checksum of a finished archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveChecksum {
+    /// The algorithm.
+    pub kind: ChecksumKind,
+    /// Lowercase hex digest.
+    pub hex: String,
 }
 
 /// What a finished archive looks like.
@@ -29,8 +71,8 @@ pub struct ArchiveOptions {
 pub struct ArchiveInfo {
     /// Archive size in bytes.
     pub size_bytes: u64,
-    /// Hex MD5 of the archive, when verification is on.
-    pub md5: Option<String>,
+    /// The archive's checksum, when verification is on.
+    pub checksum: Option<ArchiveChecksum>,
 }
 
 /// Writes, checks, restores and removes snapshot archives of volume directories.
@@ -39,7 +81,7 @@ pub struct ArchiveInfo {
 pub trait SnapshotEngine: Send + Sync {
     /// Archives directory `source` (owners, modes, symlinks, hard links and extended
     /// attributes included) into `archive`. The archive appears under its final name only
-    /// once complete (and verified, with `verify_md5`): a crash leaves no half archive there.
+    /// once complete (and checksummed, with `verify`): a crash leaves no half archive there.
     async fn create(
         &self,
         source: &Path,
@@ -47,7 +89,7 @@ pub trait SnapshotEngine: Send + Sync {
         options: &ArchiveOptions,
     ) -> Result<ArchiveInfo>;
 
-    /// Extracts `archive` into the existing directory `dest`. With `verify_md5`, a checksum
+    /// Extracts `archive` into the existing directory `dest`. With `verify`, a checksum
     /// mismatch fails with `FailedPrecondition` before anything is extracted.
     async fn restore(&self, archive: &Path, dest: &Path, options: &ArchiveOptions) -> Result<()>;
 

@@ -1,47 +1,59 @@
-//! [`SnapshotEngine`] with an archiver run through the [`CommandRunner`]: GNU tar or
-//! mpifileutils `dtar`, with an in-process MD5 checksum beside the archive.
+//! [`SnapshotEngine`] writing archives natively (GNU tar format, see [`tar_writer`]) or
+//! with mpifileutils `dtar` run through the [`CommandRunner`], and extracting them with GNU
+//! tar or dtar.
 //!
-//! Command lines (every path absolute; `ARCHIVE.partial` is renamed to `ARCHIVE` once the
-//! archive is complete, synced and, with verification, checksummed):
+//! Creating an archive (`ARCHIVE.partial` is renamed to `ARCHIVE` once the archive is
+//! complete, synced and, with verification, checksummed):
 //!
-//! - GNU tar, create: `tar --xattrs --xattrs-include=* --acls --numeric-owner --sparse
-//!   -cf ARCHIVE.partial -C SOURCE .`; restore: `tar -xpf ARCHIVE --same-owner
-//!   --numeric-owner --xattrs --xattrs-include=* --acls -C DEST`. Exit status 1 on create
-//!   ("file changed as we read it", a volume in use) is accepted with a warning.
+//! - [`ArchiveTool::Tar`]: the native parallel writer of [`tar_writer`] (no process), whose
+//!   archives GNU tar reads; the checksum is computed from the bytes while they are
+//!   written, so verification costs no second pass over the archive.
 //! - dtar (mpifileutils; `dtar [OPTION] -c -f ARCHIVE SOURCE...` and `dtar [OPTION] -x -f
 //!   ARCHIVE`; sources must lie below the working directory, hence `-C`), create:
-//!   `dtar --preserve-xattrs -C SOURCE -c -f ARCHIVE.partial .`; restore: `dtar
-//!   --preserve-owner --preserve-times --preserve-perms --preserve-xattrs -C DEST -x -f
-//!   ARCHIVE`. dtar writes pax archives GNU tar can read; it records no hard links (each
-//!   link becomes a copy) and appends its index as a last entry named after the archive
-//!   (`<name>.partial.dtaridx`), which dtar skips on extraction and GNU tar would extract as
-//!   a file. To run it on several MPI ranks, point the configured path at a wrapper script
-//!   that calls `mpirun ... dtar "$@"`.
+//!   `dtar --preserve-xattrs -C SOURCE -c -f ARCHIVE.partial .`; dtar writes pax archives
+//!   GNU tar can read; it records no hard links (each link becomes a copy) and appends its
+//!   index as a last entry named after the archive (`<name>.partial.dtaridx`), which dtar
+//!   skips on extraction and GNU tar would extract as a file. To run it on several MPI
+//!   ranks, point the configured path at a wrapper script that calls `mpirun ... dtar
+//!   "$@"`. Its checksum is computed in a second pass once dtar is done.
 //!
-//! The checksum file is `ARCHIVE.md5` in `md5sum` format (`<hex>  <archive file name>`),
-//! so `md5sum -c` in the archive's directory checks it too.
+//! Restoring (every path absolute): GNU tar `tar -xpf ARCHIVE --same-owner --numeric-owner
+//! --xattrs --xattrs-include=* --acls -C DEST`; dtar `dtar --preserve-owner --preserve-times
+//! --preserve-perms --preserve-xattrs -C DEST -x -f ARCHIVE`.
+//!
+//! The checksum ([`checksum`]) is BLAKE3 in `ARCHIVE.b3` (`b3sum` format) or, with
+//! [`ChecksumKind::Md5`], MD5 in `ARCHIVE.md5` (`md5sum` format): `<hex>  <archive file
+//! name>`, so `b3sum -c` or `md5sum -c` in the archive's directory checks it too. A
+//! verified restore checks `ARCHIVE.b3` when present, else `ARCHIVE.md5` (archives of
+//! earlier versions), and refuses an archive with neither.
 //!
 //! A clone ([`SnapshotEngine::copy_tree`]) archives the source into a hidden temporary
-//! archive in the destination's parent directory, extracts it and removes it (no pipe
-//! between two processes, which would need a shell); it is never checksummed, since it
-//! never leaves this call. A restore that fails half-way leaves what was extracted in the
-//! destination: the caller removes the new volume.
+//! archive in the destination's parent directory, extracts it and removes it; it is never
+//! checksummed, since it never leaves this call. A restore that fails half-way leaves what
+//! was extracted in the destination: the caller removes the new volume.
+
+pub mod checksum;
+pub mod tar_writer;
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::{self, File};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use md5::{Digest, Md5};
 use tracing::{info, warn};
 
+pub use self::checksum::{B3_SUFFIX, MD5_SUFFIX, md5_file, parse_md5sum_line};
+use self::checksum::{hash_file, remove_checksum_file, verify_archive, write_checksum_file};
+use self::tar_writer::{WriteLimits, write_archive};
 use crate::error::{Error, Result};
 use crate::linux::mounter::run_blocking;
 use crate::ports::{
-    ArchiveInfo, ArchiveOptions, ArchiveTool, Command, CommandOutput, CommandRunner, SnapshotEngine,
+    ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, Command,
+    CommandOutput, CommandRunner, SnapshotEngine,
 };
 
 /// Default limit for one archiver run (create, restore, or one half of a clone) and for
@@ -55,13 +67,15 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Suffix of an archive still being written.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 
-/// Suffix of the checksum file beside an archive.
-pub const MD5_SUFFIX: &str = ".md5";
+/// Extra time the blocking pool gets beyond the native writer's own deadline before the
+/// call gives up on it.
+const NATIVE_GRACE: Duration = Duration::from_secs(30);
 
 /// Suffix of a separate dtar index file.
 const DTAR_INDEX_SUFFIX: &str = ".dtaridx";
 
-/// Writes and restores snapshot archives with GNU tar or dtar (see the module docs).
+/// Writes snapshot archives natively or with dtar, restores them with GNU tar or dtar (see
+/// the module docs).
 #[derive(Clone)]
 pub struct ArchiveSnapshotEngine {
     runner: Arc<dyn CommandRunner>,
@@ -110,39 +124,74 @@ impl ArchiveSnapshotEngine {
         run_blocking(self.command_timeout, what, f).await?
     }
 
-    /// Runs the archiver writing `source` into `archive` (which must not be final yet).
-    async fn write_archive(&self, source: &Path, archive: &Path, tool: &ArchiveTool) -> Result<()> {
-        let command = create_command(tool, source, archive, self.archive_timeout);
-        let output = self.runner.run(&command).await?;
-        check_archiver(tool, output, true)
+    /// Writes `source` into `archive` (which must not be final yet): natively for GNU tar,
+    /// with dtar otherwise; returns the checksum of `checksum`'s kind when the writer
+    /// computed it.
+    async fn write_archive(
+        &self,
+        source: &Path,
+        archive: &Path,
+        tool: &ArchiveTool,
+        checksum: Option<ChecksumKind>,
+    ) -> Result<Option<ArchiveChecksum>> {
+        match tool {
+            ArchiveTool::Tar(_) => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                let _stop = CancelOnDrop(cancel.clone());
+                let limits = WriteLimits::new(self.archive_timeout, cancel);
+                let (src, dest) = (source.to_path_buf(), archive.to_path_buf());
+                let written = run_blocking(
+                    self.archive_timeout.saturating_add(NATIVE_GRACE),
+                    format!("archiving {}", source.display()),
+                    move || write_archive(&src, &dest, checksum, &limits),
+                )
+                .await??;
+                if written.warnings > 0 {
+                    warn!(source = %source.display(), warnings = written.warnings, "files changed while they were archived; the snapshot holds the state that was read");
+                }
+                Ok(written.checksum)
+            }
+            ArchiveTool::Dtar(_) => {
+                let command = create_command(tool, source, archive, self.archive_timeout);
+                let output = self.runner.run(&command).await?;
+                check_archiver(tool, output)?;
+                Ok(None)
+            }
+        }
     }
 
     /// Runs the archiver extracting `archive` into `dest`.
     async fn extract(&self, archive: &Path, dest: &Path, tool: &ArchiveTool) -> Result<()> {
         let command = restore_command(tool, archive, dest, self.archive_timeout);
         let output = self.runner.run(&command).await?;
-        check_archiver(tool, output, false)
+        check_archiver(tool, output)
     }
 
-    /// Finishes a written archive: sync, checksum, rename into place; returns its info.
+    /// Finishes a written archive: sync, checksum (`written`, or computed now), rename into
+    /// place; returns its info.
     async fn finish(
         &self,
         partial: PathBuf,
         archive: PathBuf,
         options: &ArchiveOptions,
+        written: Option<ArchiveChecksum>,
     ) -> Result<ArchiveInfo> {
-        let verify = options.verify_md5;
+        let (verify, kind) = (options.verify, options.checksum);
         let what = format!("finishing snapshot archive {}", archive.display());
         run_blocking(self.archive_timeout, what, move || {
             File::open(&partial)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io("sync", &partial, e))?;
-            let md5 = if verify {
-                let hex = md5_file(&partial)?;
-                write_checksum_file(&archive, &hex)?;
-                Some(hex)
+            let checksum = if verify {
+                let sum = match written {
+                    Some(sum) if sum.kind == kind => sum,
+                    _ => hash_file(kind, &partial)?,
+                };
+                write_checksum_file(&archive, &sum)?;
+                Some(sum)
             } else {
-                remove_if_present(&suffixed(&archive, MD5_SUFFIX))?;
+                remove_checksum_file(&archive, ChecksumKind::Blake3)?;
+                remove_checksum_file(&archive, ChecksumKind::Md5)?;
                 None
             };
             let partial_index = suffixed(&partial, DTAR_INDEX_SUFFIX);
@@ -156,9 +205,22 @@ impl ArchiveSnapshotEngine {
             let size_bytes = fs::metadata(&archive)
                 .map_err(|e| Error::io("stat", &archive, e))?
                 .len();
-            Ok(ArchiveInfo { size_bytes, md5 })
+            Ok(ArchiveInfo {
+                size_bytes,
+                checksum,
+            })
         })
         .await?
+    }
+}
+
+/// Raises a cancel flag when dropped: a timed-out or abandoned call stops the writer's
+/// threads.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -175,30 +237,16 @@ fn tool_path(tool: &ArchiveTool) -> &Path {
     }
 }
 
-/// The command that archives `source` into `archive`.
+/// The dtar command that archives `source` into `archive` (GNU tar archives are written
+/// natively).
 fn create_command(tool: &ArchiveTool, source: &Path, archive: &Path, timeout: Duration) -> Command {
-    match tool {
-        ArchiveTool::Tar(tar) => Command::new(tar, timeout)
-            .args([
-                "--xattrs",
-                "--xattrs-include=*",
-                "--acls",
-                "--numeric-owner",
-                "--sparse",
-                "-cf",
-            ])
-            .arg(archive)
-            .arg("-C")
-            .arg(source)
-            .arg("."),
-        ArchiveTool::Dtar(dtar) => Command::new(dtar, timeout)
-            .arg("--preserve-xattrs")
-            .arg("-C")
-            .arg(source)
-            .args(["-c", "-f"])
-            .arg(archive)
-            .arg("."),
-    }
+    Command::new(tool_path(tool), timeout)
+        .arg("--preserve-xattrs")
+        .arg("-C")
+        .arg(source)
+        .args(["-c", "-f"])
+        .arg(archive)
+        .arg(".")
 }
 
 /// The command that extracts `archive` into `dest`.
@@ -230,14 +278,9 @@ fn restore_command(tool: &ArchiveTool, archive: &Path, dest: &Path, timeout: Dur
     }
 }
 
-/// Judges an archiver's exit: GNU tar's status 1 while creating means files changed while
-/// being read, which a snapshot of a volume in use accepts.
-fn check_archiver(tool: &ArchiveTool, output: CommandOutput, creating: bool) -> Result<()> {
+/// Judges an archiver's exit.
+fn check_archiver(tool: &ArchiveTool, output: CommandOutput) -> Result<()> {
     let program = tool_path(tool).display().to_string();
-    if creating && matches!(tool, ArchiveTool::Tar(_)) && output.status == Some(1) {
-        warn!(program, stderr = %output.stderr.trim(), "files changed while they were archived; the snapshot holds the state tar read");
-        return Ok(());
-    }
     output.check(&program).map(|_| ())
 }
 
@@ -283,109 +326,6 @@ fn sync_parent(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("sync directory", parent, e))
 }
 
-/// The hex MD5 of a file, streamed.
-pub fn md5_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-/// Parses an `md5sum` line (`<32 hex>  <name>` or `<32 hex> *<name>`) into the lowercase hex.
-pub fn parse_md5sum_line(text: &str) -> Option<String> {
-    let line = text.split('\n').next()?;
-    let (hex, rest) = line.split_at_checked(32)?;
-    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let name = rest
-        .strip_prefix("  ")
-        .or_else(|| rest.strip_prefix(" *"))?;
-    if name.is_empty() {
-        return None;
-    }
-    Some(hex.to_ascii_lowercase())
-}
-
-/// Writes `ARCHIVE.md5` durably (temporary file, sync, rename) and reads it back.
-fn write_checksum_file(archive: &Path, hex: &str) -> Result<()> {
-    let name = archive
-        .file_name()
-        .ok_or_else(|| Error::invalid("archive", "has no file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let sidecar = suffixed(archive, MD5_SUFFIX);
-    let tmp = suffixed(&sidecar, ".tmp");
-    let content = format!("{hex}  {name}\n");
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &sidecar)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("write checksum", &sidecar, e)
-    })?;
-    let back = fs::read_to_string(&sidecar).map_err(|e| Error::io("read checksum", &sidecar, e))?;
-    if parse_md5sum_line(&back).as_deref() != Some(hex) {
-        return Err(Error::Internal(format!(
-            "checksum file {} does not read back as written",
-            sidecar.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Checks `archive` against `ARCHIVE.md5`: `FailedPrecondition` naming the archive when the
-/// checksum file is missing or unreadable or the archive does not match it.
-fn verify_archive(archive: &Path) -> Result<String> {
-    let sidecar = suffixed(archive, MD5_SUFFIX);
-    let text = match fs::read_to_string(&sidecar) {
-        Ok(text) => text,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(Error::FailedPrecondition(format!(
-                "snapshot archive {} has no checksum file {}; refusing to restore it unverified",
-                archive.display(),
-                sidecar.display()
-            )));
-        }
-        Err(e) => return Err(Error::io("read checksum", &sidecar, e)),
-    };
-    let expected = parse_md5sum_line(&text).ok_or_else(|| {
-        Error::FailedPrecondition(format!(
-            "checksum file {} of snapshot archive {} is malformed",
-            sidecar.display(),
-            archive.display()
-        ))
-    })?;
-    let actual = md5_file(archive)?;
-    if actual != expected {
-        return Err(Error::FailedPrecondition(format!(
-            "snapshot archive {} is corrupt: its MD5 is {actual}, its checksum file says {expected}; nothing was extracted",
-            archive.display()
-        )));
-    }
-    Ok(actual)
-}
-
 #[async_trait]
 impl SnapshotEngine for ArchiveSnapshotEngine {
     async fn create(
@@ -409,16 +349,20 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
             })
             .await?;
         }
-        let written = match self.write_archive(source, &partial, &options.tool).await {
-            Ok(()) => {
-                self.finish(partial.clone(), archive.to_path_buf(), options)
+        let checksum = options.verify.then_some(options.checksum);
+        let written = match self
+            .write_archive(source, &partial, &options.tool, checksum)
+            .await
+        {
+            Ok(sum) => {
+                self.finish(partial.clone(), archive.to_path_buf(), options, sum)
                     .await
             }
             Err(e) => Err(e),
         };
         match written {
             Ok(info) => {
-                info!(source = %source.display(), archive = %archive.display(), size = info.size_bytes, md5 = ?info.md5, "snapshot archive written");
+                info!(source = %source.display(), archive = %archive.display(), size = info.size_bytes, checksum = ?info.checksum, "snapshot archive written");
                 Ok(info)
             }
             Err(e) => {
@@ -460,7 +404,7 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
             })
             .await?;
         }
-        if options.verify_md5 {
+        if options.verify {
             let owned = archive.to_path_buf();
             run_blocking(
                 self.archive_timeout,
@@ -470,7 +414,7 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
             .await??;
         }
         self.extract(archive, dest, &options.tool).await?;
-        info!(archive = %archive.display(), dest = %dest.display(), verified = options.verify_md5, "snapshot archive restored");
+        info!(archive = %archive.display(), dest = %dest.display(), verified = options.verify, "snapshot archive restored");
         Ok(())
     }
 
@@ -496,8 +440,8 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
             })
             .await?;
         }
-        let copied = match self.write_archive(source, &temp, &options.tool).await {
-            Ok(()) => self.extract(&temp, dest, &options.tool).await,
+        let copied = match self.write_archive(source, &temp, &options.tool, None).await {
+            Ok(_) => self.extract(&temp, dest, &options.tool).await,
             Err(e) => Err(e),
         };
         let cleanup = temp.clone();
@@ -519,10 +463,13 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
         require_absolute("archive", archive)?;
         let owned = archive.to_path_buf();
         self.io(format!("deleting {}", archive.display()), move || {
-            for suffix in ["", MD5_SUFFIX, PARTIAL_SUFFIX, DTAR_INDEX_SUFFIX] {
+            for suffix in ["", B3_SUFFIX, MD5_SUFFIX, PARTIAL_SUFFIX, DTAR_INDEX_SUFFIX] {
                 remove_if_present(&suffixed(&owned, suffix))?;
             }
-            remove_if_present(&suffixed(&suffixed(&owned, MD5_SUFFIX), ".tmp"))
+            for sum in [B3_SUFFIX, MD5_SUFFIX] {
+                remove_if_present(&suffixed(&suffixed(&owned, sum), ".tmp"))?;
+            }
+            Ok(())
         })
         .await
     }
@@ -533,52 +480,11 @@ mod tests {
     use super::*;
     use crate::error::ErrorCode;
     use crate::ports::MockCommandRunner;
-    use proptest::prelude::*;
 
     fn ok() -> CommandOutput {
         CommandOutput {
             status: Some(0),
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn md5sum_lines_parse_in_both_modes() {
-        let hex = "d41d8cd98f00b204e9800998ecf8427e";
-        assert_eq!(
-            parse_md5sum_line(&format!("{hex}  a.tar\n")).as_deref(),
-            Some(hex)
-        );
-        assert_eq!(
-            parse_md5sum_line(&format!("{} *a b.tar", hex.to_uppercase())).as_deref(),
-            Some(hex)
-        );
-        assert_eq!(parse_md5sum_line(&format!("{hex} a.tar")), None);
-        assert_eq!(parse_md5sum_line(&format!("{hex}  ")), None);
-        assert_eq!(parse_md5sum_line("xyz"), None);
-        assert_eq!(parse_md5sum_line(""), None);
-    }
-
-    #[test]
-    fn md5_of_a_file_matches_the_known_digest() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("f");
-        fs::write(&f, b"The quick brown fox jumps over the lazy dog").unwrap();
-        assert_eq!(md5_file(&f).unwrap(), "9e107d9d372bb6826bd81d3542a419d6");
-    }
-
-    proptest! {
-        #[test]
-        fn md5sum_parsing_never_panics(s in "\\PC{0,80}") {
-            if let Some(hex) = parse_md5sum_line(&s) {
-                prop_assert_eq!(hex.len(), 32);
-            }
-        }
-
-        #[test]
-        fn written_checksum_lines_parse_back(bytes in prop::array::uniform16(any::<u8>()), name in "[^/\n\0]{1,30}") {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            prop_assert_eq!(parse_md5sum_line(&format!("{hex}  {name}\n")), Some(hex));
         }
     }
 
@@ -640,14 +546,18 @@ mod tests {
         let engine = ArchiveSnapshotEngine::new(Arc::new(runner));
         let options = ArchiveOptions {
             tool: ArchiveTool::Dtar("/opt/dtar".into()),
-            verify_md5: true,
+            verify: true,
+            checksum: ChecksumKind::Md5,
         };
         let info = engine.create(&source, &archive, &options).await.unwrap();
         assert_eq!(info.size_bytes, 13);
+        // dtar's archive is checksummed in a second pass, with the kind asked for.
         assert_eq!(
-            info.md5.as_deref(),
-            Some(md5_file(&archive).unwrap().as_str())
+            info.checksum.map(|c| (c.kind, c.hex)),
+            Some((ChecksumKind::Md5, md5_file(&archive).unwrap()))
         );
+        assert!(suffixed(&archive, MD5_SUFFIX).exists());
+        assert!(!suffixed(&archive, B3_SUFFIX).exists());
         assert!(!partial.exists());
         engine.restore(&archive, &dest, &options).await.unwrap();
     }
@@ -660,17 +570,18 @@ mod tests {
         let archive = dir.path().join("snap.tar");
         let mut runner = MockCommandRunner::new();
         runner.expect_run().returning(|c| {
-            fs::write(Path::new(&c.args[6]), b"half").unwrap();
+            fs::write(Path::new(&c.args[5]), b"half").unwrap();
             Ok(CommandOutput {
                 status: Some(2),
                 stdout: String::new(),
-                stderr: "tar: ./x: Cannot open: Permission denied".into(),
+                stderr: "dtar: ./x: Cannot open: Permission denied".into(),
             })
         });
         let engine = ArchiveSnapshotEngine::new(Arc::new(runner));
         let options = ArchiveOptions {
-            tool: ArchiveTool::Tar("/bin/tar".into()),
-            verify_md5: false,
+            tool: ArchiveTool::Dtar("/opt/dtar".into()),
+            verify: true,
+            checksum: ChecksumKind::Blake3,
         };
         let err = engine
             .create(&source, &archive, &options)
@@ -688,7 +599,8 @@ mod tests {
         let engine = ArchiveSnapshotEngine::new(Arc::new(MockCommandRunner::new()));
         let options = ArchiveOptions {
             tool: ArchiveTool::Tar("/bin/tar".into()),
-            verify_md5: true,
+            verify: true,
+            checksum: ChecksumKind::Blake3,
         };
         let archive = dir.path().join("a.tar");
         let missing = dir.path().join("missing");
@@ -699,7 +611,7 @@ mod tests {
                 .await
                 .map(|_| ArchiveInfo {
                     size_bytes: 0,
-                    md5: None,
+                    checksum: None,
                 }),
         ];
         for case in cases {

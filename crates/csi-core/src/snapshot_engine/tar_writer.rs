@@ -1,0 +1,849 @@
+//! A native, parallel writer of GNU-tar-readable archives of a directory tree.
+//!
+//! One walker thread lists the tree depth-first (children sorted by name, each directory
+//! before its contents) and numbers the entries; N reader threads take the numbered
+//! entries, read their extended attributes and symlink targets and read small regular files
+//! (up to [`SMALL_FILE_MAX`]) whole into memory; the calling thread writes the entries
+//! strictly in walk order through a large buffer into the archive, feeding the same bytes to
+//! the checksum, and streams large files itself in 1 MiB chunks. A bounded window (bytes
+//! and entries read ahead of the writer, [`WINDOW_BYTES`], [`WINDOW_ENTRIES`]) keeps memory
+//! bounded whatever the tree.
+//!
+//! The archive: GNU format headers (GNU long-name and long-link entries for names over 100
+//! bytes), numeric owners, permission bits, whole-second mtimes; entry names relative to the
+//! source (`./` for the source itself); extended attributes, ACLs (`system.posix_acl_*`)
+//! included, as pax `SCHILY.xattr.<name>` records, the form `tar --xattrs` reads; hard links
+//! (the first path of an inode by walk order is the file, later ones link to it); fifos and
+//! devices as headers. Sockets are skipped with a warning, as GNU tar does. Sparse files are
+//! stored in full (their holes as zeros). Names are bytes: non-UTF-8 names survive; an
+//! attribute whose name is not UTF-8 cannot be a pax keyword and is skipped with a warning.
+//! A file that shrinks while read is padded with zeros to its header size, one that grows is
+//! cut at it, and one removed before being read is left out, each with a warning: never a
+//! corrupt archive. Every thread stops at the deadline or when the cancel flag is raised.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, BufWriter, ErrorKind, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::Scope;
+use std::time::{Duration, Instant};
+
+use tar::{Builder, EntryType, Header};
+use tracing::warn;
+
+use super::checksum::StreamHasher;
+use crate::error::{Error, Result};
+use crate::ports::{ArchiveChecksum, ChecksumKind};
+
+/// Regular files up to this size are read whole by the reader threads.
+pub const SMALL_FILE_MAX: u64 = 1 << 20;
+/// Bytes read ahead of the writer at most (the entry at the writer's head always passes).
+pub const WINDOW_BYTES: u64 = 64 << 20;
+/// Entries read ahead of the writer at most.
+pub const WINDOW_ENTRIES: u64 = 16 << 10;
+/// Most reader threads.
+pub const MAX_READERS: usize = 8;
+/// Size of the archive's write buffer.
+const OUT_BUFFER: usize = 4 << 20;
+/// Chunk in which large files are streamed.
+const CHUNK: usize = 1 << 20;
+/// Window cost of an entry besides its data.
+const ENTRY_COST: u64 = 1 << 10;
+/// Window cost of a large file (an open descriptor waiting for the writer).
+const LARGE_FILE_COST: u64 = 1 << 20;
+/// Walk entries queued for the readers at most.
+const JOB_QUEUE: usize = 4096;
+/// How often blocked threads look at the cancel flag.
+const POLL: Duration = Duration::from_millis(50);
+/// GNU tar's record size (blocking factor 20): archives are padded to a multiple of it.
+const RECORD: u64 = 10240;
+
+/// What a finished archive holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenArchive {
+    /// Bytes written.
+    pub size_bytes: u64,
+    /// Entries written.
+    pub entries: u64,
+    /// Files that changed or vanished while being archived.
+    pub warnings: u64,
+    /// The checksum of the bytes written, when asked for.
+    pub checksum: Option<ArchiveChecksum>,
+}
+
+/// How an archive is written.
+#[derive(Debug, Clone)]
+pub struct WriteLimits {
+    /// When the run gives up with `DeadlineExceeded` (`None`: never).
+    pub deadline: Option<Instant>,
+    /// Raised by the caller to stop the run (also `DeadlineExceeded`).
+    pub cancel: Arc<AtomicBool>,
+    /// Reader threads.
+    pub readers: usize,
+}
+
+impl WriteLimits {
+    /// Limits ending after `timeout`, with one reader per core (2 to [`MAX_READERS`]).
+    pub fn new(timeout: Duration, cancel: Arc<AtomicBool>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            deadline: Instant::now().checked_add(timeout),
+            cancel,
+            readers: cores.clamp(2, MAX_READERS),
+        }
+    }
+}
+
+/// Archives the directory `source` into the new file `dest` (created or truncated), with a
+/// checksum of `checksum`'s kind computed while writing. The file is left unsynced; on
+/// error it is left for the caller to remove.
+pub fn write_archive(
+    source: &Path,
+    dest: &Path,
+    checksum: Option<ChecksumKind>,
+    limits: &WriteLimits,
+) -> Result<WrittenArchive> {
+    let root = fs::symlink_metadata(source).map_err(|e| Error::io("stat", source, e))?;
+    if !root.is_dir() {
+        return Err(Error::FailedPrecondition(format!(
+            "snapshot source {} is not a directory",
+            source.display()
+        )));
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dest)
+        .map_err(|e| Error::io("create", dest, e))?;
+    let own = file
+        .metadata()
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| Error::io("stat", dest, e))?;
+    let sink = BufWriter::with_capacity(
+        OUT_BUFFER,
+        HashingFile {
+            file,
+            hasher: checksum.map(StreamHasher::new),
+            written: 0,
+        },
+    );
+    let shared = Shared {
+        cancel: limits.cancel.clone(),
+        error: Mutex::new(None),
+        window: Window::default(),
+        warnings: AtomicU64::new(0),
+        deadline: limits.deadline,
+    };
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(JOB_QUEUE);
+    let (done_tx, done_rx) = mpsc::channel::<Prepared>();
+    let readers = limits.readers.max(1);
+    let written = std::thread::scope(|scope| -> Result<Option<(u64, u64, HashingFile)>> {
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        spawn(scope, "tar-walk", &shared, {
+            let shared = &shared;
+            move || walk(source, own, job_tx, shared)
+        })?;
+        for i in 0..readers {
+            let (rx, tx, shared) = (job_rx.clone(), done_tx.clone(), &shared);
+            spawn(scope, &format!("tar-read-{i}"), shared, move || {
+                read_entries(rx, tx, shared);
+                Ok(())
+            })?;
+        }
+        drop((job_rx, done_tx));
+        let mut builder = Builder::new(sink);
+        match write_entries(&mut builder, done_rx, &shared) {
+            Ok(entries) => {
+                let sink = builder
+                    .into_inner()
+                    .map_err(|e| Error::io("write", dest, e))?;
+                let file = finish_sink(sink).map_err(|e| Error::io("write", dest, e))?;
+                Ok(Some((entries, file.written, file)))
+            }
+            Err(e) => {
+                shared.fail(e);
+                Ok(None)
+            }
+        }
+    });
+    if let Some(e) = shared.take_error() {
+        return Err(e);
+    }
+    let (entries, size_bytes, file) = match written? {
+        Some(done) if !shared.cancelled() => done,
+        _ => {
+            return Err(Error::DeadlineExceeded(format!(
+                "archiving {} was cancelled",
+                source.display()
+            )));
+        }
+    };
+    Ok(WrittenArchive {
+        size_bytes,
+        entries,
+        warnings: shared.warnings.load(Ordering::Relaxed),
+        checksum: file.hasher.map(StreamHasher::finish),
+    })
+}
+
+/// Spawns a scoped thread whose error stops the run.
+fn spawn<'scope, 'env, F>(
+    scope: &'scope Scope<'scope, 'env>,
+    name: &str,
+    shared: &'env Shared,
+    f: F,
+) -> Result<()>
+where
+    F: FnOnce() -> Result<()> + Send + 'scope,
+{
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn_scoped(scope, move || {
+            if let Err(e) = f() {
+                shared.fail(e);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            shared.fail(Error::Internal(format!("cannot start thread {name}: {e}")));
+            Error::Internal(format!("cannot start thread {name}: {e}"))
+        })
+}
+
+/// Pads the archive to a whole record and flushes it.
+fn finish_sink(mut sink: BufWriter<HashingFile>) -> io::Result<HashingFile> {
+    let len = sink.get_ref().written + sink.buffer().len() as u64;
+    let pad = (RECORD - len % RECORD) % RECORD;
+    sink.write_all(&vec![0u8; pad as usize])?;
+    sink.into_inner().map_err(|e| e.into_error())
+}
+
+/// The archive file, hashing what is written to it.
+struct HashingFile {
+    file: File,
+    hasher: Option<StreamHasher>,
+    written: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// State shared by the threads of one run.
+struct Shared {
+    cancel: Arc<AtomicBool>,
+    error: Mutex<Option<Error>>,
+    window: Window,
+    warnings: AtomicU64,
+    deadline: Option<Instant>,
+}
+
+impl Shared {
+    /// Records the first error and stops every thread.
+    fn fail(&self, e: Error) {
+        let mut slot = lock(&self.error);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        drop(slot);
+        self.cancel.store(true, Ordering::SeqCst);
+        self.window.wake();
+    }
+
+    fn take_error(&self) -> Option<Error> {
+        lock(&self.error).take()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Fails the run once the deadline has passed; false when the run must stop.
+    fn keep_going(&self) -> bool {
+        if self.cancelled() {
+            return false;
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.fail(Error::DeadlineExceeded(
+                "archiving did not finish within the archive timeout".into(),
+            ));
+            return false;
+        }
+        true
+    }
+
+    fn warned(&self) {
+        self.warnings.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bounds what the readers hold ahead of the writer.
+#[derive(Default)]
+struct Window {
+    /// Bytes held, and the entry the writer waits for.
+    state: Mutex<(u64, u64)>,
+    changed: Condvar,
+}
+
+impl Window {
+    /// Waits until entry `seq` may take `cost` bytes; false when the run stops first.
+    fn acquire(&self, seq: u64, cost: u64, cancel: &AtomicBool) -> bool {
+        let mut state = lock(&self.state);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            let (used, next) = *state;
+            if admits(used, next, seq, cost) {
+                state.0 += cost;
+                return true;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Gives back `cost` bytes; the writer now waits for entry `next`.
+    fn release(&self, cost: u64, next: u64) {
+        let mut state = lock(&self.state);
+        state.0 = state.0.saturating_sub(cost);
+        state.1 = next;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn wake(&self) {
+        self.changed.notify_all();
+    }
+}
+
+/// Whether entry `seq` costing `cost` may be read while `used` bytes are held and the
+/// writer waits for entry `next`: the head always, the others within both bounds.
+fn admits(used: u64, next: u64, seq: u64, cost: u64) -> bool {
+    seq == next
+        || (used.saturating_add(cost) <= WINDOW_BYTES && seq < next.saturating_add(WINDOW_ENTRIES))
+}
+
+/// One walked path.
+struct Job {
+    seq: u64,
+    /// The name in the archive.
+    name: PathBuf,
+    /// The path on disk.
+    path: PathBuf,
+    meta: Metadata,
+    /// The archive name of an earlier path of the same inode.
+    link_to: Option<PathBuf>,
+}
+
+impl Job {
+    /// What the entry holds in the window while waiting for the writer.
+    fn cost(&self) -> u64 {
+        let data = if self.link_to.is_none() && self.meta.is_file() {
+            if self.meta.len() <= SMALL_FILE_MAX {
+                self.meta.len()
+            } else {
+                LARGE_FILE_COST
+            }
+        } else {
+            0
+        };
+        ENTRY_COST + data
+    }
+}
+
+/// One entry, ready for the writer.
+struct Prepared {
+    seq: u64,
+    cost: u64,
+    /// `None`: the path vanished before it was read.
+    entry: Option<Entry>,
+}
+
+struct Entry {
+    name: PathBuf,
+    meta: Metadata,
+    /// Pax records (`SCHILY.xattr.<name>`, value).
+    xattrs: Vec<(String, Vec<u8>)>,
+    body: Body,
+}
+
+enum Body {
+    /// A directory, fifo or device: the header alone.
+    Header,
+    /// A hard link to the named earlier entry.
+    HardLink(PathBuf),
+    /// A symbolic link to this target.
+    Symlink(PathBuf),
+    /// A small file's contents.
+    Data(Vec<u8>),
+    /// A large file, streamed by the writer.
+    Stream(File),
+}
+
+/// Walks `root` depth-first in name order, numbering entries for the readers.
+fn walk(root: &Path, own: (u64, u64), jobs: SyncSender<Job>, shared: &Shared) -> Result<()> {
+    let meta = fs::symlink_metadata(root).map_err(|e| Error::io("stat", root, e))?;
+    let mut seq = 0u64;
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let send = |job: Job| -> bool {
+        let mut job = job;
+        loop {
+            match jobs.try_send(job) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if !shared.keep_going() {
+                        return false;
+                    }
+                    job = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    };
+    if !send(Job {
+        seq,
+        name: PathBuf::from("./"),
+        path: root.to_path_buf(),
+        meta,
+        link_to: None,
+    }) {
+        return Ok(());
+    }
+    seq += 1;
+    // Each frame: a directory's archive name, path and remaining children (reversed).
+    let mut stack = vec![(PathBuf::new(), root.to_path_buf(), list_dir(root, shared)?)];
+    while let Some((name, path, children)) = stack.last_mut() {
+        let Some((child, meta)) = children.pop() else {
+            stack.pop();
+            continue;
+        };
+        if !shared.keep_going() {
+            return Ok(());
+        }
+        let child_name = name.join(&child);
+        let child_path = path.join(&child);
+        let kind = meta.file_type();
+        if kind.is_socket() {
+            warn!(path = %child_path.display(), "socket ignored (archives cannot hold sockets)");
+            continue;
+        }
+        if (meta.dev(), meta.ino()) == own {
+            warn!(path = %child_path.display(), "the archive itself lies in the source; not archived");
+            continue;
+        }
+        let mut link_to = None;
+        if !kind.is_dir() && meta.nlink() > 1 {
+            match links.entry((meta.dev(), meta.ino())) {
+                MapEntry::Occupied(first) => link_to = Some(first.get().clone()),
+                MapEntry::Vacant(slot) => {
+                    slot.insert(child_name.clone());
+                }
+            }
+        }
+        let is_dir = kind.is_dir();
+        if !send(Job {
+            seq,
+            name: child_name.clone(),
+            path: child_path.clone(),
+            meta,
+            link_to,
+        }) {
+            return Ok(());
+        }
+        seq += 1;
+        if is_dir {
+            let grandchildren = list_dir(&child_path, shared)?;
+            stack.push((child_name, child_path, grandchildren));
+        }
+    }
+    Ok(())
+}
+
+/// The entries of directory `dir` with their metadata (not following symlinks), in
+/// reverse name order; a directory removed meanwhile is empty.
+fn list_dir(dir: &Path, shared: &Shared) -> Result<Vec<(std::ffi::OsString, Metadata)>> {
+    let reader = match fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            warn!(path = %dir.display(), "directory removed before it was read");
+            shared.warned();
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    let mut children = Vec::new();
+    for item in reader {
+        let item = item.map_err(|e| Error::io("read directory", dir, e))?;
+        match item.metadata() {
+            Ok(meta) => children.push((item.file_name(), meta)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                warn!(path = %item.path().display(), "file removed before it was read");
+                shared.warned();
+            }
+            Err(e) => return Err(Error::io("stat", item.path(), e)),
+        }
+    }
+    children.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    Ok(children)
+}
+
+/// A reader thread: prepares walked entries until the walk ends or the run stops.
+fn read_entries(jobs: Arc<Mutex<Receiver<Job>>>, done: Sender<Prepared>, shared: &Shared) {
+    loop {
+        if shared.cancelled() {
+            return;
+        }
+        let job = match lock(&jobs).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let cost = job.cost();
+        if !shared.window.acquire(job.seq, cost, &shared.cancel) {
+            return;
+        }
+        let seq = job.seq;
+        let entry = match prepare(job, shared) {
+            Ok(entry) => entry,
+            Err(e) => {
+                shared.fail(e);
+                return;
+            }
+        };
+        if done.send(Prepared { seq, cost, entry }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads what the writer needs of one entry; `None` when it vanished meanwhile.
+fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
+    let vanished = |e: &io::Error| {
+        if e.kind() == ErrorKind::NotFound {
+            warn!(path = %job.path.display(), "file removed before it was read; not archived");
+            shared.warned();
+            true
+        } else {
+            false
+        }
+    };
+    let xattrs = match read_xattrs(&job.path) {
+        Ok(x) => x,
+        Err(e) if vanished(&e) => return Ok(None),
+        Err(e) => return Err(Error::io("read extended attributes", &job.path, e)),
+    };
+    let kind = job.meta.file_type();
+    let body = if let Some(first) = job.link_to {
+        Body::HardLink(first)
+    } else if kind.is_symlink() {
+        match fs::read_link(&job.path) {
+            Ok(target) => Body::Symlink(target),
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("read link", &job.path, e)),
+        }
+    } else if kind.is_file() {
+        let mut file = match File::open(&job.path) {
+            Ok(f) => f,
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("open", &job.path, e)),
+        };
+        if job.meta.len() <= SMALL_FILE_MAX {
+            let mut data = vec![0u8; job.meta.len() as usize];
+            let got =
+                read_full(&mut file, &mut data).map_err(|e| Error::io("read", &job.path, e))?;
+            if got < data.len() {
+                warn!(path = %job.path.display(), size = data.len(), read = got, "file shrank while it was read; padded with zeros");
+                shared.warned();
+            }
+            Body::Data(data)
+        } else {
+            Body::Stream(file)
+        }
+    } else {
+        Body::Header
+    };
+    Ok(Some(Entry {
+        name: job.name,
+        meta: job.meta,
+        xattrs,
+        body,
+    }))
+}
+
+/// Reads into `buf` until it is full or the file ends; returns the bytes read.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The extended attributes of `path` (not following a symlink) as pax records, by name.
+fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut records = Vec::new();
+    for name in names {
+        let Some(text) = name.to_str() else {
+            warn!(path = %path.display(), attribute = ?name, "extended attribute with a non-UTF-8 name not archived");
+            continue;
+        };
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => records.push((pax_xattr_key(text), value)),
+            Ok(None) => {}
+            Err(e) if unsupported(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    records.sort_unstable();
+    Ok(records)
+}
+
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENODATA))
+}
+
+/// The pax keyword of attribute `name`: `%` and `=` percent-encoded, as GNU tar writes them.
+fn pax_xattr_key(name: &str) -> String {
+    let mut key = String::with_capacity(13 + name.len());
+    key.push_str("SCHILY.xattr.");
+    for c in name.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '=' => key.push_str("%3D"),
+            c => key.push(c),
+        }
+    }
+    key
+}
+
+/// The writer: emits prepared entries in walk order; returns how many.
+fn write_entries(
+    builder: &mut Builder<BufWriter<HashingFile>>,
+    done: Receiver<Prepared>,
+    shared: &Shared,
+) -> Result<u64> {
+    let mut pending: HashMap<u64, Prepared> = HashMap::new();
+    let mut next = 0u64;
+    let mut entries = 0u64;
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let prepared = match done.recv_timeout(POLL) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout) => {
+                if !shared.keep_going() {
+                    return Ok(entries);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        pending.insert(prepared.seq, prepared);
+        while let Some(p) = pending.remove(&next) {
+            if !shared.keep_going() {
+                return Ok(entries);
+            }
+            if let Some(entry) = p.entry {
+                emit(builder, entry, &mut chunk, shared)?;
+                entries += 1;
+            }
+            next += 1;
+            shared.window.release(p.cost, next);
+        }
+    }
+    if !pending.is_empty() && !shared.cancelled() {
+        return Err(Error::Internal(format!(
+            "archive writer: entry {next} never arrived"
+        )));
+    }
+    Ok(entries)
+}
+
+/// Writes one entry: its pax attributes, header and data.
+fn emit(
+    builder: &mut Builder<BufWriter<HashingFile>>,
+    entry: Entry,
+    chunk: &mut [u8],
+    shared: &Shared,
+) -> Result<()> {
+    let Entry {
+        name,
+        meta,
+        xattrs,
+        body,
+    } = entry;
+    let fail = |e: io::Error| Error::io("write archive entry", &name, e);
+    if !xattrs.is_empty() {
+        builder
+            .append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .map_err(fail)?;
+    }
+    let mut header = Header::new_gnu();
+    header.set_mode(meta.mode() & 0o7777);
+    header.set_uid(u64::from(meta.uid()));
+    header.set_gid(u64::from(meta.gid()));
+    header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+    header.set_size(0);
+    let kind = meta.file_type();
+    match body {
+        Body::Header => {
+            let entry_type = if kind.is_dir() {
+                EntryType::Directory
+            } else if kind.is_fifo() {
+                EntryType::Fifo
+            } else if kind.is_char_device() {
+                EntryType::Char
+            } else if kind.is_block_device() {
+                EntryType::Block
+            } else {
+                warn!(name = %name.display(), "file of an unknown type not archived");
+                shared.warned();
+                return Ok(());
+            };
+            header.set_entry_type(entry_type);
+            if kind.is_char_device() || kind.is_block_device() {
+                let rdev = meta.rdev();
+                header
+                    .set_device_major(nix::sys::stat::major(rdev) as u32)
+                    .map_err(fail)?;
+                header
+                    .set_device_minor(nix::sys::stat::minor(rdev) as u32)
+                    .map_err(fail)?;
+            }
+            builder
+                .append_data(&mut header, &name, io::empty())
+                .map_err(fail)
+        }
+        Body::HardLink(first) => {
+            header.set_entry_type(EntryType::Link);
+            builder
+                .append_link(&mut header, &name, &first)
+                .map_err(fail)
+        }
+        Body::Symlink(target) => {
+            header.set_entry_type(EntryType::Symlink);
+            builder
+                .append_link(&mut header, &name, &target)
+                .map_err(fail)
+        }
+        Body::Data(data) => {
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(data.len() as u64);
+            builder
+                .append_data(&mut header, &name, data.as_slice())
+                .map_err(fail)
+        }
+        Body::Stream(mut file) => {
+            let size = meta.len();
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(size);
+            builder
+                .append_data(&mut header, &name, io::empty())
+                .map_err(fail)?;
+            let out = builder.get_mut();
+            let mut left = size;
+            while left > 0 {
+                if !shared.keep_going() {
+                    return Ok(());
+                }
+                let want = left.min(chunk.len() as u64) as usize;
+                let got = read_full(&mut file, &mut chunk[..want])
+                    .map_err(|e| Error::io("read", &name, e))?;
+                if got < want {
+                    warn!(name = %name.display(), size, "file shrank while it was read; padded with zeros");
+                    shared.warned();
+                    chunk[got..want].fill(0);
+                }
+                out.write_all(&chunk[..want]).map_err(fail)?;
+                left -= want as u64;
+            }
+            let pad = (512 - size % 512) % 512;
+            out.write_all(&[0u8; 512][..pad as usize]).map_err(fail)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn attribute_names_are_percent_encoded_like_gnu_tar() {
+        assert_eq!(pax_xattr_key("user.a"), "SCHILY.xattr.user.a");
+        assert_eq!(pax_xattr_key("user.a=b%"), "SCHILY.xattr.user.a%3Db%25");
+    }
+
+    proptest! {
+        #[test]
+        fn the_window_admits_the_head_and_nothing_beyond_its_bounds(
+            used in 0u64..(2 * WINDOW_BYTES),
+            next in 0u64..1_000_000,
+            ahead in 0u64..(2 * WINDOW_ENTRIES),
+            cost in 0u64..(2 * WINDOW_BYTES),
+        ) {
+            prop_assert!(admits(used, next, next, cost));
+            let seq = next + ahead;
+            prop_assert_eq!(
+                admits(used, next, seq, cost),
+                ahead == 0 || (used + cost <= WINDOW_BYTES && ahead < WINDOW_ENTRIES)
+            );
+        }
+    }
+
+    #[test]
+    fn held_bytes_are_given_back() {
+        let window = Window::default();
+        let cancel = AtomicBool::new(false);
+        assert!(window.acquire(0, 10, &cancel));
+        assert!(window.acquire(1, WINDOW_BYTES - 10, &cancel));
+        assert_eq!(*lock(&window.state), (WINDOW_BYTES, 0));
+        window.release(10, 1);
+        window.release(WINDOW_BYTES - 10, 2);
+        assert_eq!(*lock(&window.state), (0, 2));
+    }
+
+    #[test]
+    fn a_cancelled_acquire_returns_instead_of_waiting() {
+        let window = Window::default();
+        let cancel = AtomicBool::new(false);
+        assert!(window.acquire(0, WINDOW_BYTES, &cancel));
+        cancel.store(true, Ordering::SeqCst);
+        // Entry 1 does not fit beside entry 0 and would wait forever.
+        assert!(!window.acquire(1, WINDOW_BYTES, &cancel));
+    }
+}
