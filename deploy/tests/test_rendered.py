@@ -741,7 +741,7 @@ BEEGFS_KEYS = {
     "sysMgmtdHost", "volDirBasePath", "stripePattern/storagePoolID", "stripePattern/chunkSize",
     "stripePattern/numTargets", "permissions/uid", "permissions/gid", "permissions/mode",
 }
-SNAPSHOT_KEYS = {"snapshotFolder", "snapshotUtility", "dtarPath", "snapshotMd5Verify"}
+SNAPSHOT_KEYS = {"snapshotFolder", "snapshotUtility", "dtarPath", "snapshotMd5Verify", "snapshotChecksum"}
 
 
 def check_examples(repo, driver_name):

@@ -429,6 +429,7 @@ fn check_consistent(serve: &Serve, model: &Model, seed: u64, logs: &str) {
         let stem = file
             .strip_suffix(".json")
             .or_else(|| file.strip_suffix(".tar"))
+            .or_else(|| file.strip_suffix(".tar.b3"))
             .or_else(|| file.strip_suffix(".tar.md5"));
         assert!(
             stem.is_some_and(|s| snapshot_records.contains_key(s)),

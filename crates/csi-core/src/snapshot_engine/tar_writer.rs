@@ -56,10 +56,15 @@ const CHUNK: usize = 1 << 20;
 const ENTRY_COST: u64 = 1 << 10;
 /// Window cost of a large file (an open descriptor waiting for the writer).
 const LARGE_FILE_COST: u64 = 1 << 20;
-/// Walk entries queued for the readers at most.
-const JOB_QUEUE: usize = 4096;
+/// Walk entries handed to a reader at once (fewer channel and lock operations per file).
+const JOB_BATCH: usize = 32;
+/// Batches of walk entries queued for the readers at most.
+const JOB_QUEUE: usize = 128;
 /// How often blocked threads look at the cancel flag.
 const POLL: Duration = Duration::from_millis(50);
+/// Written bytes after which writeback of the archive is started, so that the final
+/// fsync has only the tail left to wait for.
+const WRITEBACK_STEP: u64 = 32 << 20;
 /// GNU tar's record size (blocking factor 20): archives are padded to a multiple of it.
 const RECORD: u64 = 10240;
 
@@ -131,6 +136,7 @@ pub fn write_archive(
             file,
             hasher: checksum.map(StreamHasher::new),
             written: 0,
+            flushed: 0,
         },
     );
     let shared = Shared {
@@ -140,8 +146,8 @@ pub fn write_archive(
         warnings: AtomicU64::new(0),
         deadline: limits.deadline,
     };
-    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(JOB_QUEUE);
-    let (done_tx, done_rx) = mpsc::channel::<Prepared>();
+    let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(JOB_QUEUE);
+    let (done_tx, done_rx) = mpsc::channel::<Vec<Prepared>>();
     let readers = limits.readers.max(1);
     let written = std::thread::scope(|scope| -> Result<Option<(u64, u64, HashingFile)>> {
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -224,11 +230,13 @@ fn finish_sink(mut sink: BufWriter<HashingFile>) -> io::Result<HashingFile> {
     sink.into_inner().map_err(|e| e.into_error())
 }
 
-/// The archive file, hashing what is written to it.
+/// The archive file, hashing what is written to it and starting its writeback early.
 struct HashingFile {
     file: File,
     hasher: Option<StreamHasher>,
     written: u64,
+    /// Bytes whose writeback has been started.
+    flushed: u64,
 }
 
 impl Write for HashingFile {
@@ -238,6 +246,17 @@ impl Write for HashingFile {
             h.update(&buf[..n]);
         }
         self.written += n as u64;
+        if self.written - self.flushed >= WRITEBACK_STEP {
+            // POSIX_FADV_DONTNEED starts writeback of the dirty range without waiting for it
+            // (and drops its clean pages: the archive is not read back). Advice only.
+            let _ = nix::fcntl::posix_fadvise(
+                &self.file,
+                self.flushed as libc::off_t,
+                (self.written - self.flushed) as libc::off_t,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+            self.flushed = self.written;
+        }
         Ok(n)
     }
 
@@ -304,6 +323,8 @@ struct Window {
     /// Bytes held, and the entry the writer waits for.
     state: Mutex<(u64, u64)>,
     changed: Condvar,
+    /// Readers waiting for room (the writer wakes them only then).
+    waiting: AtomicU64,
 }
 
 impl Window {
@@ -319,11 +340,13 @@ impl Window {
                 state.0 += cost;
                 return true;
             }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
             state = self
                 .changed
                 .wait_timeout(state, POLL)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -333,11 +356,23 @@ impl Window {
         state.0 = state.0.saturating_sub(cost);
         state.1 = next;
         drop(state);
-        self.changed.notify_all();
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
+        }
     }
 
     fn wake(&self) {
         self.changed.notify_all();
+    }
+
+    /// Takes room for entry `seq` if there is some now, without waiting.
+    fn try_acquire(&self, seq: u64, cost: u64) -> bool {
+        let mut state = lock(&self.state);
+        let admitted = admits(state.0, state.1, seq, cost);
+        if admitted {
+            state.0 += cost;
+        }
+        admitted
     }
 }
 
@@ -406,25 +441,50 @@ enum Body {
 }
 
 /// Walks `root` depth-first in name order, numbering entries for the readers.
-fn walk(root: &Path, own: (u64, u64), jobs: SyncSender<Job>, shared: &Shared) -> Result<()> {
+fn walk(root: &Path, own: (u64, u64), jobs: SyncSender<Vec<Job>>, shared: &Shared) -> Result<()> {
+    let mut batch = Vec::with_capacity(JOB_BATCH);
+    if walk_into(root, own, &jobs, &mut batch, shared)? && !batch.is_empty() {
+        send_batch(&jobs, batch, shared);
+    }
+    Ok(())
+}
+
+/// Queues a batch for the readers; false when the run stops first.
+fn send_batch(jobs: &SyncSender<Vec<Job>>, batch: Vec<Job>, shared: &Shared) -> bool {
+    let mut batch = batch;
+    loop {
+        match jobs.try_send(batch) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if !shared.keep_going() {
+                    return false;
+                }
+                batch = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// The walk proper; false when it stopped early.
+fn walk_into(
+    root: &Path,
+    own: (u64, u64),
+    jobs: &SyncSender<Vec<Job>>,
+    batch: &mut Vec<Job>,
+    shared: &Shared,
+) -> Result<bool> {
     let meta = fs::symlink_metadata(root).map_err(|e| Error::io("stat", root, e))?;
     let mut seq = 0u64;
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let send = |job: Job| -> bool {
-        let mut job = job;
-        loop {
-            match jobs.try_send(job) {
-                Ok(()) => return true,
-                Err(TrySendError::Disconnected(_)) => return false,
-                Err(TrySendError::Full(back)) => {
-                    if !shared.keep_going() {
-                        return false;
-                    }
-                    job = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
+    let mut send = |job: Job| -> bool {
+        batch.push(job);
+        if batch.len() < JOB_BATCH {
+            return true;
         }
+        let full = std::mem::replace(batch, Vec::with_capacity(JOB_BATCH));
+        send_batch(jobs, full, shared)
     };
     if !send(Job {
         seq,
@@ -433,7 +493,7 @@ fn walk(root: &Path, own: (u64, u64), jobs: SyncSender<Job>, shared: &Shared) ->
         meta,
         link_to: None,
     }) {
-        return Ok(());
+        return Ok(false);
     }
     seq += 1;
     // Each frame: a directory's archive name, path and remaining children (reversed).
@@ -444,7 +504,7 @@ fn walk(root: &Path, own: (u64, u64), jobs: SyncSender<Job>, shared: &Shared) ->
             continue;
         };
         if !shared.keep_going() {
-            return Ok(());
+            return Ok(false);
         }
         let child_name = name.join(&child);
         let child_path = path.join(&child);
@@ -474,7 +534,7 @@ fn walk(root: &Path, own: (u64, u64), jobs: SyncSender<Job>, shared: &Shared) ->
             meta,
             link_to,
         }) {
-            return Ok(());
+            return Ok(false);
         }
         seq += 1;
         if is_dir {
@@ -482,7 +542,7 @@ fn walk(root: &Path, own: (u64, u64), jobs: SyncSender<Job>, shared: &Shared) ->
             stack.push((child_name, child_path, grandchildren));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The entries of directory `dir` with their metadata (not following symlinks), in
@@ -514,28 +574,42 @@ fn list_dir(dir: &Path, shared: &Shared) -> Result<Vec<(std::ffi::OsString, Meta
 }
 
 /// A reader thread: prepares walked entries until the walk ends or the run stops.
-fn read_entries(jobs: Arc<Mutex<Receiver<Job>>>, done: Sender<Prepared>, shared: &Shared) {
+fn read_entries(
+    jobs: Arc<Mutex<Receiver<Vec<Job>>>>,
+    done: Sender<Vec<Prepared>>,
+    shared: &Shared,
+) {
     loop {
         if shared.cancelled() {
             return;
         }
-        let job = match lock(&jobs).recv() {
-            Ok(job) => job,
+        let batch = match lock(&jobs).recv() {
+            Ok(batch) => batch,
             Err(_) => return,
         };
-        let cost = job.cost();
-        if !shared.window.acquire(job.seq, cost, &shared.cancel) {
-            return;
-        }
-        let seq = job.seq;
-        let entry = match prepare(job, shared) {
-            Ok(entry) => entry,
-            Err(e) => {
-                shared.fail(e);
-                return;
+        let mut ready = Vec::with_capacity(batch.len());
+        for job in batch {
+            let cost = job.cost();
+            if !shared.window.try_acquire(job.seq, cost) {
+                // What is read goes to the writer before waiting: it may need it to move on.
+                if !ready.is_empty() && done.send(std::mem::take(&mut ready)).is_err() {
+                    return;
+                }
+                if !shared.window.acquire(job.seq, cost, &shared.cancel) {
+                    return;
+                }
             }
-        };
-        if done.send(Prepared { seq, cost, entry }).is_err() {
+            let seq = job.seq;
+            let entry = match prepare(job, shared) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    shared.fail(e);
+                    return;
+                }
+            };
+            ready.push(Prepared { seq, cost, entry });
+        }
+        if done.send(ready).is_err() {
             return;
         }
     }
@@ -552,26 +626,18 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
             false
         }
     };
-    let xattrs = match read_xattrs(&job.path) {
-        Ok(x) => x,
-        Err(e) if vanished(&e) => return Ok(None),
-        Err(e) => return Err(Error::io("read extended attributes", &job.path, e)),
-    };
+    let attrs_failed = |e: io::Error| Error::io("read extended attributes", &job.path, e);
     let kind = job.meta.file_type();
-    let body = if let Some(first) = job.link_to {
-        Body::HardLink(first)
-    } else if kind.is_symlink() {
-        match fs::read_link(&job.path) {
-            Ok(target) => Body::Symlink(target),
-            Err(e) if vanished(&e) => return Ok(None),
-            Err(e) => return Err(Error::io("read link", &job.path, e)),
-        }
+    let (xattrs, body) = if let Some(first) = job.link_to {
+        // The attributes belong to the inode and travel with its first name.
+        (Vec::new(), Body::HardLink(first))
     } else if kind.is_file() {
         let mut file = match File::open(&job.path) {
             Ok(f) => f,
             Err(e) if vanished(&e) => return Ok(None),
             Err(e) => return Err(Error::io("open", &job.path, e)),
         };
+        let xattrs = read_xattrs(&job.path, Some(&file)).map_err(attrs_failed)?;
         if job.meta.len() <= SMALL_FILE_MAX {
             let mut data = vec![0u8; job.meta.len() as usize];
             let got =
@@ -580,12 +646,25 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
                 warn!(path = %job.path.display(), size = data.len(), read = got, "file shrank while it was read; padded with zeros");
                 shared.warned();
             }
-            Body::Data(data)
+            (xattrs, Body::Data(data))
         } else {
-            Body::Stream(file)
+            (xattrs, Body::Stream(file))
         }
     } else {
-        Body::Header
+        let xattrs = match read_xattrs(&job.path, None) {
+            Ok(x) => x,
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => return Err(attrs_failed(e)),
+        };
+        if kind.is_symlink() {
+            match fs::read_link(&job.path) {
+                Ok(target) => (xattrs, Body::Symlink(target)),
+                Err(e) if vanished(&e) => return Ok(None),
+                Err(e) => return Err(Error::io("read link", &job.path, e)),
+            }
+        } else {
+            (xattrs, Body::Header)
+        }
     };
     Ok(Some(Entry {
         name: job.name,
@@ -609,9 +688,15 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The extended attributes of `path` (not following a symlink) as pax records, by name.
-fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let names = match xattr::list(path) {
+/// The extended attributes of `path` (not following a symlink; through `open` when
+/// given, which saves a path lookup) as pax records, by name.
+fn read_xattrs(path: &Path, open: Option<&File>) -> io::Result<Vec<(String, Vec<u8>)>> {
+    use xattr::FileExt;
+    let listed = match open {
+        Some(file) => file.list_xattr(),
+        None => xattr::list(path),
+    };
+    let names = match listed {
         Ok(names) => names,
         Err(e) if unsupported(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -622,7 +707,11 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
             warn!(path = %path.display(), attribute = ?name, "extended attribute with a non-UTF-8 name not archived");
             continue;
         };
-        match xattr::get(path, &name) {
+        let value = match open {
+            Some(file) => file.get_xattr(&name),
+            None => xattr::get(path, &name),
+        };
+        match value {
             Ok(Some(value)) => records.push((pax_xattr_key(text), value)),
             Ok(None) => {}
             Err(e) if unsupported(&e) => {}
@@ -654,7 +743,7 @@ fn pax_xattr_key(name: &str) -> String {
 /// The writer: emits prepared entries in walk order; returns how many.
 fn write_entries(
     builder: &mut Builder<BufWriter<HashingFile>>,
-    done: Receiver<Prepared>,
+    done: Receiver<Vec<Prepared>>,
     shared: &Shared,
 ) -> Result<u64> {
     let mut pending: HashMap<u64, Prepared> = HashMap::new();
@@ -662,8 +751,8 @@ fn write_entries(
     let mut entries = 0u64;
     let mut chunk = vec![0u8; CHUNK];
     loop {
-        let prepared = match done.recv_timeout(POLL) {
-            Ok(p) => p,
+        let batch = match done.recv_timeout(POLL) {
+            Ok(batch) => batch,
             Err(RecvTimeoutError::Timeout) => {
                 if !shared.keep_going() {
                     return Ok(entries);
@@ -672,7 +761,9 @@ fn write_entries(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        pending.insert(prepared.seq, prepared);
+        for prepared in batch {
+            pending.insert(prepared.seq, prepared);
+        }
         while let Some(p) = pending.remove(&next) {
             if !shared.keep_going() {
                 return Ok(entries);
@@ -835,6 +926,49 @@ mod tests {
         window.release(10, 1);
         window.release(WINDOW_BYTES - 10, 2);
         assert_eq!(*lock(&window.state), (0, 2));
+    }
+
+    #[test]
+    fn more_entries_than_the_window_come_out_complete_and_in_walk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        let count = WINDOW_ENTRIES as usize + 3000;
+        for i in 0..count {
+            let sub = source.join(format!("d{:02}", i % 40));
+            if i < 40 {
+                fs::create_dir_all(&sub).unwrap();
+            }
+            fs::write(sub.join(format!("f{i:05}")), i.to_string()).unwrap();
+        }
+        fs::write(source.join("large"), vec![9u8; 2 * CHUNK + 5]).unwrap();
+        let archive = dir.path().join("a.tar");
+        let mut limits = WriteLimits::new(Duration::from_secs(600), Arc::default());
+        limits.readers = 3;
+        let written =
+            write_archive(&source, &archive, Some(ChecksumKind::Blake3), &limits).unwrap();
+        assert_eq!(written.entries as usize, 1 + 40 + count + 1);
+        assert_eq!(
+            written.checksum.unwrap(),
+            super::super::checksum::hash_file(ChecksumKind::Blake3, &archive).unwrap()
+        );
+        let mut names = Vec::new();
+        let mut reader = tar::Archive::new(File::open(&archive).unwrap());
+        for entry in reader.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut body = Vec::new();
+            entry.read_to_end(&mut body).unwrap();
+            if let Some(i) = name.rsplit_once("/f").map(|(_, i)| i.parse::<usize>().unwrap()) {
+                assert_eq!(body, i.to_string().as_bytes(), "{name}");
+            } else if name == "large" {
+                assert_eq!(body, vec![9u8; 2 * CHUNK + 5]);
+            }
+            names.push(name);
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "entries follow the walk (name) order");
+        assert_eq!(names.len() as u64, written.entries);
     }
 
     #[test]
