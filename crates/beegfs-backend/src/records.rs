@@ -240,6 +240,21 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn snapshot_records_with_the_earlier_md5_field_still_load() {
+        let old = r#"{"snapshotId":"beegfs://h/s","name":"snap","sourceVolumeId":"v",
+            "createdSecs":1,"createdNanos":2,"sizeBytes":10240,"ready":true,
+            "md5":"9e107d9d372bb6826bd81d3542a419d6","error":null}"#;
+        let rec: SnapshotRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            rec.checksum.as_deref(),
+            Some("9e107d9d372bb6826bd81d3542a419d6")
+        );
+        let text = serde_json::to_string(&rec).unwrap();
+        assert!(text.contains("\"checksum\""), "{text}");
+        assert_eq!(serde_json::from_str::<SnapshotRecord>(&text).unwrap(), rec);
+    }
+
+    #[test]
     fn locations_follow_the_layout() {
         let root = Path::new("/m");
         let base = VolumePath::clean("b", "/k8s/all").unwrap();

@@ -17,9 +17,16 @@
 //! devices as headers. Sockets are skipped with a warning, as GNU tar does. Sparse files are
 //! stored in full (their holes as zeros). Names are bytes: non-UTF-8 names survive; an
 //! attribute whose name is not UTF-8 cannot be a pax keyword and is skipped with a warning.
-//! A file that shrinks while read is padded with zeros to its header size, one that grows is
-//! cut at it, and one removed before being read is left out, each with a warning: never a
-//! corrupt archive. Every thread stops at the deadline or when the cancel flag is raised.
+//! A file that shrinks while read is padded with zeros to its header size (with a warning),
+//! one that grows is cut at it (the size the walk saw), and one removed before being read is
+//! left out with a warning: never a corrupt archive. Every thread stops at the deadline or
+//! when the cancel flag is raised.
+//!
+//! The checksum is computed on the writer thread as each buffer goes out. Handing full
+//! buffers to a separate hash-and-write thread was measured on 2 cores (100,000 files of
+//! 4 KiB) and was no faster (within run-to-run noise), so the simpler form stays. The
+//! archive's writeback is started every [`WRITEBACK_STEP`] bytes, so the caller's fsync
+//! waits only for the tail.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
@@ -62,9 +69,9 @@ const JOB_BATCH: usize = 32;
 const JOB_QUEUE: usize = 128;
 /// How often blocked threads look at the cancel flag.
 const POLL: Duration = Duration::from_millis(50);
-/// Written bytes after which writeback of the archive is started, so that the final
+/// Bytes written between two starts of the archive's writeback, so that the final
 /// fsync has only the tail left to wait for.
-const WRITEBACK_STEP: u64 = 32 << 20;
+pub const WRITEBACK_STEP: u64 = 32 << 20;
 /// GNU tar's record size (blocking factor 20): archives are padded to a multiple of it.
 const RECORD: u64 = 10240;
 
@@ -958,7 +965,10 @@ mod tests {
             let name = entry.path().unwrap().to_string_lossy().into_owned();
             let mut body = Vec::new();
             entry.read_to_end(&mut body).unwrap();
-            if let Some(i) = name.rsplit_once("/f").map(|(_, i)| i.parse::<usize>().unwrap()) {
+            if let Some(i) = name
+                .rsplit_once("/f")
+                .map(|(_, i)| i.parse::<usize>().unwrap())
+            {
                 assert_eq!(body, i.to_string().as_bytes(), "{name}");
             } else if name == "large" {
                 assert_eq!(body, vec![9u8; 2 * CHUNK + 5]);
