@@ -453,6 +453,40 @@ fn set_mtime(path: &Path, secs: i64) {
     .unwrap();
 }
 
+/// A POSIX ACL in the kernel's xattr form: owner rw, user `uid` with `perm`, group r,
+/// mask `perm`, others nothing.
+fn acl(uid: u32, perm: u16) -> Vec<u8> {
+    const UNDEFINED: u32 = u32::MAX;
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (tag, p, id) in [
+        (0x01u16, 6u16, UNDEFINED),
+        (0x02, perm, uid),
+        (0x04, 4, UNDEFINED),
+        (0x10, perm, UNDEFINED),
+        (0x20, 0, UNDEFINED),
+    ] {
+        out.extend(tag.to_le_bytes());
+        out.extend(p.to_le_bytes());
+        out.extend(id.to_le_bytes());
+    }
+    out
+}
+
+fn set_raw_xattr(path: &Path, name: &str, value: &[u8]) {
+    let name = CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c_path(path).as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
 /// A tree with every kind of entry the writer handles; returns whether user xattrs stuck.
 fn build_wide_tree(root: &Path) -> bool {
     fs::create_dir_all(root).unwrap();
@@ -493,6 +527,18 @@ fn build_wide_tree(root: &Path) -> bool {
     let xattrs = set_xattr(&root.join("f1")).is_ok()
         && set_xattr(&root.join("empty dir")).is_ok()
         && set_xattr(&deep).is_ok();
+    // POSIX ACLs are the system.posix_acl_* attributes: an access ACL granting uid 1234
+    // read on a file, and a default ACL on a directory.
+    set_raw_xattr(
+        &root.join("f100000"),
+        "system.posix_acl_access",
+        &acl(1234, 4),
+    );
+    set_raw_xattr(
+        &root.join("empty dir"),
+        "system.posix_acl_default",
+        &acl(4321, 6),
+    );
     // Distinct mtimes, the directories' last (writing into them changes theirs).
     let mut all = Vec::new();
     collect(root, Path::new(""), &mut all);

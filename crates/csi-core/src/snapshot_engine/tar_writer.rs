@@ -719,7 +719,25 @@ fn read_xattrs(path: &Path, open: Option<&File>) -> io::Result<Vec<(String, Vec<
             None => xattr::get(path, &name),
         };
         match value {
-            Ok(Some(value)) => records.push((pax_xattr_key(text), value)),
+            Ok(Some(value)) => {
+                // ACLs also go as the text records `tar --acls` restores (a restore passes
+                // --acls so that archives GNU tar wrote keep theirs, and then sets ACLs from
+                // these records only).
+                let acl_key = match text {
+                    "system.posix_acl_access" => Some("SCHILY.acl.access"),
+                    "system.posix_acl_default" => Some("SCHILY.acl.default"),
+                    _ => None,
+                };
+                if let Some(key) = acl_key {
+                    match acl_text(&value) {
+                        Some(acl) => records.push((key.to_string(), acl.into_bytes())),
+                        None => {
+                            warn!(path = %path.display(), attribute = text, "ACL in an unknown format: kept as an extended attribute only");
+                        }
+                    }
+                }
+                records.push((pax_xattr_key(text), value));
+            }
             Ok(None) => {}
             Err(e) if unsupported(&e) => {}
             Err(e) => return Err(e),
@@ -727,6 +745,39 @@ fn read_xattrs(path: &Path, open: Option<&File>) -> io::Result<Vec<(String, Vec<
     }
     records.sort_unstable();
     Ok(records)
+}
+
+/// The text form (`user::rw-,user:1234:r--,group::r--,mask::r--,other::---`, numeric ids)
+/// of a POSIX ACL in the kernel's extended-attribute form (a little-endian version 2
+/// header, then 8-byte entries: tag, permissions, id); `None` when it is not one.
+pub fn acl_text(raw: &[u8]) -> Option<String> {
+    let (version, entries) = raw.split_at_checked(4)?;
+    if version != 2u32.to_le_bytes() || entries.is_empty() || entries.len() % 8 != 0 {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(entries.len() / 8);
+    for entry in entries.chunks_exact(8) {
+        let tag = u16::from_le_bytes([entry[0], entry[1]]);
+        let perm = u16::from_le_bytes([entry[2], entry[3]]);
+        let id = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
+        if perm > 7 {
+            return None;
+        }
+        let rwx: String = [(4, 'r'), (2, 'w'), (1, 'x')]
+            .iter()
+            .map(|(bit, c)| if perm & bit != 0 { *c } else { '-' })
+            .collect();
+        parts.push(match tag {
+            0x01 => format!("user::{rwx}"),
+            0x02 => format!("user:{id}:{rwx}"),
+            0x04 => format!("group::{rwx}"),
+            0x08 => format!("group:{id}:{rwx}"),
+            0x10 => format!("mask::{rwx}"),
+            0x20 => format!("other::{rwx}"),
+            _ => return None,
+        });
+    }
+    Some(parts.join(","))
 }
 
 fn unsupported(e: &io::Error) -> bool {
@@ -901,12 +952,54 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn acls_read_as_their_text_form() {
+        let mut raw = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 4, 1234),
+            (4, 5, u32::MAX),
+            (8, 7, 55),
+            (0x10, 7, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            raw.extend(tag.to_le_bytes());
+            raw.extend(perm.to_le_bytes());
+            raw.extend(id.to_le_bytes());
+        }
+        assert_eq!(
+            acl_text(&raw).as_deref(),
+            Some("user::rw-,user:1234:r--,group::r-x,group:55:rwx,mask::rwx,other::---")
+        );
+        assert_eq!(acl_text(&raw[..raw.len() - 1]), None);
+        assert_eq!(acl_text(&raw[..4]), None);
+        let mut bad_version = raw.clone();
+        bad_version[0] = 1;
+        assert_eq!(acl_text(&bad_version), None);
+        let mut bad_tag = raw.clone();
+        bad_tag[4] = 0x40;
+        assert_eq!(acl_text(&bad_tag), None);
+    }
+
+    #[test]
     fn attribute_names_are_percent_encoded_like_gnu_tar() {
         assert_eq!(pax_xattr_key("user.a"), "SCHILY.xattr.user.a");
         assert_eq!(pax_xattr_key("user.a=b%"), "SCHILY.xattr.user.a%3Db%25");
     }
 
     proptest! {
+        #[test]
+        fn acl_parsing_never_panics_and_yields_one_part_per_entry(
+            raw in prop::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut with_header = 2u32.to_le_bytes().to_vec();
+            with_header.extend(&raw);
+            for input in [&raw, &with_header] {
+                if let Some(text) = acl_text(input) {
+                    prop_assert_eq!(text.split(',').count(), (input.len() - 4) / 8);
+                }
+            }
+        }
+
         #[test]
         fn the_window_admits_the_head_and_nothing_beyond_its_bounds(
             used in 0u64..(2 * WINDOW_BYTES),
