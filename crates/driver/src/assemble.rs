@@ -10,7 +10,7 @@ use csi_core::linux::{LinuxMounter, TokioCommandRunner};
 use csi_core::ports::{BackendContext, CommandRunner, FilesystemBackend, Role};
 use csi_core::service::{Backends, ControllerService, NodeService};
 use csi_core::snapshot_engine::{ArchiveSnapshotEngine, DEFAULT_ARCHIVE_TIMEOUT};
-use k8s_adapter::csi_server;
+use k8s_adapter::csi_server::{self, ServeOptions};
 use k8s_adapter::endpoint::SocketEndpoint;
 use k8s_adapter::identity::IdentityConfig;
 use k8s_adapter::metrics::{CsiMetrics, endpoint::MetricsEndpoint};
@@ -87,14 +87,14 @@ pub async fn run_controller(args: PluginArgs) -> anyhow::Result<()> {
     let (endpoint, identity, config) = prepare(&args)?;
     let backends = backends(Role::Controller, &args, &config)?;
     let controller = Arc::new(ControllerService::new(backends));
-    let metrics = metrics_endpoint(&args, &identity).await?;
+    let options = serve_options(&args, &identity).await?;
     info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the controller plugin");
     csi_server::run_with_metrics(
         &endpoint,
         identity,
         Some(controller),
         None,
-        metrics,
+        options,
         shutdown_signal()?,
     )
     .await?;
@@ -121,34 +121,39 @@ pub async fn run_node(args: PluginArgs) -> anyhow::Result<()> {
         NodeService::new(node_id, backends, mounter, topology)?
             .with_kubelet_dir(args.kubelet_dir.clone()),
     );
-    let metrics = metrics_endpoint(&args, &identity).await?;
+    let options = serve_options(&args, &identity).await?;
     info!(driver = identity.driver_name(), endpoint = %endpoint, "starting the node plugin");
     csi_server::run_with_metrics(
         &endpoint,
         identity,
         None,
         Some(node),
-        metrics,
+        options,
         shutdown_signal()?,
     )
     .await?;
     Ok(())
 }
 
-/// Listens on `--metrics-address` when given, so a taken port fails
-/// start-up rather than the first scrape.
-async fn metrics_endpoint(
+/// What the server serves beside CSI: reflection with `--grpc-reflection`, and
+/// metrics on `--metrics-address`, listening already so that a taken port
+/// fails start-up rather than the first scrape.
+async fn serve_options(
     args: &PluginArgs,
     identity: &IdentityConfig,
-) -> anyhow::Result<Option<MetricsEndpoint>> {
-    let Some(address) = args.metrics_address else {
-        return Ok(None);
+) -> anyhow::Result<ServeOptions> {
+    let mut options = ServeOptions {
+        metrics: None,
+        reflection: args.grpc_reflection,
     };
-    let metrics = Arc::new(CsiMetrics::new(identity.driver_name()));
-    let endpoint = MetricsEndpoint::bind(address, metrics)
-        .await
-        .context("--metrics-address")?;
-    Ok(Some(endpoint))
+    if let Some(address) = args.metrics_address {
+        let metrics = Arc::new(CsiMetrics::new(identity.driver_name()));
+        let endpoint = MetricsEndpoint::bind(address, metrics)
+            .await
+            .context("--metrics-address")?;
+        options.metrics = Some(endpoint);
+    }
+    Ok(options)
 }
 
 fn prepare(args: &PluginArgs) -> anyhow::Result<(SocketEndpoint, IdentityConfig, DriverConfig)> {

@@ -71,6 +71,11 @@ pub struct PluginArgs {
     #[arg(long, env = "METRICS_ADDRESS", value_parser = parse_metrics_address)]
     pub metrics_address: Option<SocketAddr>,
 
+    /// Serve gRPC reflection on the CSI socket, for `grpcurl` and similar tools
+    /// (kubelet and the sidecars do not need it).
+    #[arg(long, env = "GRPC_REFLECTION")]
+    pub grpc_reflection: bool,
+
     /// The node plugin's use of the Kubernetes API.
     #[command(flatten)]
     pub kube: KubeArgs,

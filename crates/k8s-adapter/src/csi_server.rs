@@ -75,6 +75,10 @@ pub fn router(
 
 /// Like [`router`], recording in `metrics` when given: the layer counts
 /// every call, the Node service volume usage, Probe backend readiness.
+///
+/// Inside a tokio runtime it also starts the first readiness check in the
+/// background, so a Probe that arrives as soon as the socket answers finds
+/// the check done or under way instead of starting it.
 pub fn router_with_metrics(
     identity: IdentityConfig,
     controller: Option<Arc<ControllerService>>,
@@ -88,9 +92,14 @@ pub fn router_with_metrics(
         identity = identity.with_metrics(metrics.clone());
         layer = layer.with_metrics(metrics.clone());
     }
+    let identity = Arc::new(identity);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let warm = identity.clone();
+        runtime.spawn(async move { warm.warm_up().await });
+    }
     let mut router = Server::builder()
         .layer(layer)
-        .add_service(IdentityServer::new(identity));
+        .add_service(IdentityServer::from_arc(identity));
     if let Some(controller) = controller {
         names.push(ControllerServer::<CsiController>::NAME);
         router = router.add_service(ControllerServer::new(CsiController::new(controller)));
@@ -106,6 +115,16 @@ pub fn router_with_metrics(
     (router, names)
 }
 
+/// What a CSI server serves beside the CSI services.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// A metrics endpoint (already listening) fed by this server.
+    pub metrics: Option<MetricsEndpoint>,
+    /// Serve gRPC reflection (for `grpcurl` and the like). Kubelet and the
+    /// sidecars never use it; off, start-up skips decoding the descriptors.
+    pub reflection: bool,
+}
+
 /// Binds `endpoint` privately and serves the CSI services on it until
 /// `shutdown` completes; in-flight calls finish first.
 pub async fn run<F>(
@@ -118,38 +137,45 @@ pub async fn run<F>(
 where
     F: Future<Output = ()>,
 {
-    run_with_metrics(endpoint, identity, controller, node, None, shutdown).await
+    let options = ServeOptions::default();
+    run_with_metrics(endpoint, identity, controller, node, options, shutdown).await
 }
 
 /// How long the metrics endpoint may take to finish its answers once the
 /// CSI server has stopped.
 const METRICS_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Like [`run`], also serving `metrics` (already listening) with what this
-/// server records, until the CSI server has stopped.
+/// Like [`run`], with `options`: also serving the metrics endpoint with what
+/// this server records until the CSI server has stopped, and reflection.
 pub async fn run_with_metrics<F>(
     endpoint: &SocketEndpoint,
     identity: IdentityConfig,
     controller: Option<Arc<ControllerService>>,
     node: Option<Arc<NodeService>>,
-    metrics: Option<MetricsEndpoint>,
+    options: ServeOptions,
     shutdown: F,
 ) -> Result<(), AdapterError>
 where
     F: Future<Output = ()>,
 {
+    let ServeOptions {
+        metrics,
+        reflection,
+    } = options;
     let Some(metrics) = metrics else {
         let (router, services) = router(identity, controller, node);
-        return server::serve_endpoint(endpoint, router, &services, shutdown).await;
+        let reflection = reflection.then_some(&services[..]);
+        return server::serve_endpoint(endpoint, router, reflection, shutdown).await;
     };
     let (router, services) =
         router_with_metrics(identity, controller, node, Some(metrics.metrics().clone()));
+    let reflection = reflection.then_some(&services[..]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(metrics.serve(async {
         // A dropped sender stops the endpoint as well.
         let _ = stopped.await;
     }));
-    let result = server::serve_endpoint(endpoint, router, &services, shutdown).await;
+    let result = server::serve_endpoint(endpoint, router, reflection, shutdown).await;
     let _ = stop.send(());
     let abort = http.abort_handle();
     match tokio::time::timeout(METRICS_STOP_TIMEOUT, http).await {

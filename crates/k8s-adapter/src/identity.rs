@@ -151,6 +151,12 @@ impl CsiIdentity {
         all
     }
 
+    /// Runs the first readiness check ahead of the first Probe, which then
+    /// waits for it (or reuses its positive answer) instead of starting its own.
+    pub async fn warm_up(&self) {
+        self.ready().await;
+    }
+
     /// Whether the plugin is ready, reusing a recent positive answer.
     /// Concurrent probes wait for one check instead of running their own.
     async fn ready(&self) -> bool {

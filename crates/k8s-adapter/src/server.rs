@@ -13,7 +13,7 @@
 //! let router = tonic::transport::Server::builder()
 //!     .add_routes(tonic::service::Routes::default());
 //! let served = ["csi.v1.Identity", "csi.v1.Node"];
-//! server::serve_endpoint(&endpoint, router, &served, server::shutdown_signal()?).await
+//! server::serve_endpoint(&endpoint, router, Some(&served), server::shutdown_signal()?).await
 //! # }
 //! ```
 
@@ -272,15 +272,15 @@ pub const REFLECTION_SERVICE_NAMES: [&str; 2] = [
 
 /// Serves `router` on `socket` until `shutdown` completes.
 ///
-/// Adds the gRPC reflection service (v1 and v1alpha) describing
-/// `csi.proto`; it advertises `services` (the CSI services the router
-/// really serves, e.g. `IdentityServer::<T>::NAME`) and itself. When
-/// `shutdown` completes the socket stops accepting, in-flight calls run to
-/// completion, then the socket file is removed.
+/// With `reflection`, also serves gRPC reflection (v1 and v1alpha)
+/// describing `csi.proto`; it advertises those services (the CSI services
+/// the router really serves, e.g. `IdentityServer::<T>::NAME`) and itself.
+/// When `shutdown` completes the socket stops accepting, in-flight calls run
+/// to completion, then the socket file is removed.
 pub async fn serve<L, ResBody, F>(
     socket: PrivateSocket,
     router: Router<L>,
-    services: &[&str],
+    reflection: Option<&[&str]>,
     shutdown: F,
 ) -> Result<(), AdapterError>
 where
@@ -295,9 +295,12 @@ where
 {
     // Built before the socket is taken apart: on error, `socket` drops as a
     // whole, closing the listener before its file is cleaned up.
-    let router = router
-        .add_service(reflection_builder(services)?.build_v1()?)
-        .add_service(reflection_builder(services)?.build_v1alpha()?);
+    let router = match reflection {
+        Some(services) => router
+            .add_service(reflection_builder(services)?.build_v1()?)
+            .add_service(reflection_builder(services)?.build_v1alpha()?),
+        None => router,
+    };
 
     let PrivateSocket { listener, file } = socket;
     let path = file.path.clone();
@@ -339,11 +342,11 @@ where
 }
 
 /// Binds `endpoint` privately and serves `router` on it until `shutdown`;
-/// `services` as for [`serve`].
+/// `reflection` as for [`serve`].
 pub async fn serve_endpoint<L, ResBody, F>(
     endpoint: &SocketEndpoint,
     router: Router<L>,
-    services: &[&str],
+    reflection: Option<&[&str]>,
     shutdown: F,
 ) -> Result<(), AdapterError>
 where
@@ -357,7 +360,7 @@ where
     ResBody::Error: Into<StdError>,
 {
     let socket = PrivateSocket::bind(endpoint.path())?;
-    serve(socket, router, services, shutdown).await
+    serve(socket, router, reflection, shutdown).await
 }
 
 /// A reflection builder over our descriptors advertising `services` and

@@ -128,11 +128,20 @@ async fn probe_is_not_ready_until_the_backends_are_and_caches_only_success() {
         }
     };
 
+    // The server runs the first check at start, before any Probe asks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while state.readiness_checks.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no readiness check at start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(probe(&mut client).await.unwrap(), Some(false));
     assert_eq!(probe(&mut client).await.unwrap(), Some(false));
     assert_eq!(
         state.readiness_checks.load(Ordering::SeqCst),
-        2,
+        3,
         "a negative answer is not cached"
     );
 
@@ -144,7 +153,7 @@ async fn probe_is_not_ready_until_the_backends_are_and_caches_only_success() {
         Some(true),
         "a positive answer is reused within the cache time"
     );
-    assert_eq!(state.readiness_checks.load(Ordering::SeqCst), 3);
+    assert_eq!(state.readiness_checks.load(Ordering::SeqCst), 4);
     harness.stop().await;
 }
 

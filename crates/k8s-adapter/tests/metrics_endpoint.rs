@@ -145,7 +145,10 @@ async fn calls_over_the_socket_are_counted_and_served_over_http() {
                 config(),
                 Some(controller),
                 Some(node),
-                Some(http),
+                csi_server::ServeOptions {
+                    metrics: Some(http),
+                    reflection: false,
+                },
                 async {
                     stopped.await.ok();
                 },
@@ -384,7 +387,8 @@ async fn without_a_metrics_endpoint_the_server_runs_as_before() {
     let server = tokio::spawn({
         let node = node(&state);
         async move {
-            csi_server::run_with_metrics(&endpoint, config(), None, Some(node), None, async {
+            let options = csi_server::ServeOptions::default();
+            csi_server::run_with_metrics(&endpoint, config(), None, Some(node), options, async {
                 stopped.await.ok();
             })
             .await

@@ -89,12 +89,28 @@ impl RunningServer {
     }
 
     fn start_at(dir: tempfile::TempDir, path: PathBuf, identity: StubIdentity) -> Self {
+        Self::start_with(dir, path, identity, true)
+    }
+
+    fn start_without_reflection(identity: StubIdentity) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("csi.sock");
+        Self::start_with(dir, path, identity, false)
+    }
+
+    fn start_with(
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        identity: StubIdentity,
+        reflection: bool,
+    ) -> Self {
         let socket = PrivateSocket::bind(&path).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let router = Server::builder().add_service(IdentityServer::new(identity));
         let task = tokio::spawn(async move {
             let advertised = [IdentityServer::<StubIdentity>::NAME];
-            server::serve(socket, router, &advertised, async {
+            let reflection = reflection.then_some(&advertised[..]);
+            server::serve(socket, router, reflection, async {
                 stopped.await.ok();
             })
             .await
@@ -218,6 +234,29 @@ async fn reflection_lists_the_served_services() {
             "grpc.reflection.v1alpha.ServerReflection".to_owned(),
         ]
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_reflection_only_the_csi_services_answer() {
+    let server = RunningServer::start_without_reflection(stub("plain.example.com"));
+    let mut identity = server.client().await;
+    identity
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .expect("Identity answers");
+    let channel = socket_client::connect(&server.path, TIMEOUT).await.unwrap();
+    let outbound = tokio_stream::once(reflection::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            reflection::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    });
+    let status = reflection::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(outbound)
+        .await
+        .expect_err("no reflection service is served");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     server.stop().await;
 }
 
@@ -426,7 +465,7 @@ async fn unknown_advertised_service_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let socket = PrivateSocket::bind(dir.path().join("csi.sock")).unwrap();
     let router = Server::builder().add_service(IdentityServer::new(stub("x.example.com")));
-    let err = server::serve(socket, router, &["csi.v1.Typo"], async {})
+    let err = server::serve(socket, router, Some(&["csi.v1.Typo"]), async {})
         .await
         .unwrap_err();
     assert!(

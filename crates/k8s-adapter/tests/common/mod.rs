@@ -315,7 +315,7 @@ impl Harness {
         let (router, services) = csi_server::router(identity, controller, node);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            server::serve(socket, router, &services, async {
+            server::serve(socket, router, Some(&services), async {
                 stopped.await.ok();
             })
             .await
