@@ -150,22 +150,22 @@ fn log_call(root: &StateRoot, tool: Tool, args: &[String], code: i32) {
         "exit_code": code,
         "pid": std::process::id(),
     });
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.calls_log())
-    {
-        let _ = writeln!(file, "{line}");
-    }
+    append_line(&root.calls_log(), &line.to_string());
 }
 
 /// Appends a line to the simulated kernel log (`<root>/dmesg.log`).
 pub fn kernel_log(root: &StateRoot, line: &str) {
+    append_line(&root.dmesg_log(), line);
+}
+
+/// Appends `line` and a newline to `path` in one write, so lines of tools running at
+/// once never interleave (a formatting write would issue one write per fragment).
+fn append_line(path: &std::path::Path, line: &str) {
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(root.dmesg_log())
+        .open(path)
     {
-        let _ = writeln!(file, "{line}");
+        let _ = file.write_all(format!("{line}\n").as_bytes());
     }
 }
