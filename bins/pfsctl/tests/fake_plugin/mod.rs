@@ -579,7 +579,7 @@ impl FakePlugin {
                     ControllerServer::<Fake>::NAME,
                     NodeServer::<Fake>::NAME,
                 ];
-                server::serve(socket, router, &served, async {
+                server::serve(socket, router, Some(&served), async {
                     stopped.await.ok();
                 })
                 .await
