@@ -17,14 +17,13 @@ ARG DEBIAN_RELEASE=trixie
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
 COPY . .
-# Protobuf code is generated with protox (pure Rust): no protoc needed. The
-# script runs `cargo build --release` with glibc linked statically (it says
-# why) and prints where the binaries are.
+# Protobuf code is generated with protox (pure Rust): no protoc needed.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    out="$(scripts/build-release.sh --locked --bins)" \
+    cargo build --release --locked --bins \
     && mkdir -p /artifacts/release \
-    && cp "$out/pfs-csi-controller" "$out/pfs-csi-node" "$out/pfsctl" /artifacts/release/
+    && cp target/release/pfs-csi-controller target/release/pfs-csi-node target/release/pfsctl \
+          /artifacts/release/
 
 # ---- mount(8): util-linux's mount and umount with their shared libraries
 # Lustre and BeeGFS mounts go through mount(8), which runs the mount.<type>

@@ -103,9 +103,9 @@ python3 "$repo/deploy/tests/validate_objects.py" --kubernetes-version "$k8s_vers
 
 built=()
 if [ "${PFS_VALIDATE_BUILD:-0}" = 1 ]; then
-    log "the image's release build of its three binaries (scripts/build-release.sh)"
-    release_dir="$(cd "$repo" && scripts/build-release.sh --locked -p pfs-csi-controller -p pfs-csi-node -p pfsctl)"
-    built=(--built-release-dir "$release_dir")
+    log "cargo build --release of the image's three binaries"
+    (cd "$repo" && cargo build --release --locked -p pfs-csi-controller -p pfs-csi-node -p pfsctl)
+    built=(--built-target-dir "${CARGO_TARGET_DIR:-$repo/target}")
 fi
 
 log "assertions on the rendered objects"

@@ -2,8 +2,8 @@
 //! figures, with the targets of the project next to them.
 //!
 //! ```text
-//! dir=$(scripts/build-release.sh -p pfs-csi-bench -p pfs-csi-controller -p pfs-csi-node -p pfs-sim)
-//! sudo "$dir/pfs-csi-bench" [--quick] [--json] [--filesystem lustre,beegfs8]
+//! cargo build --release -p pfs-csi-bench -p pfs-csi-controller -p pfs-csi-node -p pfs-sim
+//! sudo target/release/pfs-csi-bench [--quick] [--json] [--filesystem lustre,beegfs8]
 //! ```
 //!
 //! The whole run lives in a private mount namespace (entered before any thread starts, so
