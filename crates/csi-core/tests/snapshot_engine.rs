@@ -398,6 +398,45 @@ async fn delete_removes_the_archive_its_checksum_and_a_partial_and_is_idempotent
 }
 
 #[tokio::test]
+async fn without_the_native_writer_gnu_tar_writes_the_archive_and_it_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (volume, restored) = (dir.path().join("volume"), dir.path().join("restored"));
+    fs::create_dir_all(volume.join("sub")).unwrap();
+    fs::create_dir(&restored).unwrap();
+    fs::write(volume.join("sub").join("f"), b"by gnu tar").unwrap();
+    std::os::unix::fs::symlink("sub/f", volume.join("link")).unwrap();
+    let archive = dir.path().join("snap.tar");
+    let engine = engine().with_native_writer(false);
+    let info = engine
+        .create(&volume, &archive, &tar_options(true))
+        .await
+        .unwrap();
+    let checksum = info.checksum.expect("verification on");
+    assert_eq!(checksum.kind, ChecksumKind::Blake3);
+    assert!(suffixed(&archive, B3_SUFFIX).exists());
+    // GNU tar names entries `./sub/f`; the native writer would write `sub/f`.
+    let listing = std::process::Command::new(tar_path())
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l == "./sub/f"), "{listing}");
+    engine
+        .restore(&archive, &restored, &tar_options(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read(restored.join("sub").join("f")).unwrap(),
+        b"by gnu tar"
+    );
+    assert_eq!(
+        fs::read_link(restored.join("link")).unwrap(),
+        Path::new("sub/f")
+    );
+}
+
+#[tokio::test]
 async fn a_snapshot_without_verification_writes_no_checksum_and_restores() {
     let dir = tempfile::tempdir().unwrap();
     let (volume, restored) = (dir.path().join("volume"), dir.path().join("restored"));

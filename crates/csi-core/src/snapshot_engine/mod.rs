@@ -81,6 +81,7 @@ pub struct ArchiveSnapshotEngine {
     runner: Arc<dyn CommandRunner>,
     archive_timeout: Duration,
     command_timeout: Duration,
+    native: bool,
 }
 
 impl std::fmt::Debug for ArchiveSnapshotEngine {
@@ -88,6 +89,7 @@ impl std::fmt::Debug for ArchiveSnapshotEngine {
         f.debug_struct("ArchiveSnapshotEngine")
             .field("archive_timeout", &self.archive_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("native", &self.native)
             .finish_non_exhaustive()
     }
 }
@@ -100,7 +102,15 @@ impl ArchiveSnapshotEngine {
             runner,
             archive_timeout: DEFAULT_ARCHIVE_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            native: tar_writer::beneath_supported(),
         }
+    }
+
+    /// Whether `tar` archives are written natively (the default where the kernel has
+    /// `openat2`, see [`tar_writer::beneath_supported`]) or by running GNU tar.
+    pub fn with_native_writer(mut self, native: bool) -> Self {
+        self.native = native && tar_writer::beneath_supported();
+        self
     }
 
     /// Sets the limit of one archiver run and of checksumming.
@@ -135,6 +145,13 @@ impl ArchiveSnapshotEngine {
         checksum: Option<ChecksumKind>,
     ) -> Result<Option<ArchiveChecksum>> {
         match tool {
+            ArchiveTool::Tar(_) if !self.native => {
+                // No openat2: GNU tar (which opens below directory descriptors itself).
+                let command = create_command(tool, source, archive, self.archive_timeout);
+                let output = self.runner.run(&command).await?;
+                check_archiver(tool, output, true)?;
+                Ok(None)
+            }
             ArchiveTool::Tar(_) => {
                 let cancel = Arc::new(AtomicBool::new(false));
                 let _stop = CancelOnDrop(cancel.clone());
@@ -154,7 +171,7 @@ impl ArchiveSnapshotEngine {
             ArchiveTool::Dtar(_) => {
                 let command = create_command(tool, source, archive, self.archive_timeout);
                 let output = self.runner.run(&command).await?;
-                check_archiver(tool, output)?;
+                check_archiver(tool, output, true)?;
                 Ok(None)
             }
         }
@@ -164,7 +181,7 @@ impl ArchiveSnapshotEngine {
     async fn extract(&self, archive: &Path, dest: &Path, tool: &ArchiveTool) -> Result<()> {
         let command = restore_command(tool, archive, dest, self.archive_timeout);
         let output = self.runner.run(&command).await?;
-        check_archiver(tool, output)
+        check_archiver(tool, output, false)
     }
 
     /// Finishes a written archive: sync, checksum (`written`, or computed now), rename into
@@ -240,13 +257,28 @@ fn tool_path(tool: &ArchiveTool) -> &Path {
 /// The dtar command that archives `source` into `archive` (GNU tar archives are written
 /// natively).
 fn create_command(tool: &ArchiveTool, source: &Path, archive: &Path, timeout: Duration) -> Command {
-    Command::new(tool_path(tool), timeout)
-        .arg("--preserve-xattrs")
-        .arg("-C")
-        .arg(source)
-        .args(["-c", "-f"])
-        .arg(archive)
-        .arg(".")
+    match tool {
+        ArchiveTool::Tar(tar) => Command::new(tar, timeout)
+            .args([
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "--numeric-owner",
+                "--sparse",
+                "-cf",
+            ])
+            .arg(archive)
+            .arg("-C")
+            .arg(source)
+            .arg("."),
+        ArchiveTool::Dtar(dtar) => Command::new(dtar, timeout)
+            .arg("--preserve-xattrs")
+            .arg("-C")
+            .arg(source)
+            .args(["-c", "-f"])
+            .arg(archive)
+            .arg("."),
+    }
 }
 
 /// The command that extracts `archive` into `dest`.
@@ -279,8 +311,14 @@ fn restore_command(tool: &ArchiveTool, archive: &Path, dest: &Path, timeout: Dur
 }
 
 /// Judges an archiver's exit.
-fn check_archiver(tool: &ArchiveTool, output: CommandOutput) -> Result<()> {
+/// Judges an archiver's exit: GNU tar's status 1 while creating means files changed while
+/// being read, which a snapshot of a volume in use accepts.
+fn check_archiver(tool: &ArchiveTool, output: CommandOutput, creating: bool) -> Result<()> {
     let program = tool_path(tool).display().to_string();
+    if creating && matches!(tool, ArchiveTool::Tar(_)) && output.status == Some(1) {
+        warn!(program, stderr = %output.stderr.trim(), "files changed while they were archived; the snapshot holds the state tar read");
+        return Ok(());
+    }
     output.check(&program).map(|_| ())
 }
 

@@ -22,6 +22,15 @@
 //! left out with a warning: never a corrupt archive. Every thread stops at the deadline or
 //! when the cancel flag is raised.
 //!
+//! The tree belongs to the volume's users and changes while it is read, so nothing is
+//! opened by a path that a symbolic link could redirect: directories and files are opened
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` below the source's own descriptor,
+//! directories are listed through that descriptor, and an opened file must be the inode the
+//! walk saw. An entry swapped for a link, or for another file, between the walk and the read
+//! is left out with a warning, so a snapshot never holds anything from outside its volume
+//! and the writer never opens a device or a fifo. Kernels without `openat2` (before 5.6)
+//! make [`beneath_supported`] false, and the engine archives with GNU tar instead.
+//!
 //! The checksum is computed on the writer thread as each buffer goes out. Handing full
 //! buffers to a separate hash-and-write thread was measured on 2 cores (100,000 files of
 //! 4 KiB) and was no faster (within run-to-run noise), so the simpler form stays. The
@@ -40,6 +49,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use tar::{Builder, EntryType, Header};
 use tracing::warn;
 
@@ -147,6 +157,7 @@ pub fn write_archive(
         },
     );
     let shared = Shared {
+        root: open_root(source)?,
         cancel: limits.cancel.clone(),
         error: Mutex::new(None),
         window: Window::default(),
@@ -274,6 +285,8 @@ impl Write for HashingFile {
 
 /// State shared by the threads of one run.
 struct Shared {
+    /// The source directory, which every path of the walk is opened below.
+    root: File,
     cancel: Arc<AtomicBool>,
     error: Mutex<Option<Error>>,
     window: Window,
@@ -282,6 +295,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// Opens `rel` (an archive name: relative to the source) below the source without
+    /// following any symbolic link; `ELOOP` or `EXDEV` when a link or `..` is in the way.
+    fn open_beneath(&self, rel: &Path, flags: OFlag) -> io::Result<File> {
+        let rel = if rel == Path::new("./") || rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        open_beneath(&self.root, rel, flags)
+    }
+
     /// Records the first error and stops every thread.
     fn fail(&self, e: Error) {
         let mut slot = lock(&self.error);
@@ -504,7 +528,11 @@ fn walk_into(
     }
     seq += 1;
     // Each frame: a directory's archive name, path and remaining children (reversed).
-    let mut stack = vec![(PathBuf::new(), root.to_path_buf(), list_dir(root, shared)?)];
+    let mut stack = vec![(
+        PathBuf::new(),
+        root.to_path_buf(),
+        list_dir(root, Path::new("."), shared)?,
+    )];
     while let Some((name, path, children)) = stack.last_mut() {
         let Some((child, meta)) = children.pop() else {
             stack.pop();
@@ -545,20 +573,28 @@ fn walk_into(
         }
         seq += 1;
         if is_dir {
-            let grandchildren = list_dir(&child_path, shared)?;
+            let grandchildren = list_dir(&child_path, &child_name, shared)?;
             stack.push((child_name, child_path, grandchildren));
         }
     }
     Ok(true)
 }
 
-/// The entries of directory `dir` with their metadata (not following symlinks), in
-/// reverse name order; a directory removed meanwhile is empty.
-fn list_dir(dir: &Path, shared: &Shared) -> Result<Vec<(std::ffi::OsString, Metadata)>> {
-    let reader = match fs::read_dir(dir) {
+/// The entries of directory `dir` (archive name `rel`) with their metadata (not following
+/// symlinks), in reverse name order; a directory removed or replaced meanwhile is empty.
+/// Listed through a descriptor opened below the source, so a directory swapped for a link
+/// is never followed.
+fn list_dir(
+    dir: &Path,
+    rel: &Path,
+    shared: &Shared,
+) -> Result<Vec<(std::ffi::OsString, Metadata)>> {
+    let opened = shared.open_beneath(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY);
+    let listed = opened.and_then(|fd| fs::read_dir(fd_path(&fd)).map(|r| (fd, r)));
+    let (_fd, reader) = match listed {
         Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            warn!(path = %dir.display(), "directory removed before it was read");
+        Err(e) if changed_meanwhile(&e) => {
+            warn!(path = %dir.display(), error = %e, "directory removed or replaced before it was read; its content is not archived");
             shared.warned();
             return Ok(Vec::new());
         }
@@ -567,13 +603,14 @@ fn list_dir(dir: &Path, shared: &Shared) -> Result<Vec<(std::ffi::OsString, Meta
     let mut children = Vec::new();
     for item in reader {
         let item = item.map_err(|e| Error::io("read directory", dir, e))?;
+        // Relative to the listed descriptor (fstatat, no symlink followed).
         match item.metadata() {
             Ok(meta) => children.push((item.file_name(), meta)),
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                warn!(path = %item.path().display(), "file removed before it was read");
+                warn!(path = %dir.join(item.file_name()).display(), "file removed before it was read");
                 shared.warned();
             }
-            Err(e) => return Err(Error::io("stat", item.path(), e)),
+            Err(e) => return Err(Error::io("stat", dir.join(item.file_name()), e)),
         }
     }
     children.sort_unstable_by(|a, b| b.0.cmp(&a.0));
@@ -639,9 +676,21 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
         // The attributes belong to the inode and travel with its first name.
         (Vec::new(), Body::HardLink(first))
     } else if kind.is_file() {
-        let mut file = match File::open(&job.path) {
+        let opened = shared
+            .open_beneath(
+                &job.name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+            )
+            .and_then(|f| same_inode(f, &job.meta));
+        // (O_NONBLOCK only matters for what is not a regular file, which same_inode refuses.)
+        let mut file = match opened {
             Ok(f) => f,
             Err(e) if vanished(&e) => return Ok(None),
+            Err(e) if changed_meanwhile(&e) => {
+                warn!(path = %job.path.display(), error = %e, "file replaced before it was read; not archived");
+                shared.warned();
+                return Ok(None);
+            }
             Err(e) => return Err(Error::io("open", &job.path, e)),
         };
         let xattrs = read_xattrs(&job.path, Some(&file)).map_err(attrs_failed)?;
@@ -657,14 +706,52 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
         } else {
             (xattrs, Body::Stream(file))
         }
+    } else if kind.is_dir() {
+        let opened = shared
+            .open_beneath(&job.name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .and_then(|f| same_inode(f, &job.meta));
+        let dir = match opened {
+            Ok(f) => f,
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) if changed_meanwhile(&e) => {
+                warn!(path = %job.path.display(), error = %e, "directory replaced before it was read; not archived");
+                shared.warned();
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("open", &job.path, e)),
+        };
+        let xattrs = read_xattrs(&job.path, Some(&dir)).map_err(attrs_failed)?;
+        (xattrs, Body::Header)
     } else {
-        let xattrs = match read_xattrs(&job.path, None) {
+        // Anything else is reached through its parent's descriptor, opened below the
+        // source, and never opened itself (a fifo or a device must not be).
+        let parent = job.name.parent().unwrap_or(Path::new(""));
+        let parent = match shared.open_beneath(parent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) if changed_meanwhile(&e) => {
+                warn!(path = %job.path.display(), error = %e, "directory replaced before it was read; entry not archived");
+                shared.warned();
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("open", &job.path, e)),
+        };
+        let Some(leaf) = job.name.file_name() else {
+            return Err(Error::Internal(format!(
+                "{} has no name in the archive",
+                job.path.display()
+            )));
+        };
+        // The descriptor's path as a directory component: followed to that very directory;
+        // the leaf itself is never followed (l* calls, readlink).
+        let pinned = fd_path(&parent).join(leaf);
+        let xattrs = match read_xattrs(&pinned, None) {
             Ok(x) => x,
             Err(e) if vanished(&e) => return Ok(None),
             Err(e) => return Err(attrs_failed(e)),
         };
         if kind.is_symlink() {
-            match fs::read_link(&job.path) {
+            match fs::read_link(&pinned) {
                 Ok(target) => (xattrs, Body::Symlink(target)),
                 Err(e) if vanished(&e) => return Ok(None),
                 Err(e) => return Err(Error::io("read link", &job.path, e)),
@@ -679,6 +766,67 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
         xattrs,
         body,
     }))
+}
+
+/// Whether this kernel has `openat2` with `RESOLVE_BENEATH` (Linux 5.6 and later), which
+/// the writer needs to read a tree its users may change.
+pub fn beneath_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| match File::open("/") {
+        Ok(root) => {
+            !matches!(open_beneath(&root, Path::new("."), OFlag::O_PATH), Err(e) if e.raw_os_error() == Some(libc::ENOSYS))
+        }
+        Err(_) => false,
+    })
+}
+
+/// Opens the source directory itself, refusing a symbolic link.
+fn open_root(source: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(source)
+        .map_err(|e| Error::io("open", source, e))
+}
+
+/// `openat2(root, rel, flags | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`.
+fn open_beneath(root: &File, rel: &Path, flags: OFlag) -> io::Result<File> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    openat2(root, rel, how)
+        .map(File::from)
+        .map_err(io::Error::from)
+}
+
+/// `file` when it is still what the walk saw (same type, device and inode).
+fn same_inode(file: File, walked: &Metadata) -> io::Result<File> {
+    let now = file.metadata()?;
+    if now.file_type() == walked.file_type()
+        && (now.dev(), now.ino()) == (walked.dev(), walked.ino())
+    {
+        Ok(file)
+    } else {
+        Err(io::Error::from_raw_os_error(libc::ESTALE))
+    }
+}
+
+/// Errors of an entry replaced under the walk: a symbolic link (`ELOOP`) or an escape
+/// (`EXDEV`) where a directory was, something that is not a directory (`ENOTDIR`), another
+/// inode (`ESTALE`, from [`same_inode`]).
+fn changed_meanwhile(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR | libc::ESTALE)
+    )
+}
+
+/// The path naming an open descriptor itself (`/proc/self/fd/N`): opening or listing it
+/// reaches that very inode, whatever its old path now points to.
+fn fd_path(fd: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Reads into `buf` until it is full or the file ends; returns the bytes read.
@@ -1072,6 +1220,87 @@ mod tests {
         sorted.sort();
         assert_eq!(names, sorted, "entries follow the walk (name) order");
         assert_eq!(names.len() as u64, written.entries);
+    }
+
+    fn shared_on(source: &Path) -> Shared {
+        Shared {
+            root: open_root(source).unwrap(),
+            cancel: Arc::default(),
+            error: Mutex::new(None),
+            window: Window::default(),
+            warnings: AtomicU64::new(0),
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn paths_below_the_source_never_follow_a_link_or_leave_it() {
+        if !beneath_supported() {
+            panic!("this kernel has no openat2; the engine would use GNU tar");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (source, outside) = (dir.path().join("src"), dir.path().join("outside"));
+        fs::create_dir_all(source.join("sub")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "not yours").unwrap();
+        fs::write(source.join("sub").join("mine"), "yours").unwrap();
+        std::os::unix::fs::symlink("../outside", source.join("rel")).unwrap();
+        std::os::unix::fs::symlink(&outside, source.join("abs")).unwrap();
+        let shared = shared_on(&source);
+        let read = |rel: &str| shared.open_beneath(Path::new(rel), OFlag::O_RDONLY);
+        assert!(read("sub/mine").is_ok());
+        for rel in [
+            "rel/secret",
+            "abs/secret",
+            "../outside/secret",
+            "sub/../../outside/secret",
+        ] {
+            let e = read(rel).expect_err(rel);
+            assert!(changed_meanwhile(&e), "{rel}: {e}");
+        }
+        let e = shared
+            .open_beneath(Path::new("rel"), OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
+            .expect_err("a link as the last component");
+        assert!(changed_meanwhile(&e), "{e}");
+    }
+
+    #[test]
+    fn entries_replaced_after_the_walk_are_left_out_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, outside) = (dir.path().join("src"), dir.path().join("outside"));
+        fs::create_dir_all(source.join("d")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "not yours").unwrap();
+        fs::write(source.join("f"), "yours").unwrap();
+        fs::write(source.join("d").join("inside"), "yours").unwrap();
+        let shared = shared_on(&source);
+        let job = |name: &str| Job {
+            seq: 0,
+            name: PathBuf::from(name),
+            path: source.join(name),
+            meta: fs::symlink_metadata(source.join(name)).unwrap(),
+            link_to: None,
+        };
+        let (file_job, same_file_job, dir_job) = (job("f"), job("f"), job("d"));
+        // The user swaps the file for a link to a file outside the volume, and the
+        // directory for a link to a directory outside it.
+        // (Renamed, not removed: the walked inode stays allocated, so no new file reuses it.)
+        fs::rename(source.join("f"), dir.path().join("kept")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), source.join("f")).unwrap();
+        fs::rename(source.join("d"), dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, source.join("d")).unwrap();
+        assert!(prepare(file_job, &shared).unwrap().is_none());
+        assert!(prepare(dir_job, &shared).unwrap().is_none());
+        assert!(
+            list_dir(&source.join("d"), Path::new("d"), &shared)
+                .unwrap()
+                .is_empty()
+        );
+        // A file swapped for another regular file (another inode) is left out too.
+        fs::remove_file(source.join("f")).unwrap();
+        fs::write(source.join("f"), "new inode").unwrap();
+        assert!(prepare(same_file_job, &shared).unwrap().is_none());
+        assert_eq!(shared.warnings.load(Ordering::SeqCst), 4);
     }
 
     #[test]
