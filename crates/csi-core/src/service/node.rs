@@ -240,12 +240,14 @@ impl NodeService {
                 )));
             }
             Ok(_) => {
-                // Stacked mounts (a publish retried after a lost reply) are unwound one by one.
+                // Unmount first (nothing mounted is not an error), then check: two calls
+                // in the common case, not three. Stacked mounts (a publish retried after a
+                // lost reply) are unwound one by one.
                 for _ in 0..8 {
+                    self.mounter.unmount(&target).await?;
                     if !self.mounter.is_mount_point(&target).await? {
                         break;
                     }
-                    self.mounter.unmount(&target).await?;
                 }
                 match std::fs::remove_dir(&target) {
                     Ok(()) => {}
