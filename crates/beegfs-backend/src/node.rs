@@ -358,22 +358,18 @@ impl Inner {
         };
         let mount_point =
             record.map_or_else(|| request.staging_path.join("mount"), |r| r.mount_point);
-        // Both checks at once: each waits on its own blocking thread, and publish
-        // latency is what the pod waits for.
-        let check = source.clone();
-        let (mounted, exists) = tokio::join!(
-            self.is_mounted(&mount_point),
-            blocking(self.fs_timeout(), "stat volume", move || {
-                fs_tree::is_real_dir(&check)
-            })
-        );
-        if !mounted? {
+        if !self.is_mounted(&mount_point).await? {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id_text} is not staged at {}",
                 request.staging_path.display()
             )));
         }
-        if !exists? {
+        let check = source.clone();
+        let exists = blocking(self.fs_timeout(), "stat volume", move || {
+            fs_tree::is_real_dir(&check)
+        })
+        .await?;
+        if !exists {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id_text}: {} is not a directory on the staged filesystem",
                 source.display()
