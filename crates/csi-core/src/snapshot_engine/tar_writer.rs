@@ -676,22 +676,10 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
         // The attributes belong to the inode and travel with its first name.
         (Vec::new(), Body::HardLink(first))
     } else if kind.is_file() {
-        let opened = shared
-            .open_beneath(
-                &job.name,
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
-            )
-            .and_then(|f| same_inode(f, &job.meta));
-        // (O_NONBLOCK only matters for what is not a regular file, which same_inode refuses.)
-        let mut file = match opened {
-            Ok(f) => f,
-            Err(e) if vanished(&e) => return Ok(None),
-            Err(e) if changed_meanwhile(&e) => {
-                warn!(path = %job.path.display(), error = %e, "file replaced before it was read; not archived");
-                shared.warned();
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io("open", &job.path, e)),
+        // (O_NONBLOCK only matters for what is not a regular file, which is refused.)
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        let Some(mut file) = open_walked(&job, &job.name, flags, true, shared)? else {
+            return Ok(None);
         };
         let xattrs = read_xattrs(&job.path, Some(&file)).map_err(attrs_failed)?;
         if job.meta.len() <= SMALL_FILE_MAX {
@@ -707,18 +695,9 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
             (xattrs, Body::Stream(file))
         }
     } else if kind.is_dir() {
-        let opened = shared
-            .open_beneath(&job.name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-            .and_then(|f| same_inode(f, &job.meta));
-        let dir = match opened {
-            Ok(f) => f,
-            Err(e) if vanished(&e) => return Ok(None),
-            Err(e) if changed_meanwhile(&e) => {
-                warn!(path = %job.path.display(), error = %e, "directory replaced before it was read; not archived");
-                shared.warned();
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io("open", &job.path, e)),
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        let Some(dir) = open_walked(&job, &job.name, flags, true, shared)? else {
+            return Ok(None);
         };
         let xattrs = read_xattrs(&job.path, Some(&dir)).map_err(attrs_failed)?;
         (xattrs, Body::Header)
@@ -726,15 +705,9 @@ fn prepare(job: Job, shared: &Shared) -> Result<Option<Entry>> {
         // Anything else is reached through its parent's descriptor, opened below the
         // source, and never opened itself (a fifo or a device must not be).
         let parent = job.name.parent().unwrap_or(Path::new(""));
-        let parent = match shared.open_beneath(parent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            Ok(fd) => fd,
-            Err(e) if vanished(&e) => return Ok(None),
-            Err(e) if changed_meanwhile(&e) => {
-                warn!(path = %job.path.display(), error = %e, "directory replaced before it was read; entry not archived");
-                shared.warned();
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io("open", &job.path, e)),
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+        let Some(parent) = open_walked(&job, parent, flags, false, shared)? else {
+            return Ok(None);
         };
         let Some(leaf) = job.name.file_name() else {
             return Err(Error::Internal(format!(
@@ -827,6 +800,34 @@ fn changed_meanwhile(e: &io::Error) -> bool {
 fn fd_path(fd: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Opens `rel` below the source for `job` (its own entry, or with `same` false its parent
+/// directory); `None`, with a warning, when the entry vanished or was replaced after the
+/// walk (with `same`, the opened inode must be the walked one).
+fn open_walked(
+    job: &Job,
+    rel: &Path,
+    flags: OFlag,
+    same: bool,
+    shared: &Shared,
+) -> Result<Option<File>> {
+    let opened = shared.open_beneath(rel, flags).and_then(|f| {
+        if same {
+            same_inode(f, &job.meta)
+        } else {
+            Ok(f)
+        }
+    });
+    match opened {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == ErrorKind::NotFound || changed_meanwhile(&e) => {
+            warn!(path = %job.path.display(), error = %e, "removed or replaced before it was read; not archived");
+            shared.warned();
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("open", &job.path, e)),
+    }
 }
 
 /// Reads into `buf` until it is full or the file ends; returns the bytes read.
