@@ -106,7 +106,7 @@ fn open_dir_nofollow(path: &Path) -> std::result::Result<File, Errno> {
 }
 
 /// `/proc/self/fd/N`: the path the kernel resolves to exactly the object `file` refers to.
-fn fd_path(file: &File) -> PathBuf {
+pub(crate) fn fd_path(file: &File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 

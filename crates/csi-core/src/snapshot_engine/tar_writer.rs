@@ -55,6 +55,7 @@ use tracing::warn;
 
 use super::checksum::StreamHasher;
 use crate::error::{Error, Result};
+use crate::linux::mounter::fd_path;
 use crate::ports::{ArchiveChecksum, ChecksumKind};
 
 /// Regular files up to this size are read whole by the reader threads.
@@ -793,13 +794,6 @@ fn changed_meanwhile(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR | libc::ESTALE)
     )
-}
-
-/// The path naming an open descriptor itself (`/proc/self/fd/N`): opening or listing it
-/// reaches that very inode, whatever its old path now points to.
-fn fd_path(fd: &File) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Opens `rel` below the source for `job` (its own entry, or with `same` false its parent
