@@ -7,7 +7,8 @@
 //! - the CSI sockets are 0600;
 //! - a publish or a stage whose target is a symbolic link planted to point elsewhere (a
 //!   canary directory standing in for `/etc`) fails with `FailedPrecondition` and mounts
-//!   nothing there.
+//!   nothing there; so does a publish whose volume directory on the filesystem was swapped
+//!   for such a link after staging.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -683,5 +684,66 @@ async fn a_target_or_staging_path_below_a_planted_link_in_the_kubelet_dir_mounts
     );
     assert_eq!(staged.unwrap_err().code(), Code::FailedPrecondition);
     assert_eq!(published.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(listing(&etc), before, "the canary changed");
+}
+
+/// Someone with write access to the BeeGFS filesystem above a volume swaps the volume's
+/// directory for a link to the canary after the volume was staged: the publish refuses the
+/// link and mounts nothing, and the target never shows the canary's files.
+#[tokio::test]
+async fn a_volume_directory_swapped_for_a_link_on_the_filesystem_is_not_published() {
+    let serve = Serve::start(ServeOptions::beegfs8());
+    let mut controller = serve.controller().await;
+    let mut node = serve.node().await;
+    let etc = canary_dir(serve.base());
+    let before = listing(&etc);
+    let params = [
+        ("sysMgmtdHost", "sim-mgmtd-1"),
+        ("volDirBasePath", BEEGFS_VOL_DIR_BASE),
+    ];
+    let volume = create_volume_settled(&mut controller, create_request("swapped", GIB, &params))
+        .await
+        .unwrap();
+    let id = volume.volume_id.clone();
+    let staging = serve.pod_path("swapped/staging");
+    node.node_stage_volume(stage_request(&volume, &staging, rwx()))
+        .await
+        .unwrap();
+
+    let path = id
+        .strip_prefix("beegfs://sim-mgmtd-1/")
+        .unwrap_or_else(|| panic!("{id} is not on sim-mgmtd-1"));
+    let dir = serve
+        .fs_data_dir(pfs_sim::state::FsKind::Beegfs, "sim-mgmtd-1")
+        .join(path);
+    let moved = dir.with_extension("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    std::os::unix::fs::symlink(&etc, &dir).unwrap();
+
+    let target = serve.pod_path("swapped/target");
+    let published = node
+        .node_publish_volume(publish_request(&volume, &staging, &target, rwx(), false))
+        .await;
+    let shows_canary = target.join("passwd").exists();
+    let target_mounted = is_mount_point(&target);
+    if target_mounted {
+        let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+    }
+
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&moved, &dir).unwrap();
+    node.node_unstage_volume(unstage_request(&id, &staging))
+        .await
+        .unwrap();
+    controller.delete_volume(delete_request(&id)).await.unwrap();
+
+    assert!(
+        !shows_canary,
+        "the canary's files were published into the pod"
+    );
+    assert!(!target_mounted, "something was mounted at the target");
+    let err = published.expect_err("publishing a linked volume directory succeeded");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("symbolic link"), "{err:?}");
     assert_eq!(listing(&etc), before, "the canary changed");
 }

@@ -329,7 +329,9 @@ impl Inner {
         Ok(())
     }
 
-    /// The directory the core bind-mounts onto the publish target.
+    /// The directory the core bind-mounts onto the publish target. Whether it exists and is
+    /// a directory is checked by the bind mount itself (which opens it without following a
+    /// link), so a staged volume costs one check here: that its staging mount is there.
     pub(crate) async fn publish_source(&self, request: &NodePublishRequest) -> Result<PathBuf> {
         let id = parse_volume_id(&request.volume_id)?;
         let id_text = id.to_string();
@@ -337,42 +339,29 @@ impl Inner {
             .staged_store()
             .get(&safe_key(&id_text))?
             .filter(|r| r.staging_path == request.staging_path);
-        let source = match &record {
-            Some(r) if r.mode == StageMode::Shared => r.mount_point.clone(),
-            Some(r) => r.mount_point.join(id.path.relative()),
+        let (source, mount_point) = match record {
+            Some(r) if r.mode == StageMode::Shared => (r.mount_point.clone(), r.mount_point),
+            Some(r) => (r.mount_point.join(id.path.relative()), r.mount_point),
             // No record (state directory lost): a per-volume mount shows the volume below
             // the mount point, a shared-mode bind mount is the volume itself.
             None => {
-                let below = request.staging_path.join("mount").join(id.path.relative());
+                let mount_point = request.staging_path.join("mount");
+                let below = mount_point.join(id.path.relative());
                 let probe = below.clone();
-                if blocking(self.fs_timeout(), "stat volume", move || {
+                let is_below = blocking(self.fs_timeout(), "stat volume", move || {
                     fs_tree::is_real_dir(&probe)
                 })
-                .await?
-                {
-                    below
-                } else {
-                    request.staging_path.join("mount")
-                }
+                .await?;
+                (
+                    if is_below { below } else { mount_point.clone() },
+                    mount_point,
+                )
             }
         };
-        let mount_point =
-            record.map_or_else(|| request.staging_path.join("mount"), |r| r.mount_point);
         if !self.is_mounted(&mount_point).await? {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id_text} is not staged at {}",
                 request.staging_path.display()
-            )));
-        }
-        let check = source.clone();
-        let exists = blocking(self.fs_timeout(), "stat volume", move || {
-            fs_tree::is_real_dir(&check)
-        })
-        .await?;
-        if !exists {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {id_text}: {} is not a directory on the staged filesystem",
-                source.display()
             )));
         }
         Ok(source)

@@ -199,6 +199,29 @@ async fn a_symbolic_link_target_is_refused_and_nothing_is_mounted_where_it_point
 }
 
 #[tokio::test]
+async fn a_source_that_is_a_link_or_a_file_is_refused_and_nothing_is_mounted() {
+    if !isolated("a_source_that_is_a_link_or_a_file_is_refused_and_nothing_is_mounted") {
+        return;
+    }
+    let (dir, src, dst, plain) = layout();
+    fs::write(plain.join("outside"), b"x").unwrap();
+    let link = dir.path().join("source-link");
+    std::os::unix::fs::symlink(&plain, &link).unwrap();
+    let file = src.join("file");
+    let m = mounter();
+    let err = m.bind_mount(&link, &dst, false).await.unwrap_err();
+    let _guard = MountGuard(dst.clone());
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+    assert!(!dst.join("outside").exists());
+    let err = m.bind_mount(&file, &dst, false).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+}
+
+#[tokio::test]
 async fn missing_paths_are_not_found() {
     if !isolated("missing_paths_are_not_found") {
         return;

@@ -113,22 +113,38 @@ pub(crate) fn fd_path(file: &File) -> PathBuf {
 /// Opens the bind target, refusing a symbolic link or a non-directory.
 fn open_target(target: &Path) -> Result<File> {
     open_dir_nofollow(target).map_err(|errno| match errno {
-        Errno::ELOOP | Errno::ENOTDIR => {
-            let is_link = std::fs::symlink_metadata(target)
-                .map(|m| m.file_type().is_symlink())
-                .unwrap_or(false);
-            Error::FailedPrecondition(format!(
-                "mount target {} is {}; refusing to mount on it",
-                target.display(),
-                if is_link {
-                    "a symbolic link"
-                } else {
-                    "not a directory"
-                }
-            ))
-        }
+        Errno::ELOOP | Errno::ENOTDIR => not_a_directory("mount target", target),
         other => errno_error("open mount target", target, other),
     })
+}
+
+/// Opens the bind source, refusing a symbolic link or a non-directory: the mount then takes
+/// exactly the directory that was checked, even if the path is swapped for a link meanwhile.
+fn open_source(source: &Path) -> Result<File> {
+    open_dir_nofollow(source).map_err(|errno| match errno {
+        Errno::ENOENT => Error::NotFound(format!(
+            "bind mount source {} does not exist",
+            source.display()
+        )),
+        Errno::ELOOP | Errno::ENOTDIR => not_a_directory("bind mount source", source),
+        other => errno_error("open bind mount source", source, other),
+    })
+}
+
+/// `FailedPrecondition` for a mount source or target that is a link or not a directory.
+fn not_a_directory(what: &str, path: &Path) -> Error {
+    let is_link = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    Error::FailedPrecondition(format!(
+        "{what} {} is {}; refusing to mount it",
+        path.display(),
+        if is_link {
+            "a symbolic link"
+        } else {
+            "not a directory"
+        }
+    ))
 }
 
 /// The per-mount flags a read-only remount must keep (the kernel refuses to drop locked
@@ -156,21 +172,17 @@ fn kept_flags(path: &Path) -> MsFlags {
 
 /// The bind mount and read-only remount, done synchronously.
 fn bind_blocking(source: &Path, target: &Path, read_only: bool) -> Result<()> {
+    let source_dir = open_source(source)?;
     let target_dir = open_target(target)?;
     nix::mount::mount(
-        Some(source),
+        Some(&fd_path(&source_dir)),
         &fd_path(&target_dir),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|e| match e {
-        Errno::ENOENT => Error::NotFound(format!(
-            "bind mount source {} does not exist",
-            source.display()
-        )),
-        other => errno_error("bind mount", target, other),
-    })?;
+    .map_err(|e| errno_error("bind mount", target, e))?;
+    drop(source_dir);
     if !read_only {
         return Ok(());
     }

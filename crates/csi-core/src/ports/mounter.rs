@@ -53,15 +53,17 @@ pub trait Mounter: Send + Sync {
 
     /// Bind-mounts directory `source` on `target`; with `read_only` the bind is remounted
     /// read-only before this returns, so the target is never writable for a moment too long
-    /// to matter to the caller.
+    /// to matter to the caller. A `source` or `target` that is a symbolic link or not a
+    /// directory is `FailedPrecondition`, a missing one `NotFound`; links are never followed.
     async fn bind_mount(&self, source: &Path, target: &Path, read_only: bool) -> Result<()>;
 
-    /// Unmounts `target`. Not an error when nothing is mounted there. When the unmount does
-    /// not finish within the timeout (a hung filesystem), falls back to a lazy unmount.
+    /// Unmounts `target`. Not an error when nothing is mounted there or `target` does not
+    /// exist. Never follows a symbolic link at `target`. When the unmount does not finish
+    /// within the timeout (a hung filesystem), falls back to a lazy unmount.
     async fn unmount(&self, target: &Path) -> Result<()>;
 
-    /// Whether `path` is the root of a mount, answered without reading the mount table.
-    /// `NotFound` when `path` does not exist.
+    /// Whether `path` is the root of a mount, answered without reading the mount table and
+    /// without following a symbolic link at `path`. `NotFound` when `path` does not exist.
     async fn is_mount_point(&self, path: &Path) -> Result<bool>;
 
     /// The whole mount table of this process's mount namespace.
