@@ -4,6 +4,8 @@
 //! - a tool or a mount that never returns gives `DeadlineExceeded` within the configured
 //!   timeout, other volumes are served meanwhile, and no thread, child process or file
 //!   descriptor is leaked;
+//! - unpublishing from a filesystem that no longer answers (a FUSE mount whose server never
+//!   replies) returns, and the plugin answers Probe meanwhile;
 //! - 1,000 concurrent requests across 100 volumes fail only with `Aborted` (a same-volume
 //!   race), never otherwise.
 
@@ -750,4 +752,85 @@ async fn a_thousand_concurrent_requests_fail_only_with_aborted_for_same_volume_r
             .await
             .unwrap();
     }
+}
+
+/// A FUSE mount whose server never answers, not even the kernel's first request: every
+/// access that needs the filesystem (a `stat` of its root among them) blocks, as on a
+/// Lustre or BeeGFS client whose servers are gone. Dropping it aborts the connection
+/// (which wakes anything blocked) and detaches the mount.
+struct DeadMount {
+    target: PathBuf,
+    device: Option<std::fs::File>,
+}
+
+impl DeadMount {
+    fn mount(target: &Path) -> DeadMount {
+        use std::os::fd::AsRawFd;
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .expect("/dev/fuse (the dead-filesystem test needs the fuse module)");
+        let options = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            device.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some("pfs-csi-dead"),
+            target,
+            Some("fuse"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .expect("mount a FUSE filesystem");
+        DeadMount {
+            target: target.to_path_buf(),
+            device: Some(device),
+        }
+    }
+}
+
+impl Drop for DeadMount {
+    fn drop(&mut self) {
+        drop(self.device.take());
+        let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// NodeUnpublishVolume of a target whose filesystem no longer answers returns (the
+/// unmount needs nothing from the filesystem), and the plugin answers Probe meanwhile:
+/// nothing stats the dead mount on the plugin's async runtime.
+#[tokio::test]
+async fn unpublishing_from_a_filesystem_that_no_longer_answers_returns_and_probe_keeps_answering() {
+    let serve = Serve::start(ServeOptions::lustre());
+    let node = serve.node().await;
+    let mut identity = serve.node_identity().await;
+    let target = serve.pod_path("dead/target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dead = DeadMount::mount(&target);
+    assert!(is_mount_point(&target));
+
+    let mut unpublishing = node.clone();
+    let request = unpublish_request("lustre:exa1:/dead", &target);
+    let started = Instant::now();
+    let unpublish = tokio::spawn(async move {
+        unpublishing
+            .node_unpublish_volume(bounded(request, 20))
+            .await
+    });
+    for _ in 0..5 {
+        identity
+            .probe(bounded(pb::ProbeRequest {}, 5))
+            .await
+            .expect("Probe while an unpublish is on a dead filesystem");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let result = unpublish.await.unwrap();
+    let elapsed = started.elapsed();
+    let still_mounted = is_mount_point(&target);
+    drop(dead);
+    result
+        .unwrap_or_else(|status| panic!("unpublish of a dead mount after {elapsed:?}: {status:?}"));
+    assert!(!still_mounted, "the dead mount is still there");
+    assert!(!target.exists(), "the target directory was left behind");
 }

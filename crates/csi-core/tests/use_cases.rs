@@ -467,10 +467,17 @@ async fn a_read_write_once_pod_volume_cannot_be_published_at_a_second_target() {
 }
 
 #[tokio::test]
-async fn unpublishing_a_missing_target_succeeds_without_touching_mounts() {
+async fn unpublishing_a_missing_target_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    // No expectations: any mounter call fails the test.
-    let n = node(backend(), MockMounter::new());
+    // The target is never stat-ed outside the mounter (it could be a dead mount): the
+    // mounter's unmount finds nothing and its check says the target does not exist.
+    let mut mounter = MockMounter::new();
+    mounter.expect_unmount().times(1).returning(|_| Ok(()));
+    mounter
+        .expect_is_mount_point()
+        .times(1)
+        .returning(|p| Err(Error::NotFound(format!("{} does not exist", p.display()))));
+    let n = node(backend(), mounter);
     n.unpublish("lustre:vol-1", dir.path().join("gone").to_str().unwrap())
         .await
         .unwrap();
@@ -483,13 +490,28 @@ async fn unpublishing_a_missing_target_succeeds_without_touching_mounts() {
 }
 
 #[tokio::test]
-async fn a_symbolic_link_target_is_refused_before_the_mounter_is_called() {
+async fn a_symbolic_link_target_is_refused_and_nothing_is_mounted_through_it() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = dir.path().join("etc");
     std::fs::create_dir(&elsewhere).unwrap();
     let target = dir.path().join("planted");
     std::os::unix::fs::symlink(&elsewhere, &target).unwrap();
-    let n = node(node_backend(dir.path().join("staged")), MockMounter::new());
+    // The mounter is asked only about the link itself (it never follows one); nothing is
+    // bind-mounted (an unexpected call fails the test).
+    let mut mounter = MockMounter::new();
+    let link = target.clone();
+    mounter
+        .expect_is_mount_point()
+        .withf(move |p| p == link)
+        .times(2)
+        .returning(|_| Ok(false));
+    let link = target.clone();
+    mounter
+        .expect_unmount()
+        .withf(move |p| p == link)
+        .times(1)
+        .returning(|_| Ok(()));
+    let n = node(node_backend(dir.path().join("staged")), mounter);
     let err = n
         .publish(publish(&target, AccessMode::MultiNodeMultiWriter, false))
         .await
@@ -501,7 +523,9 @@ async fn a_symbolic_link_target_is_refused_before_the_mounter_is_called() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
     assert!(elsewhere.is_dir());
+    assert!(target.is_symlink(), "the planted link was removed");
 }
 
 #[tokio::test]

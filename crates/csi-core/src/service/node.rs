@@ -230,36 +230,49 @@ impl NodeService {
         let volume_id = VolumeId::parse(volume_id)?;
         let target = absolute_path("target_path", target_path)?;
         let _guard = self.lock(&volume_id)?;
-        match std::fs::symlink_metadata(&target) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("stat", &target, e)),
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::FailedPrecondition(format!(
-                    "target_path {} is a symbolic link; it was not made by this driver",
-                    target.display()
-                )));
+        // Nothing here stats the target before it is unmounted: a stat would enter the
+        // mounted filesystem and hang on a dead server, on the async runtime. The mounter
+        // does both calls under its timeout and never follows a link (a planted one is
+        // neither unmounted through nor a mount point). Unmount first (nothing mounted is
+        // not an error), then check: two calls in the common case, not three. Stacked
+        // mounts (a publish retried after a lost reply) are unwound one by one.
+        let mut exists = true;
+        for _ in 0..8 {
+            self.mounter.unmount(&target).await?;
+            match self.mounter.is_mount_point(&target).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) if e.code() == ErrorCode::NotFound => exists = false,
+                Err(e) => return Err(e),
             }
-            Ok(_) => {
-                // Unmount first (nothing mounted is not an error), then check: two calls
-                // in the common case, not three. Stacked mounts (a publish retried after a
-                // lost reply) are unwound one by one.
-                for _ in 0..8 {
-                    self.mounter.unmount(&target).await?;
-                    if !self.mounter.is_mount_point(&target).await? {
-                        break;
-                    }
+            break;
+        }
+        if exists {
+            // Nothing is mounted there now, so removing it never reaches a filesystem
+            // but the kubelet's.
+            match std::fs::remove_dir(&target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "target_path {} still has content after unmount; leaving it in place",
+                        target.display()
+                    )));
                 }
-                match std::fs::remove_dir(&target) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                        return Err(Error::FailedPrecondition(format!(
-                            "target_path {} still has content after unmount; leaving it in place",
-                            target.display()
-                        )));
-                    }
-                    Err(e) => return Err(Error::io("remove directory", &target, e)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    let is_link = std::fs::symlink_metadata(&target)
+                        .is_ok_and(|m| m.file_type().is_symlink());
+                    return Err(Error::FailedPrecondition(format!(
+                        "target_path {} is {}; it was not made by this driver",
+                        target.display(),
+                        if is_link {
+                            "a symbolic link"
+                        } else {
+                            "not a directory"
+                        }
+                    )));
                 }
+                Err(e) => return Err(Error::io("remove directory", &target, e)),
             }
         }
         let mut publications = self.publications();
@@ -352,15 +365,21 @@ impl NodeService {
     }
 
     /// Creates the target directory when missing; `true` when it is already a mount point.
-    /// A target that is a symbolic link or not a directory is refused before anything is
+    /// An existing target may be a mount (a retried publish) of a filesystem that no longer
+    /// answers, so the mounter checks it under its timeout before anything stats it. A
+    /// target that is a symbolic link or not a directory is refused before anything is
     /// mounted, so a planted link cannot redirect the mount.
     async fn prepare_target(&self, target: &Path) -> Result<bool> {
+        match std::fs::create_dir(target) {
+            Ok(()) => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create directory", target, e)),
+        }
+        if self.mounter.is_mount_point(target).await? {
+            return Ok(true);
+        }
+        // Not a mount point: this stat stays on the kubelet's filesystem.
         match std::fs::symlink_metadata(target) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                std::fs::create_dir(target)
-                    .map_err(|e| Error::io("create directory", target, e))?;
-                Ok(false)
-            }
             Err(e) => Err(Error::io("stat", target, e)),
             Ok(meta) if meta.file_type().is_symlink() => Err(Error::FailedPrecondition(format!(
                 "target_path {} is a symbolic link; refusing to mount through it",
@@ -370,7 +389,7 @@ impl NodeService {
                 "target_path {} exists and is not a directory",
                 target.display()
             ))),
-            Ok(_) => self.mounter.is_mount_point(target).await,
+            Ok(_) => Ok(false),
         }
     }
 
