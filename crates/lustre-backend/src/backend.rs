@@ -358,7 +358,7 @@ impl Inner {
     pub fn purge_trash(self: &Arc<Self>, target: &Target) {
         let trash = self.meta_dir(target).join("trash");
         let key = format!("purge:{}", trash.display());
-        self.tasks.spawn(&key, async move {
+        self.tasks.spawn(&key, |_| async move {
             let path = trash.clone();
             match tokio::task::spawn_blocking(move || volume_dirs::purge(&path)).await {
                 Ok(Ok(())) => {}

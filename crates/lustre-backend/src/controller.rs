@@ -34,6 +34,7 @@ use crate::quota::kib_ceil;
 use crate::records::{
     ContentRecord, LocationRecord, RECORD_VERSION, SnapshotState, VolumeRecord, VolumeState, now,
 };
+use crate::tasks::StopSignal;
 use crate::volume_dirs::{self, DirState};
 use crate::volume_id::{LustreSnapshotId, VolumePath, canonical_volume_id, check_name};
 
@@ -603,8 +604,8 @@ impl Inner {
             let dest = target.path(&rec.dir());
             let inner = self.clone();
             let (entry_copy, name) = (entry.clone(), rec.name.clone());
-            self.tasks.spawn(&key, async move {
-                inner.run_fill(entry_copy, name, source, dest).await;
+            self.tasks.spawn(&key, |stop| async move {
+                inner.run_fill(entry_copy, name, source, dest, stop).await;
             });
         }
         if let Some(error) = failure {
@@ -647,6 +648,7 @@ impl Inner {
         name: String,
         source: FillSource,
         dest: PathBuf,
+        mut stop: StopSignal,
     ) {
         let engine = self.ctx.snapshots.clone();
         let work = async {
@@ -659,13 +661,21 @@ impl Inner {
                 }
             }
         };
-        let result = match tokio::time::timeout(self.settings.archive_timeout(), work).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::DeadlineExceeded(format!(
-                "filling {} took longer than {}s",
-                dest.display(),
-                self.settings.archive_timeout_seconds
-            ))),
+        let result = tokio::select! {
+            result = tokio::time::timeout(self.settings.archive_timeout(), work) => match result {
+                Ok(r) => r,
+                Err(_) => Err(Error::DeadlineExceeded(format!(
+                    "filling {} took longer than {}s",
+                    dest.display(),
+                    self.settings.archive_timeout_seconds
+                ))),
+            },
+            // DeleteVolume stops the fill and waits for this task before it removes the
+            // volume and its record: nothing more may be written here.
+            () = stop.requested() => {
+                info!(volume = %name, "filling stopped: the volume is being deleted");
+                return;
+            }
         };
         let stores = self.stores(&entry);
         match stores.volume(&name).await {
@@ -738,7 +748,7 @@ impl Inner {
                 "a snapshot of volume {id} is still being written; retry once it is done"
             )));
         }
-        self.tasks.abort(&fill_key(&entry.name, &rec.name)).await;
+        self.tasks.stop(&fill_key(&entry.name, &rec.name)).await;
         if rec.state != VolumeState::Deleting {
             rec.state = VolumeState::Deleting;
             stores.put_volume(&rec).await?;

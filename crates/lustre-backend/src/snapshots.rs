@@ -21,6 +21,7 @@ use crate::parameters::{SnapshotParams, VolumeParams};
 use crate::records::{
     LocationRecord, RECORD_VERSION, SnapshotRecord, SnapshotState, ToolRecord, VolumeState, now,
 };
+use crate::tasks::StopSignal;
 use crate::volume_dirs::{self, DirState};
 use crate::volume_id::{Location, LustreSnapshotId, VolumePath, check_name};
 
@@ -201,9 +202,12 @@ impl Inner {
         let options = rec.tool.options();
         let inner = self.clone();
         let (entry, name) = (entry.clone(), rec.name.clone());
-        self.tasks.spawn(&cut_key(&entry.name, &name), async move {
-            inner.run_cut(entry, name, source, archive, options).await;
-        });
+        self.tasks
+            .spawn(&cut_key(&entry.name, &name), |stop| async move {
+                inner
+                    .run_cut(entry, name, source, archive, options, stop)
+                    .await;
+            });
     }
 
     async fn run_cut(
@@ -213,19 +217,27 @@ impl Inner {
         source: PathBuf,
         archive: PathBuf,
         options: ArchiveOptions,
+        mut stop: StopSignal,
     ) {
         let engine = self.ctx.snapshots.clone();
-        let result = match tokio::time::timeout(
+        let cut = tokio::time::timeout(
             self.settings.archive_timeout(),
             engine.create(&source, &archive, &options),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Error::DeadlineExceeded(format!(
-                "the archive took longer than {}s",
-                self.settings.archive_timeout_seconds
-            ))),
+        );
+        let result = tokio::select! {
+            result = cut => match result {
+                Ok(r) => r,
+                Err(_) => Err(Error::DeadlineExceeded(format!(
+                    "the archive took longer than {}s",
+                    self.settings.archive_timeout_seconds
+                ))),
+            },
+            // DeleteSnapshot stops the cut, waits for this task, then removes the archive
+            // and the record itself: nothing more may be written here.
+            () = stop.requested() => {
+                info!(snapshot = %name, "snapshot cut stopped");
+                return;
+            }
         };
         let stores = self.stores(&entry);
         match stores.snapshot(&name).await {
@@ -276,7 +288,7 @@ impl Inner {
         if rec.snapshot_id != id.as_str() {
             return Ok(());
         }
-        self.tasks.abort(&cut_key(&entry.name, &rec.name)).await;
+        self.tasks.stop(&cut_key(&entry.name, &rec.name)).await;
         let target = self.snapshot_target(&entry, &rec);
         self.mount_controller(&target, params.management_ip.as_ref())
             .await?;

@@ -143,6 +143,7 @@ impl ArchiveSnapshotEngine {
         archive: &Path,
         tool: &ArchiveTool,
         checksum: Option<ChecksumKind>,
+        cancel: &Arc<AtomicBool>,
     ) -> Result<Option<ArchiveChecksum>> {
         match tool {
             ArchiveTool::Tar(_) if !self.native => {
@@ -153,9 +154,7 @@ impl ArchiveSnapshotEngine {
                 Ok(None)
             }
             ArchiveTool::Tar(_) => {
-                let cancel = Arc::new(AtomicBool::new(false));
-                let _stop = CancelOnDrop(cancel.clone());
-                let limits = WriteLimits::new(self.archive_timeout, cancel);
+                let limits = WriteLimits::new(self.archive_timeout, cancel.clone());
                 let (src, dest) = (source.to_path_buf(), archive.to_path_buf());
                 let written = run_blocking(
                     self.archive_timeout.saturating_add(NATIVE_GRACE),
@@ -185,17 +184,27 @@ impl ArchiveSnapshotEngine {
     }
 
     /// Finishes a written archive: sync, checksum (`written`, or computed now), rename into
-    /// place; returns its info.
+    /// place; returns its info. Once `cancel` is raised (the caller gave up on the archive)
+    /// nothing is renamed into place any more.
     async fn finish(
         &self,
         partial: PathBuf,
         archive: PathBuf,
         options: &ArchiveOptions,
         written: Option<ArchiveChecksum>,
+        cancel: Arc<AtomicBool>,
     ) -> Result<ArchiveInfo> {
         let (verify, kind) = (options.verify, options.checksum);
         let what = format!("finishing snapshot archive {}", archive.display());
         run_blocking(self.archive_timeout, what, move || {
+            let given_up = || {
+                cancel.load(Ordering::SeqCst).then(|| {
+                    Error::DeadlineExceeded(format!(
+                        "archive {} abandoned before it was finished",
+                        archive.display()
+                    ))
+                })
+            };
             File::open(&partial)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io("sync", &partial, e))?;
@@ -204,6 +213,9 @@ impl ArchiveSnapshotEngine {
                     Some(sum) if sum.kind == kind => sum,
                     _ => hash_file(kind, &partial)?,
                 };
+                if let Some(e) = given_up() {
+                    return Err(e);
+                }
                 write_checksum_file(&archive, &sum)?;
                 Some(sum)
             } else {
@@ -211,6 +223,9 @@ impl ArchiveSnapshotEngine {
                 remove_checksum_file(&archive, ChecksumKind::Md5)?;
                 None
             };
+            if let Some(e) = given_up() {
+                return Err(e);
+            }
             let partial_index = suffixed(&partial, DTAR_INDEX_SUFFIX);
             if partial_index.exists() {
                 let index = suffixed(&archive, DTAR_INDEX_SUFFIX);
@@ -388,13 +403,23 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
             .await?;
         }
         let checksum = options.verify.then_some(options.checksum);
+        // Raised when this future is dropped (a timeout, a stopped cut): the native writer
+        // stops, and a finish already on its blocking thread renames nothing into place.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _stop = CancelOnDrop(cancel.clone());
         let written = match self
-            .write_archive(source, &partial, &options.tool, checksum)
+            .write_archive(source, &partial, &options.tool, checksum, &cancel)
             .await
         {
             Ok(sum) => {
-                self.finish(partial.clone(), archive.to_path_buf(), options, sum)
-                    .await
+                self.finish(
+                    partial.clone(),
+                    archive.to_path_buf(),
+                    options,
+                    sum,
+                    cancel.clone(),
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -478,7 +503,12 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
             })
             .await?;
         }
-        let copied = match self.write_archive(source, &temp, &options.tool, None).await {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _stop = CancelOnDrop(cancel.clone());
+        let copied = match self
+            .write_archive(source, &temp, &options.tool, None, &cancel)
+            .await
+        {
             Ok(_) => self.extract(&temp, dest, &options.tool).await,
             Err(e) => Err(e),
         };
@@ -629,6 +659,34 @@ mod tests {
         assert!(err.to_string().contains("Permission denied"), "{err}");
         assert!(!archive.exists());
         assert!(!suffixed(&archive, PARTIAL_SUFFIX).exists());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_archive_is_never_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = ArchiveSnapshotEngine::new(Arc::new(MockCommandRunner::new()));
+        let options = ArchiveOptions {
+            tool: ArchiveTool::Tar("/bin/tar".into()),
+            verify: true,
+            checksum: ChecksumKind::Blake3,
+        };
+        let archive = dir.path().join("a.tar");
+        let partial = suffixed(&archive, PARTIAL_SUFFIX);
+        for given_up in [true, false] {
+            fs::write(&partial, b"written").unwrap();
+            let cancel = Arc::new(AtomicBool::new(given_up));
+            let result = engine
+                .finish(partial.clone(), archive.clone(), &options, None, cancel)
+                .await;
+            if given_up {
+                let err = result.unwrap_err();
+                assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
+                assert!(!archive.exists() && !suffixed(&archive, B3_SUFFIX).exists());
+            } else {
+                assert_eq!(result.unwrap().size_bytes, 7);
+                assert!(archive.exists() && suffixed(&archive, B3_SUFFIX).exists());
+            }
+        }
     }
 
     #[tokio::test]
