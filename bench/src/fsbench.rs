@@ -830,27 +830,28 @@ pub fn describe_call(tool: &str, args: &[String]) -> String {
         .join(" ")
 }
 
+/// The tool and arguments of one calls.log line (`{"tool": ..., "args": [...]}`).
+fn logged_call(line: &str) -> Option<(String, Vec<String>)> {
+    let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+    let tool = v.get("tool")?.as_str()?.to_string();
+    let args = v
+        .get("args")
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((tool, args))
+}
+
 /// The first logged command line of each kind of call ([`describe_call`]).
 pub fn examples_in_log(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let Some(tool) = v.get("tool").and_then(|t| t.as_str()) else {
-            continue;
-        };
-        let args: Vec<String> = v
-            .get("args")
-            .and_then(|a| a.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.entry(describe_call(tool, &args)).or_insert_with(|| {
-            std::iter::once(tool.to_string())
+    for (tool, args) in text.lines().filter_map(logged_call) {
+        out.entry(describe_call(&tool, &args)).or_insert_with(|| {
+            std::iter::once(tool)
                 .chain(args)
                 .collect::<Vec<_>>()
                 .join(" ")
@@ -864,21 +865,7 @@ pub fn examples_in_log(text: &str) -> BTreeMap<String, String> {
 pub fn tools_in_log(text: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let call = serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| {
-                let tool = v.get("tool")?.as_str()?.to_string();
-                let args: Vec<String> = v
-                    .get("args")
-                    .and_then(|a| a.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Some(describe_call(&tool, &args))
-            });
+        let call = logged_call(line).map(|(tool, args)| describe_call(&tool, &args));
         *out.entry(call.unwrap_or_else(|| "?".into())).or_default() += 1;
     }
     out

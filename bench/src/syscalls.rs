@@ -29,16 +29,21 @@ pub struct SyscallReport {
     pub writes_per_pair: BTreeMap<String, f64>,
 }
 
+/// A line of an `strace -f` trace without its leading pid, if it has one.
+fn without_pid(line: &str) -> &str {
+    let line = line.trim_start();
+    match line.split_once(' ') {
+        Some((pid, tail)) if pid.bytes().all(|b| b.is_ascii_digit()) => tail.trim_start(),
+        _ => line,
+    }
+}
+
 /// `write` and `writev` calls by file descriptor in an `strace -f -e trace=write,writev`
 /// trace (resumed halves skipped).
 pub fn parse_write_fds(text: &str) -> BTreeMap<u32, u64> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        let rest = line.trim_start();
-        let rest = match rest.split_once(' ') {
-            Some((pid, tail)) if pid.bytes().all(|b| b.is_ascii_digit()) => tail.trim_start(),
-            _ => rest,
-        };
+        let rest = without_pid(line);
         let Some(args) = rest
             .strip_prefix("write(")
             .or_else(|| rest.strip_prefix("writev("))
@@ -88,12 +93,7 @@ pub fn parse_summary(text: &str) -> BTreeMap<String, u64> {
 pub fn parse_path_calls(text: &str, pod: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        // Optional leading pid, then `name(`.
-        let rest = line.trim_start();
-        let rest = match rest.split_once(' ') {
-            Some((pid, tail)) if pid.bytes().all(|b| b.is_ascii_digit()) => tail.trim_start(),
-            _ => rest,
-        };
+        let rest = without_pid(line);
         if rest.starts_with('<') || rest.starts_with("---") || rest.starts_with("+++") {
             continue;
         }
