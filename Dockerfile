@@ -46,7 +46,9 @@ RUN set -eu; \
 
 # ---- runtime
 # distroless/cc: glibc, CA certificates, tzdata, /etc/passwd with a nonroot
-# user; no shell, no package manager. Plus mount/umount from above.
+# user; no shell, no package manager. Plus mount/umount from above. The plugins
+# are linked with packed relative relocations (bins/*/build.rs), which need
+# glibc 2.36 or later: Debian 12 and later.
 FROM gcr.io/distroless/cc-debian13:nonroot
 COPY --from=mount-tools /out/ /
 COPY --from=builder /artifacts/release/pfs-csi-controller /usr/bin/pfs-csi-controller
