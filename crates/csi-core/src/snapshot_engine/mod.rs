@@ -661,15 +661,21 @@ mod tests {
         assert!(!suffixed(&archive, PARTIAL_SUFFIX).exists());
     }
 
-    #[tokio::test]
-    async fn an_abandoned_archive_is_never_renamed_into_place() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An engine that must not run any command, with verified GNU-tar options.
+    fn verified_tar_engine() -> (ArchiveSnapshotEngine, ArchiveOptions) {
         let engine = ArchiveSnapshotEngine::new(Arc::new(MockCommandRunner::new()));
         let options = ArchiveOptions {
             tool: ArchiveTool::Tar("/bin/tar".into()),
             verify: true,
             checksum: ChecksumKind::Blake3,
         };
+        (engine, options)
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_archive_is_never_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, options) = verified_tar_engine();
         let archive = dir.path().join("a.tar");
         let partial = suffixed(&archive, PARTIAL_SUFFIX);
         for given_up in [true, false] {
@@ -692,12 +698,7 @@ mod tests {
     #[tokio::test]
     async fn missing_and_relative_paths_are_refused_before_running_anything() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = ArchiveSnapshotEngine::new(Arc::new(MockCommandRunner::new()));
-        let options = ArchiveOptions {
-            tool: ArchiveTool::Tar("/bin/tar".into()),
-            verify: true,
-            checksum: ChecksumKind::Blake3,
-        };
+        let (engine, options) = verified_tar_engine();
         let archive = dir.path().join("a.tar");
         let missing = dir.path().join("missing");
         let cases = [
