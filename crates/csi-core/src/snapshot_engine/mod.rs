@@ -185,7 +185,9 @@ impl ArchiveSnapshotEngine {
 
     /// Finishes a written archive: sync, checksum (`written`, or computed now), rename into
     /// place; returns its info. Once `cancel` is raised (the caller gave up on the archive)
-    /// nothing is renamed into place any more.
+    /// nothing is renamed into place any more, and what was renamed just before is removed
+    /// again: a caller that raises the flag and then deletes the archive never finds it
+    /// back afterwards.
     async fn finish(
         &self,
         partial: PathBuf,
@@ -197,53 +199,84 @@ impl ArchiveSnapshotEngine {
         let (verify, kind) = (options.verify, options.checksum);
         let what = format!("finishing snapshot archive {}", archive.display());
         run_blocking(self.archive_timeout, what, move || {
-            let given_up = || {
-                cancel.load(Ordering::SeqCst).then(|| {
-                    Error::DeadlineExceeded(format!(
-                        "archive {} abandoned before it was finished",
-                        archive.display()
-                    ))
-                })
-            };
-            File::open(&partial)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("sync", &partial, e))?;
-            let checksum = if verify {
-                let sum = match written {
-                    Some(sum) if sum.kind == kind => sum,
-                    _ => hash_file(kind, &partial)?,
-                };
-                if let Some(e) = given_up() {
-                    return Err(e);
-                }
-                write_checksum_file(&archive, &sum)?;
-                Some(sum)
-            } else {
-                remove_checksum_file(&archive, ChecksumKind::Blake3)?;
-                remove_checksum_file(&archive, ChecksumKind::Md5)?;
-                None
-            };
-            if let Some(e) = given_up() {
-                return Err(e);
-            }
-            let partial_index = suffixed(&partial, DTAR_INDEX_SUFFIX);
-            if partial_index.exists() {
-                let index = suffixed(&archive, DTAR_INDEX_SUFFIX);
-                fs::rename(&partial_index, &index)
-                    .map_err(|e| Error::io("rename", &partial_index, e))?;
-            }
-            fs::rename(&partial, &archive).map_err(|e| Error::io("rename", &partial, e))?;
-            sync_parent(&archive)?;
-            let size_bytes = fs::metadata(&archive)
-                .map_err(|e| Error::io("stat", &archive, e))?
-                .len();
-            Ok(ArchiveInfo {
-                size_bytes,
-                checksum,
+            finish_archive(&partial, &archive, verify.then_some(kind), written, || {
+                cancel.load(Ordering::SeqCst)
             })
         })
         .await?
     }
+}
+
+/// [`ArchiveSnapshotEngine::finish`] on the blocking thread; `given_up` is asked before
+/// each step that puts something in place and once after the last, and a `true` removes
+/// everything of the archive.
+fn finish_archive(
+    partial: &Path,
+    archive: &Path,
+    checksum: Option<ChecksumKind>,
+    written: Option<ArchiveChecksum>,
+    given_up: impl Fn() -> bool,
+) -> Result<ArchiveInfo> {
+    let abandon = || {
+        remove_archive_files(archive)?;
+        Err(Error::DeadlineExceeded(format!(
+            "archive {} abandoned before it was finished",
+            archive.display()
+        )))
+    };
+    File::open(partial)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("sync", partial, e))?;
+    let checksum = match checksum {
+        Some(kind) => {
+            let sum = match written {
+                Some(sum) if sum.kind == kind => sum,
+                _ => hash_file(kind, partial)?,
+            };
+            if given_up() {
+                return abandon();
+            }
+            write_checksum_file(archive, &sum)?;
+            Some(sum)
+        }
+        None => {
+            remove_checksum_file(archive, ChecksumKind::Blake3)?;
+            remove_checksum_file(archive, ChecksumKind::Md5)?;
+            None
+        }
+    };
+    if given_up() {
+        return abandon();
+    }
+    let partial_index = suffixed(partial, DTAR_INDEX_SUFFIX);
+    if partial_index.exists() {
+        let index = suffixed(archive, DTAR_INDEX_SUFFIX);
+        fs::rename(&partial_index, &index).map_err(|e| Error::io("rename", &partial_index, e))?;
+    }
+    fs::rename(partial, archive).map_err(|e| Error::io("rename", partial, e))?;
+    if given_up() {
+        // Given up while renaming: whoever gave up may already have deleted the archive.
+        return abandon();
+    }
+    sync_parent(archive)?;
+    let size_bytes = fs::metadata(archive)
+        .map_err(|e| Error::io("stat", archive, e))?
+        .len();
+    Ok(ArchiveInfo {
+        size_bytes,
+        checksum,
+    })
+}
+
+/// Removes `archive` and everything written beside it (checksums, index, partial files).
+fn remove_archive_files(archive: &Path) -> Result<()> {
+    for suffix in ["", B3_SUFFIX, MD5_SUFFIX, PARTIAL_SUFFIX, DTAR_INDEX_SUFFIX] {
+        remove_if_present(&suffixed(archive, suffix))?;
+    }
+    for sum in [B3_SUFFIX, MD5_SUFFIX] {
+        remove_if_present(&suffixed(&suffixed(archive, sum), ".tmp"))?;
+    }
+    Ok(())
 }
 
 /// Raises a cancel flag when dropped: a timed-out or abandoned call stops the writer's
@@ -531,13 +564,7 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
         require_absolute("archive", archive)?;
         let owned = archive.to_path_buf();
         self.io(format!("deleting {}", archive.display()), move || {
-            for suffix in ["", B3_SUFFIX, MD5_SUFFIX, PARTIAL_SUFFIX, DTAR_INDEX_SUFFIX] {
-                remove_if_present(&suffixed(&owned, suffix))?;
-            }
-            for sum in [B3_SUFFIX, MD5_SUFFIX] {
-                remove_if_present(&suffixed(&suffixed(&owned, sum), ".tmp"))?;
-            }
-            Ok(())
+            remove_archive_files(&owned)
         })
         .await
     }
@@ -673,21 +700,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_abandoned_archive_is_never_renamed_into_place() {
+    async fn an_abandoned_archive_is_never_left_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, options) = verified_tar_engine();
         let archive = dir.path().join("a.tar");
         let partial = suffixed(&archive, PARTIAL_SUFFIX);
-        for given_up in [true, false] {
+        // Through the engine: given up before it finishes.
+        fs::write(&partial, b"written").unwrap();
+        let cancel = Arc::new(AtomicBool::new(true));
+        let err = engine
+            .finish(partial.clone(), archive.clone(), &options, None, cancel)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
+        assert!(!archive.exists() && !suffixed(&archive, B3_SUFFIX).exists());
+        // Given up at each check in turn (the third comes after the rename): nothing of
+        // the archive stays; never given up, it is in place with its checksum.
+        for checks_passed in 0..4 {
             fs::write(&partial, b"written").unwrap();
-            let cancel = Arc::new(AtomicBool::new(given_up));
-            let result = engine
-                .finish(partial.clone(), archive.clone(), &options, None, cancel)
-                .await;
-            if given_up {
+            let asked = std::cell::Cell::new(0);
+            let result =
+                finish_archive(&partial, &archive, Some(ChecksumKind::Blake3), None, || {
+                    asked.set(asked.get() + 1);
+                    asked.get() > checks_passed
+                });
+            if checks_passed < 3 {
                 let err = result.unwrap_err();
                 assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
-                assert!(!archive.exists() && !suffixed(&archive, B3_SUFFIX).exists());
+                let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+                assert!(
+                    left.is_empty(),
+                    "left after check {checks_passed}: {left:?}"
+                );
             } else {
                 assert_eq!(result.unwrap().size_bytes, 7);
                 assert!(archive.exists() && suffixed(&archive, B3_SUFFIX).exists());
