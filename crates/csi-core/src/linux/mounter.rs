@@ -97,7 +97,7 @@ fn errno_error(op: &'static str, path: &Path, errno: Errno) -> Error {
 }
 
 /// Opens a directory without following a symbolic link in its last component.
-fn open_dir_nofollow(path: &Path) -> std::result::Result<File, Errno> {
+pub(crate) fn open_dir_nofollow(path: &Path) -> std::result::Result<File, Errno> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)

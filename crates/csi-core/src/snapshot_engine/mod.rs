@@ -146,14 +146,7 @@ impl ArchiveSnapshotEngine {
         cancel: &Arc<AtomicBool>,
     ) -> Result<Option<ArchiveChecksum>> {
         match tool {
-            ArchiveTool::Tar(_) if !self.native => {
-                // No openat2: GNU tar (which opens below directory descriptors itself).
-                let command = create_command(tool, source, archive, self.archive_timeout);
-                let output = self.runner.run(&command).await?;
-                check_archiver(tool, output, true)?;
-                Ok(None)
-            }
-            ArchiveTool::Tar(_) => {
+            ArchiveTool::Tar(_) if self.native => {
                 let limits = WriteLimits::new(self.archive_timeout, cancel.clone());
                 let (src, dest) = (source.to_path_buf(), archive.to_path_buf());
                 let written = run_blocking(
@@ -167,7 +160,9 @@ impl ArchiveSnapshotEngine {
                 }
                 Ok(written.checksum)
             }
-            ArchiveTool::Dtar(_) => {
+            // dtar, and GNU tar without openat2 (it opens below directory descriptors
+            // itself).
+            ArchiveTool::Tar(_) | ArchiveTool::Dtar(_) => {
                 let command = create_command(tool, source, archive, self.archive_timeout);
                 let output = self.runner.run(&command).await?;
                 check_archiver(tool, output, true)?;
@@ -302,8 +297,8 @@ fn tool_path(tool: &ArchiveTool) -> &Path {
     }
 }
 
-/// The dtar command that archives `source` into `archive` (GNU tar archives are written
-/// natively).
+/// The command that archives `source` into `archive`: dtar, or GNU tar where the native
+/// writer cannot run (no `openat2`).
 fn create_command(tool: &ArchiveTool, source: &Path, archive: &Path, timeout: Duration) -> Command {
     match tool {
         ArchiveTool::Tar(tar) => Command::new(tar, timeout)
@@ -358,7 +353,6 @@ fn restore_command(tool: &ArchiveTool, archive: &Path, dest: &Path, timeout: Dur
     }
 }
 
-/// Judges an archiver's exit.
 /// Judges an archiver's exit: GNU tar's status 1 while creating means files changed while
 /// being read, which a snapshot of a volume in use accepts.
 fn check_archiver(tool: &ArchiveTool, output: CommandOutput, creating: bool) -> Result<()> {

@@ -55,7 +55,7 @@ use tracing::warn;
 
 use super::checksum::StreamHasher;
 use crate::error::{Error, Result};
-use crate::linux::mounter::fd_path;
+use crate::linux::mounter::{fd_path, open_dir_nofollow};
 use crate::ports::{ArchiveChecksum, ChecksumKind};
 
 /// Regular files up to this size are read whole by the reader threads.
@@ -754,14 +754,10 @@ pub fn beneath_supported() -> bool {
     })
 }
 
-/// Opens the source directory itself, refusing a symbolic link.
+/// Opens the source directory itself, refusing a symbolic link; a descriptor to open
+/// below, never read through.
 fn open_root(source: &Path) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(source)
-        .map_err(|e| Error::io("open", source, e))
+    open_dir_nofollow(source).map_err(|e| Error::io("open", source, io::Error::from(e)))
 }
 
 /// `openat2(root, rel, flags | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`.
