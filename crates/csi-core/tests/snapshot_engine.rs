@@ -22,11 +22,10 @@ use csi_core::snapshot_engine::{
 const XATTR_NAME: &str = "user.pfs-test";
 const XATTR_VALUE: &[u8] = b"kept \x00 across snapshots";
 
+mod support;
+
 fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "the snapshot tests set file owners and need root: run them as root"
-    );
+    support::require_root("the snapshot tests set file owners and");
 }
 
 fn tar_path() -> PathBuf {
