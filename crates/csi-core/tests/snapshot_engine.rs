@@ -23,6 +23,7 @@ const XATTR_NAME: &str = "user.pfs-test";
 const XATTR_VALUE: &[u8] = b"kept \x00 across snapshots";
 
 mod support;
+use support::{MountGuard, isolated};
 
 fn require_root() {
     support::require_root("the snapshot tests set file owners and");
@@ -689,6 +690,43 @@ fn gnu_extract(archive: &Path, dest: &Path) {
         out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn another_filesystem_mounted_in_the_volume_is_left_out() {
+    if !isolated("another_filesystem_mounted_in_the_volume_is_left_out") {
+        return;
+    }
+    use nix::mount::{MsFlags, mount};
+    let dir = tempfile::tempdir().unwrap();
+    let (volume, extracted) = (dir.path().join("volume"), dir.path().join("extracted"));
+    fs::create_dir_all(&volume).unwrap();
+    fs::create_dir_all(&extracted).unwrap();
+    let tmpfs = |at: &Path, flags: MsFlags| {
+        mount(Some("tmpfs"), at, Some("tmpfs"), flags, None::<&str>).unwrap();
+        MountGuard(at.to_path_buf())
+    };
+    // The volume on a nodev mount (where the writer opens files directly), and another
+    // filesystem mounted inside it.
+    let _volume_mount = tmpfs(&volume, MsFlags::MS_NODEV);
+    fs::write(volume.join("kept"), "the volume's").unwrap();
+    fs::create_dir(volume.join("mnt")).unwrap();
+    let _inner_mount = tmpfs(&volume.join("mnt"), MsFlags::empty());
+    fs::write(volume.join("mnt").join("other"), "another filesystem's").unwrap();
+    let archive = dir.path().join("snap.tar");
+    engine()
+        .create(&volume, &archive, &tar_options(true))
+        .await
+        .unwrap();
+    gnu_extract(&archive, &extracted);
+    assert_eq!(
+        fs::read_to_string(extracted.join("kept")).unwrap(),
+        "the volume's"
+    );
+    assert!(
+        !extracted.join("mnt").exists(),
+        "nothing of the inner mount is archived"
     );
 }
 

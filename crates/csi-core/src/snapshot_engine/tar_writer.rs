@@ -25,12 +25,18 @@
 //!
 //! The tree belongs to the volume's users and changes while it is read, so nothing is
 //! opened by a path that a symbolic link could redirect: directories and files are opened
-//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` below the source's own descriptor,
-//! directories are listed through that descriptor, and an opened file must be the inode the
-//! walk saw. An entry swapped for a link, or for another file, between the walk and the read
-//! is left out with a warning, so a snapshot never holds anything from outside its volume
-//! and the writer never opens a device or a fifo. Kernels without `openat2` (before 5.6)
-//! make [`beneath_supported`] false, and the engine archives with GNU tar instead.
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` below the
+//! source's own descriptor, directories are listed through that descriptor, and an opened
+//! file must be the inode the walk saw. An entry swapped for a link, or for another file,
+//! between the walk and the read is left out with a warning, so a snapshot never holds
+//! anything from outside its volume. Nor does the writer ever open a device that a user
+//! swapped in after the walk (opening one can act on the machine): files are opened below
+//! a private `nodev` copy of the source's mount (or the mount itself when it is `nodev`),
+//! where no device can be opened; a process without the privilege to make the copy opens
+//! each file as an `O_PATH` descriptor first, checks it, and reopens it through that.
+//! Another filesystem mounted inside the source is left out with a warning, as
+//! `tar --one-file-system` would. Kernels without `openat2` (before 5.6) make
+//! [`beneath_supported`] false, and the engine archives with GNU tar instead.
 //!
 //! The checksum is computed on the writer thread as each segment goes out. Handing full
 //! buffers to a separate hash-and-write thread was measured on 2 cores (100,000 files of
@@ -51,12 +57,13 @@ use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::statvfs::FsFlags;
 use tar::{Builder, EntryType, Header};
 use tracing::warn;
 
 use super::checksum::StreamHasher;
 use crate::error::{Error, Result};
-use crate::linux::mounter::{fd_path, open_dir_nofollow};
+use crate::linux::mounter::{fd_path, nodev_copy, open_dir_nofollow};
 use crate::ports::{ArchiveChecksum, ChecksumKind};
 
 /// Regular files up to this size are read whole by the reader threads.
@@ -157,8 +164,10 @@ pub fn write_archive(
         written: 0,
         flushed: 0,
     };
+    let (root, nodev) = nodev_root(open_root(source)?);
     let shared = Shared {
-        root: open_root(source)?,
+        nodev,
+        root,
         source: source.to_path_buf(),
         cancel: limits.cancel.clone(),
         error: Mutex::new(None),
@@ -289,6 +298,8 @@ struct Shared {
     root: File,
     /// Its path, for messages.
     source: PathBuf,
+    /// Whether no device node can be opened below `root` (see [`nodev_root`]).
+    nodev: bool,
     cancel: Arc<AtomicBool>,
     error: Mutex<Option<Error>>,
     window: Window,
@@ -623,7 +634,7 @@ fn list_dir(rel: &Path, shared: &Shared) -> Result<Vec<(std::ffi::OsString, Meta
     let (_fd, reader) = match listed {
         Ok(r) => r,
         Err(e) if changed_meanwhile(&e) => {
-            warn!(path = %dir().display(), error = %e, "directory removed or replaced before it was read; its content is not archived");
+            warn!(path = %dir().display(), error = %e, "directory removed, replaced or another filesystem's mount point; its content is not archived");
             shared.warned();
             return Ok(Vec::new());
         }
@@ -757,9 +768,7 @@ impl<'a> Assembler<'a> {
                 .append_link(&mut header, &job.name, first)
                 .map_err(fail)?;
         } else if kind.is_file() {
-            // (O_NONBLOCK only matters for what is not a regular file, which is refused.)
-            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
-            let Some(mut file) = open_walked(&job, &job.name, flags, true, shared)? else {
+            let Some(mut file) = open_file(&job, shared)? else {
                 return Ok(false);
             };
             let xattrs = read_xattrs(&job.name, Some(&file)).map_err(attrs_failed)?;
@@ -909,11 +918,33 @@ fn open_root(source: &Path) -> Result<File> {
     open_dir_nofollow(source).map_err(|e| Error::io("open", source, io::Error::from(e)))
 }
 
-/// `openat2(root, rel, flags | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`.
+/// Whether `dir` is on a `nodev` mount.
+fn on_nodev(dir: &File) -> bool {
+    nix::sys::statvfs::fstatvfs(dir).is_ok_and(|s| s.flags().contains(FsFlags::ST_NODEV))
+}
+
+/// The descriptor to open the source's entries below, and whether no device node can be
+/// opened through it: true on a `nodev` mount, and true through a private `nodev` copy of
+/// the source's mount where the process may make one ([`nodev_copy`]); else `root` as it
+/// is, and false.
+fn nodev_root(root: File) -> (File, bool) {
+    if on_nodev(&root) {
+        return (root, true);
+    }
+    match nodev_copy(&root) {
+        Ok(copy) => (copy, true),
+        Err(_) => (root, false),
+    }
+}
+
+/// `openat2(root, rel, flags | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_XDEV)`: nothing outside `root`'s own mount either.
 fn open_beneath(root: &File, rel: &Path, flags: OFlag) -> io::Result<File> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    );
     openat2(root, rel, how)
         .map(File::from)
         .map_err(io::Error::from)
@@ -932,8 +963,8 @@ fn same_inode(file: File, walked: &Metadata) -> io::Result<File> {
 }
 
 /// Errors of an entry replaced under the walk: a symbolic link (`ELOOP`) or an escape
-/// (`EXDEV`) where a directory was, something that is not a directory (`ENOTDIR`), another
-/// inode (`ESTALE`, from [`same_inode`]).
+/// (`EXDEV`, also another filesystem's mount point) where a directory was, something that
+/// is not a directory (`ENOTDIR`), another inode (`ESTALE`, from [`same_inode`]).
 fn changed_meanwhile(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -961,12 +992,33 @@ fn open_walked(
     match opened {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == ErrorKind::NotFound || changed_meanwhile(&e) => {
-            warn!(path = %shared.path_of(&job.name).display(), error = %e, "removed or replaced before it was read; not archived");
+            warn!(path = %shared.path_of(&job.name).display(), error = %e, "removed, replaced or another filesystem's mount point; not archived");
             shared.warned();
             Ok(None)
         }
         Err(e) => Err(Error::io("open", shared.path_of(&job.name), e)),
     }
+}
+
+/// Opens the walked regular file of `job` for reading; `None`, with a warning, when it
+/// vanished or was replaced after the walk. A device or fifo swapped in after the walk is
+/// never opened (opening one can act: a watchdog starts, a tape rewinds): where no device
+/// can be opened below the root, the file is opened directly (non-blocking, in case a fifo
+/// took its place) and checked after; elsewhere an `O_PATH` descriptor, which opens
+/// nothing, is checked to be the walked file first, and the file reopened through it.
+fn open_file(job: &Job, shared: &Shared) -> Result<Option<File>> {
+    if shared.nodev {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        return open_walked(job, &job.name, flags, true, shared);
+    }
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW;
+    let Some(pinned) = open_walked(job, &job.name, flags, true, shared)? else {
+        return Ok(None);
+    };
+    // The descriptor's magic link is that very inode, now known to be a regular file.
+    File::open(fd_path(&pinned))
+        .map(Some)
+        .map_err(|e| Error::io("open", shared.path_of(&job.name), e))
 }
 
 /// Reads into `buf` until it is full or the file ends; returns the bytes read.
@@ -1305,6 +1357,7 @@ mod tests {
         Shared {
             root: open_root(source).unwrap(),
             source: source.to_path_buf(),
+            nodev: false,
             cancel: Arc::default(),
             error: Mutex::new(None),
             window: Window::default(),
@@ -1345,43 +1398,118 @@ mod tests {
         assert!(changed_meanwhile(&e), "{e}");
     }
 
-    #[test]
-    fn entries_replaced_after_the_walk_are_left_out_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (source, outside) = (dir.path().join("src"), dir.path().join("outside"));
-        fs::create_dir_all(source.join("d")).unwrap();
-        fs::create_dir_all(&outside).unwrap();
-        fs::write(outside.join("secret"), "not yours").unwrap();
-        fs::write(source.join("f"), "yours").unwrap();
-        fs::write(source.join("d").join("inside"), "yours").unwrap();
-        let shared = shared_on(&source);
-        let job = |name: &str| Job {
+    /// A walk job for `name` below `source`, with its metadata as the walk saw it now.
+    fn walked(source: &Path, name: &str) -> Job {
+        Job {
             seq: 0,
             name: PathBuf::from(name),
             meta: fs::symlink_metadata(source.join(name)).unwrap(),
             link_to: None,
-        };
-        let (file_job, same_file_job, dir_job) = (job("f"), job("f"), job("d"));
-        // Left out: not added, and not a byte of it in the archive.
-        let left_out = |job: Job| {
-            let mut assembler = Assembler::new(&shared);
-            !assembler.append(job).unwrap() && assembler.builder.get_ref().is_empty()
-        };
-        // The user swaps the file for a link to a file outside the volume, and the
-        // directory for a link to a directory outside it.
-        // (Renamed, not removed: the walked inode stays allocated, so no new file reuses it.)
+        }
+    }
+
+    /// Whether `job` is left out: not added, and not a byte of it in the archive.
+    fn left_out(shared: &Shared, job: Job) -> bool {
+        let mut assembler = Assembler::new(shared);
+        !assembler.append(job).unwrap() && assembler.builder.get_ref().is_empty()
+    }
+
+    #[test]
+    fn entries_replaced_after_the_walk_are_left_out_not_followed() {
+        // Both ways of opening a file: directly (on a nodev mount) and through O_PATH.
+        for nodev in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (source, outside) = (dir.path().join("src"), dir.path().join("outside"));
+            fs::create_dir_all(source.join("d")).unwrap();
+            fs::create_dir_all(&outside).unwrap();
+            fs::write(outside.join("secret"), "not yours").unwrap();
+            fs::write(source.join("f"), "yours").unwrap();
+            fs::write(source.join("d").join("inside"), "yours").unwrap();
+            let mut shared = shared_on(&source);
+            shared.nodev = nodev;
+            let (file_job, same_file_job) = (walked(&source, "f"), walked(&source, "f"));
+            let dir_job = walked(&source, "d");
+            // The user swaps the file for a link to a file outside the volume, and the
+            // directory for a link to a directory outside it. (Renamed, not removed: the
+            // walked inode stays allocated, so no new file reuses it.)
+            fs::rename(source.join("f"), dir.path().join("kept")).unwrap();
+            std::os::unix::fs::symlink(outside.join("secret"), source.join("f")).unwrap();
+            fs::rename(source.join("d"), dir.path().join("moved")).unwrap();
+            std::os::unix::fs::symlink(&outside, source.join("d")).unwrap();
+            assert!(left_out(&shared, file_job), "nodev {nodev}");
+            assert!(left_out(&shared, dir_job), "nodev {nodev}");
+            assert!(list_dir(Path::new("d"), &shared).unwrap().is_empty());
+            // A file swapped for another regular file (another inode) is left out too.
+            fs::remove_file(source.join("f")).unwrap();
+            fs::write(source.join("f"), "new inode").unwrap();
+            assert!(left_out(&shared, same_file_job), "nodev {nodev}");
+            assert_eq!(shared.warnings.load(Ordering::SeqCst), 4, "nodev {nodev}");
+        }
+    }
+
+    #[test]
+    fn no_device_opens_below_the_private_nodev_copy_of_the_source() {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "this test makes a device node and a mount copy: run it as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let null = dir.path().join("null");
+        nix::sys::stat::mknod(
+            &null,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        let own = open_root(dir.path()).unwrap();
+        assert!(
+            !on_nodev(&own),
+            "the test directory must not be on a nodev mount"
+        );
+        assert!(open_beneath(&own, Path::new("null"), OFlag::O_RDONLY).is_ok());
+        let (copy, nodev) = nodev_root(open_root(dir.path()).unwrap());
+        assert!(nodev);
+        let e = open_beneath(&copy, Path::new("null"), OFlag::O_RDONLY).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+        // Everything else opens as before.
+        fs::write(dir.path().join("f"), "yours").unwrap();
+        let mut text = String::new();
+        open_beneath(&copy, Path::new("f"), OFlag::O_RDONLY)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "yours");
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_fifo_after_the_walk_is_never_opened() {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        fs::create_dir_all(&source).unwrap();
+        fs::write(source.join("f"), "yours").unwrap();
+        let mut shared = shared_on(&source);
+        // Not a nodev mount: a device could take the file's place as well as a fifo.
+        shared.nodev = false;
+        let job = walked(&source, "f");
         fs::rename(source.join("f"), dir.path().join("kept")).unwrap();
-        std::os::unix::fs::symlink(outside.join("secret"), source.join("f")).unwrap();
-        fs::rename(source.join("d"), dir.path().join("moved")).unwrap();
-        std::os::unix::fs::symlink(&outside, source.join("d")).unwrap();
-        assert!(left_out(file_job));
-        assert!(left_out(dir_job));
-        assert!(list_dir(Path::new("d"), &shared).unwrap().is_empty());
-        // A file swapped for another regular file (another inode) is left out too.
-        fs::remove_file(source.join("f")).unwrap();
-        fs::write(source.join("f"), "new inode").unwrap();
-        assert!(left_out(same_file_job));
-        assert_eq!(shared.warnings.load(Ordering::SeqCst), 4);
+        nix::unistd::mkfifo(
+            &source.join("f"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        // inotify reports every open of the fifo but an O_PATH one, which opens nothing.
+        let opens = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
+        opens
+            .add_watch(&source.join("f"), AddWatchFlags::IN_OPEN)
+            .unwrap();
+        assert!(left_out(&shared, job));
+        match opens.read_events() {
+            Err(nix::errno::Errno::EAGAIN) => {}
+            other => panic!("the fifo was opened: {other:?}"),
+        }
+        assert_eq!(shared.warnings.load(Ordering::SeqCst), 1);
     }
 
     #[test]
