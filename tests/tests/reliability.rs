@@ -133,6 +133,28 @@ async fn a_restarted_node_plugin_unpublishes_and_unstages_what_it_had_published(
             );
         }
     }
+    // Another volume onto a target where one is mounted: refused, whichever it is.
+    let (first, second) = (&volumes[0], &volumes[1]);
+    for (target, _) in &first.2 {
+        expect_status(
+            node.node_publish_volume(publish_request(&second.0, &second.1, target, rwx(), false))
+                .await,
+            Code::FailedPrecondition,
+            "already a mount of",
+        );
+    }
+    expect_status(
+        node.node_publish_volume(publish_request(
+            &first.0,
+            &first.1,
+            &second.2[0].0,
+            rwx(),
+            false,
+        ))
+        .await,
+        Code::FailedPrecondition,
+        "already a mount of",
+    );
     for (volume, staging, targets) in &volumes {
         for (target, _) in targets {
             node.node_unpublish_volume(unpublish_request(&volume.volume_id, target))

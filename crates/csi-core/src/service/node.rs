@@ -14,7 +14,9 @@ use tracing::{info, warn};
 
 use crate::domain::{Secrets, Topology, VolumeCapability, VolumeCondition, VolumeId, VolumeStats};
 use crate::error::{Error, ErrorCode, Result};
-use crate::ports::{Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider};
+use crate::ports::{
+    FilesystemBackend, MountEntry, Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider,
+};
 use crate::service::controller::{Readiness, check_readiness};
 use crate::service::{Backends, LockGuard, OperationLocks};
 
@@ -171,7 +173,8 @@ impl NodeService {
 
     /// NodePublishVolume: bind-mounts the volume onto the target. Publishing again to the
     /// same target with the same flags succeeds; with other flags it is `AlreadyExists`;
-    /// a ReadWriteOncePod volume published at another target is `FailedPrecondition`.
+    /// a ReadWriteOncePod volume published at another target is `FailedPrecondition`, and
+    /// so is a target where something else is mounted (told from the mount table).
     pub async fn publish(&self, request: PublishVolume) -> Result<()> {
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let staging_path = absolute_path("staging_target_path", &request.staging_path)?;
@@ -187,9 +190,18 @@ impl NodeService {
         let single_writer = capability.access_mode.is_single_publication();
         let _guard = self.lock(&volume_id)?;
 
+        let publish = NodePublishRequest {
+            volume_id: volume_id.clone(),
+            staging_path,
+            target_path: target.clone(),
+            capability,
+            read_only,
+            context: request.context,
+            secrets: request.secrets,
+        };
         if self.prepare_target(&target).await? {
             return self
-                .check_existing_publication(&volume_id, &target, read_only)
+                .check_existing_publication(backend.as_ref(), &publish)
                 .await;
         }
         if let Some(other) = self.published_elsewhere(&volume_id, &target)
@@ -200,15 +212,6 @@ impl NodeService {
                 other.target.display()
             )));
         }
-        let publish = NodePublishRequest {
-            volume_id: volume_id.clone(),
-            staging_path,
-            target_path: target.clone(),
-            capability,
-            read_only,
-            context: request.context,
-            secrets: request.secrets,
-        };
         let source = backend.publish_source(&publish).await?;
         self.mounter.bind_mount(&source, &target, read_only).await?;
         self.publications()
@@ -396,10 +399,10 @@ impl NodeService {
     /// A target that is already a mount: fine when it is this volume with the same flags.
     async fn check_existing_publication(
         &self,
-        volume_id: &VolumeId,
-        target: &Path,
-        read_only: bool,
+        backend: &dyn FilesystemBackend,
+        publish: &NodePublishRequest,
     ) -> Result<()> {
+        let (volume_id, target) = (&publish.volume_id, publish.target_path.as_path());
         let known = self.publications().get(volume_id).and_then(|list| {
             list.iter()
                 .find(|p| p.target == target)
@@ -407,18 +410,27 @@ impl NodeService {
         });
         let mounted_read_only = match known {
             Some(ro) => ro,
-            // Published before a restart: the mount table tells the flags.
-            None => self
-                .mounter
-                .list_mounts()
-                .await?
-                .iter()
-                .rev()
-                .find(|m| m.mount_point == target)
-                .map(|m| m.is_read_only())
-                .unwrap_or(read_only),
+            // Published before a restart: the mount table tells what is mounted there.
+            None => {
+                let mounts = self.mounter.list_mounts().await?;
+                match mounts.iter().rev().find(|m| m.mount_point == target) {
+                    Some(mount) => {
+                        let source = backend.publish_source(publish).await?;
+                        if !shows(&mounts, mount, &source) {
+                            return Err(Error::FailedPrecondition(format!(
+                                "target_path {} is already a mount of {}:{} (not volume {volume_id}); unpublish it first",
+                                target.display(),
+                                mount.source,
+                                mount.root.display()
+                            )));
+                        }
+                        mount.is_read_only()
+                    }
+                    None => publish.read_only,
+                }
+            }
         };
-        if mounted_read_only != read_only {
+        if mounted_read_only != publish.read_only {
             return Err(Error::AlreadyExists(format!(
                 "volume {volume_id} is already published at {} with read_only={mounted_read_only}",
                 target.display()
@@ -441,6 +453,26 @@ impl NodeService {
         self.locks
             .try_lock(format!("volume:{id}"), &format!("volume {id}"))
     }
+}
+
+/// Whether `mount` shows directory `source`: the same filesystem (type, source and
+/// superblock options) as the mount `source` lies on, and the same directory of it as root.
+fn shows(mounts: &[MountEntry], mount: &MountEntry, source: &Path) -> bool {
+    // The last mounted of the deepest mount points above `source` is the one it lies on.
+    let Some(on) = mounts
+        .iter()
+        .filter(|m| source.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.components().count())
+    else {
+        return false;
+    };
+    let below = source
+        .strip_prefix(&on.mount_point)
+        .unwrap_or(Path::new(""));
+    mount.fs_type == on.fs_type
+        && mount.source == on.source
+        && mount.super_options == on.super_options
+        && mount.root == on.root.join(below)
 }
 
 /// Validates a path field: present, absolute, UTF-8 clean, without `..` components.
@@ -515,6 +547,35 @@ mod tests {
             node.check_no_links("target_path", &elsewhere.join("x"))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_mount_shows_a_source_only_from_the_same_filesystem_and_directory() {
+        let entry = |point: &str, root: &str, source: &str, conf: &str| MountEntry {
+            id: 0,
+            parent_id: 0,
+            root: root.into(),
+            mount_point: point.into(),
+            mount_options: vec!["rw".into()],
+            fs_type: "beegfs".into(),
+            source: source.into(),
+            super_options: vec![format!("cfgFile={conf}")],
+        };
+        let mounts = vec![
+            entry("/", "/", "/dev/vda", "-"),
+            entry("/mnt/a", "/", "beegfs_nodev", "/etc/a.conf"),
+            entry("/mnt/b", "/", "beegfs_nodev", "/etc/b.conf"),
+            entry("/mnt/a/vols", "/k8s", "beegfs_nodev", "/etc/a.conf"),
+        ];
+        let source = Path::new("/mnt/a/vols/v1");
+        let bind = |root: &str, conf: &str| entry("/pod/t", root, "beegfs_nodev", conf);
+        // On the deepest mount above the source, whose root is /k8s.
+        assert!(shows(&mounts, &bind("/k8s/v1", "/etc/a.conf"), source));
+        assert!(!shows(&mounts, &bind("/vols/v1", "/etc/a.conf"), source));
+        assert!(!shows(&mounts, &bind("/k8s/v2", "/etc/a.conf"), source));
+        // The same path on another BeeGFS filesystem.
+        assert!(!shows(&mounts, &bind("/k8s/v1", "/etc/b.conf"), source));
+        assert!(shows(&mounts, &mounts[1], Path::new("/mnt/a")));
     }
 
     proptest! {
