@@ -77,7 +77,7 @@ pub const MAX_READERS: usize = 8;
 /// A reader's bytes piece is cut once it holds this much.
 const PIECE_BYTES: usize = 256 << 10;
 /// Emptied byte buffers kept for reuse at most.
-const POOLED_BUFFERS: usize = 32;
+const POOLED_BUFFERS: usize = 128;
 /// Chunk in which large files are streamed.
 const CHUNK: usize = 1 << 20;
 /// Window cost of an entry besides its data.
