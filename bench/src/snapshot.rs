@@ -11,6 +11,7 @@ use std::time::Instant;
 use csi_core::linux::TokioCommandRunner;
 use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine};
 use csi_core::snapshot_engine::checksum::hash_file;
+use csi_core::snapshot_engine::tar_writer::start_writeback;
 use csi_core::snapshot_engine::{ArchiveSnapshotEngine, B3_SUFFIX, MD5_SUFFIX, suffixed};
 use serde::Serialize;
 
@@ -23,6 +24,11 @@ pub const ENGINE_VERIFIED_CREATE: &str =
 
 /// Files per directory of the small-file tree.
 const FILES_PER_DIR: usize = 1000;
+/// Output buffer of each thread of the syscall floor.
+const FLOOR_BUFFER: usize = 4 << 20;
+
+/// The floor variant's name.
+const FLOOR: &str = "floor: stat, open, fstat, read, close per file, the bytes written, fsync";
 
 /// The trees to archive.
 #[derive(Debug, Clone)]
@@ -128,6 +134,88 @@ fn make_tree(dir: &Path, files: usize, size: usize) -> Result<u64> {
         total += size as u64;
     }
     Ok(total)
+}
+
+/// The per-file work that no archiver of the tree at `source` can skip, alone, on one
+/// thread per core: each thread takes whole directories (the source and its
+/// subdirectories; the bench's trees go no deeper) and, for every file, stats it (as
+/// a walk does), opens it below its directory's descriptor, fstats it, reads it and closes
+/// it, appending the bytes to `out` (writeback started every 4 MiB, fsync at the end).
+/// No archive format, checksum, extended attributes or checks: a floor, not an archiver.
+fn syscall_floor(source: &Path, out: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| BenchError::io(op, &path, e)
+    };
+    let mut dirs = vec![source.to_path_buf()];
+    for entry in std::fs::read_dir(source).map_err(io("list", source))? {
+        let entry = entry.map_err(io("list", source))?;
+        if entry
+            .file_type()
+            .map_err(io("stat", &entry.path()))?
+            .is_dir()
+        {
+            dirs.push(entry.path());
+        }
+    }
+    let file = std::fs::File::create(out).map_err(io("create", out))?;
+    let (next, offset) = (AtomicUsize::new(0), AtomicU64::new(0));
+    let flush = |buf: &mut Vec<u8>| -> Result<()> {
+        let at = offset.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        file.write_all_at(buf, at).map_err(io("write", out))?;
+        start_writeback(&file, at, buf.len() as u64);
+        buf.clear();
+        Ok(())
+    };
+    let read_dir = |dir: &Path, buf: &mut Vec<u8>| -> Result<()> {
+        let fd = std::fs::File::open(dir).map_err(io("open", dir))?;
+        for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
+            let entry = entry.map_err(io("list", dir))?;
+            let path = entry.path();
+            if !entry.metadata().map_err(io("stat", &path))?.is_file() {
+                continue;
+            }
+            let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+            let opened = nix::fcntl::openat(
+                &fd,
+                &entry.file_name()[..],
+                flags,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| BenchError::io("open", &path, e.into()))?;
+            let mut f = std::fs::File::from(opened);
+            let len = f.metadata().map_err(io("stat", &path))?.len() as usize;
+            if buf.len() + len > FLOOR_BUFFER {
+                flush(buf)?;
+            }
+            let start = buf.len();
+            buf.resize(start + len, 0);
+            std::io::Read::read_exact(&mut f, &mut buf[start..]).map_err(io("read", &path))?;
+        }
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut buf = Vec::with_capacity(FLOOR_BUFFER);
+                    while let Some(dir) = dirs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        read_dir(dir, &mut buf)?;
+                    }
+                    flush(&mut buf)
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(BenchError::Setup("floor thread panicked".into())))
+        })
+    })?;
+    file.sync_all().map_err(io("fsync", out))
 }
 
 /// The absolute path of `name` on `PATH`.
@@ -270,6 +358,11 @@ async fn bench_tree(
             seconds: Vec::new(),
         },
         Variant {
+            operation: "component",
+            name: FLOOR,
+            seconds: Vec::new(),
+        },
+        Variant {
             operation: "restore",
             name: "GNU tar -xf (plain)",
             seconds: Vec::new(),
@@ -360,19 +453,26 @@ async fn bench_tree(
             .map_err(|e| BenchError::Setup(format!("BLAKE3 of the archive: {e}")))?;
         variants[5].seconds.push(t.elapsed().as_secs_f64());
 
+        let floor = archives.join("floor.bin");
+        settle();
+        let t = Instant::now();
+        syscall_floor(source, &floor)?;
+        variants[6].seconds.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&floor);
+
         // Restores all read the engine's verified archive; their order turns with each
         // run so that none always follows the same neighbour.
         for k in 0..4 {
-            let slot = 6 + (k + run) % 4;
+            let slot = 7 + (k + run) % 4;
             fresh_dir(&restore)?;
             settle();
             let t = Instant::now();
             match slot {
-                6 => run_tar(
+                7 => run_tar(
                     tar,
                     &["-xf".as_ref(), &os(&on), "-C".as_ref(), &os(&restore)],
                 )?,
-                7 => run_tar(
+                8 => run_tar(
                     tar,
                     &[
                         "-xpf".as_ref(),
@@ -387,7 +487,7 @@ async fn bench_tree(
                     ],
                 )?,
                 _ => {
-                    let verify = slot == 9;
+                    let verify = slot == 10;
                     engine
                         .restore(&on, &restore, &options(verify))
                         .await
@@ -405,7 +505,7 @@ async fn bench_tree(
     remove_tree(&archives);
 
     let tar_create = median(&variants[0].seconds).unwrap_or(0.0);
-    let tar_restore = median(&variants[6].seconds).unwrap_or(0.0);
+    let tar_restore = median(&variants[7].seconds).unwrap_or(0.0);
     let results = variants
         .into_iter()
         .map(|v| {

@@ -273,15 +273,7 @@ impl Write for HashingFile {
         }
         self.written += n as u64;
         if self.written - self.flushed >= WRITEBACK_STEP {
-            // SAFETY: sync_file_range only starts writeback of a range of this open file.
-            unsafe {
-                libc::sync_file_range(
-                    std::os::fd::AsRawFd::as_raw_fd(&self.file),
-                    self.flushed as libc::off_t,
-                    (self.written - self.flushed) as libc::off_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+            start_writeback(&self.file, self.flushed, self.written - self.flushed);
             self.flushed = self.written;
         }
         Ok(n)
@@ -290,6 +282,21 @@ impl Write for HashingFile {
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
+}
+
+/// Starts writing `len` bytes of `file` from `offset` back to disk without waiting for
+/// them (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that a later fsync has less to wait
+/// for. Advice only: a filesystem that cannot is left to its own writeback.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: sync_file_range only starts writeback of a range of this open file.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
 }
 
 /// State shared by the threads of one run.
