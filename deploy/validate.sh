@@ -106,6 +106,16 @@ if [ "${PFS_VALIDATE_BUILD:-0}" = 1 ]; then
     log "cargo build --release of the image's three binaries"
     (cd "$repo" && cargo build --release --locked -p pfs-csi-controller -p pfs-csi-node -p pfsctl)
     built=(--built-target-dir "${CARGO_TARGET_DIR:-$repo/target}")
+
+    # The node plugin's idle memory depends on its function layout list naming the
+    # functions of this build (symbol names change with code and dependency features).
+    log "the node plugin's function layout list against the release binary"
+    order="$repo/bins/node/symbol-order.txt"
+    listed=$(sort -u "$order" | wc -l)
+    found=$(nm --defined-only "${CARGO_TARGET_DIR:-$repo/target}/release/pfs-csi-node" \
+        | awk 'NF == 3 {print $3}' | sort -u | comm -12 - <(sort -u "$order") | wc -l)
+    [ $((found * 100)) -ge $((listed * 90)) ] \
+        || die "bins/node/symbol-order.txt is stale: $found of its $listed functions are in the release node binary; regenerate it as root with scripts/node-symbol-order.sh"
 fi
 
 log "assertions on the rendered objects"

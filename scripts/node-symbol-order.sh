@@ -23,7 +23,7 @@ work=$(mktemp -d /tmp/pfs-csi-order.XXXXXX)
 serve_pid=
 cleanup() {
     [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
-    grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
+    { grep " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
     rm -rf "$work"
 }
 trap cleanup EXIT
