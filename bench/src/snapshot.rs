@@ -187,13 +187,21 @@ fn syscall_floor(source: &Path, out: &Path) -> Result<()> {
             )
             .map_err(|e| BenchError::io("open", &path, e.into()))?;
             let mut f = std::fs::File::from(opened);
-            let len = f.metadata().map_err(io("stat", &path))?.len() as usize;
-            if buf.len() + len > FLOOR_BUFFER {
+            let mut left = f.metadata().map_err(io("stat", &path))?.len() as usize;
+            if buf.len() + left > FLOOR_BUFFER {
                 flush(buf)?;
             }
-            let start = buf.len();
-            buf.resize(start + len, 0);
-            std::io::Read::read_exact(&mut f, &mut buf[start..]).map_err(io("read", &path))?;
+            // A small file in one read; a large one streamed through the buffer.
+            while left > 0 {
+                if buf.len() == FLOOR_BUFFER {
+                    flush(buf)?;
+                }
+                let start = buf.len();
+                let n = left.min(FLOOR_BUFFER - start);
+                buf.resize(start + n, 0);
+                std::io::Read::read_exact(&mut f, &mut buf[start..]).map_err(io("read", &path))?;
+                left -= n;
+            }
         }
         Ok(())
     };
