@@ -669,6 +669,19 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
+    #[test]
+    fn the_floor_reads_and_writes_every_byte_of_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("tree");
+        let bytes = make_tree(&source, 20, 512).unwrap();
+        // Larger than the buffer: streamed through it.
+        let large = FLOOR_BUFFER + 4096;
+        std::fs::write(source.join("d0000").join("large"), vec![3u8; large]).unwrap();
+        let out = dir.path().join("floor.bin");
+        syscall_floor(&source, &out).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes + large as u64);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_tiny_tree_is_timed_and_everything_scratch_is_removed() {
         let Some(tar) = which("tar") else {
@@ -680,9 +693,9 @@ mod tests {
         let report = bench_tree("small files", &source, 20, bytes, dir.path(), &tar, 1)
             .await
             .unwrap();
-        // Six create rows (GNU tar twice, the engine three times, the hash alone) and four
-        // restore rows.
-        assert_eq!(report.results.len(), 10);
+        // Seven create rows (GNU tar twice, the engine three times, the hash alone, the
+        // floor) and four restore rows.
+        assert_eq!(report.results.len(), 11);
         assert!(report.archive_bytes > bytes);
         assert!(
             report
