@@ -141,8 +141,8 @@ pub fn write_archive(
     checksum: Option<ChecksumKind>,
     limits: &WriteLimits,
 ) -> Result<WrittenArchive> {
-    let root = fs::symlink_metadata(source).map_err(|e| Error::io("stat", source, e))?;
-    if !root.is_dir() {
+    let source_meta = fs::symlink_metadata(source).map_err(|e| Error::io("stat", source, e))?;
+    if !source_meta.is_dir() {
         return Err(Error::FailedPrecondition(format!(
             "snapshot source {} is not a directory",
             source.display()
@@ -179,11 +179,11 @@ pub fn write_archive(
     let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(JOB_QUEUE);
     let (done_tx, done_rx) = mpsc::channel::<Segment>();
     let readers = limits.readers.max(1);
-    let written = std::thread::scope(|scope| -> Result<Option<(u64, u64)>> {
+    let written = std::thread::scope(|scope| -> Result<Option<u64>> {
         let job_rx = Arc::new(Mutex::new(job_rx));
         spawn(scope, "tar-walk", &shared, {
             let shared = &shared;
-            move || walk(own, job_tx, shared)
+            move || walk(source_meta, own, job_tx, shared)
         })?;
         for i in 0..readers {
             let (rx, tx, shared) = (job_rx.clone(), done_tx.clone(), &shared);
@@ -196,7 +196,7 @@ pub fn write_archive(
         match write_segments(&mut out, dest, done_rx, &shared) {
             Ok(entries) => {
                 end_archive(&mut out).map_err(|e| Error::io("write", dest, e))?;
-                Ok(Some((entries, out.written)))
+                Ok(Some(entries))
             }
             Err(e) => {
                 shared.fail(e);
@@ -207,7 +207,7 @@ pub fn write_archive(
     if let Some(e) = shared.take_error() {
         return Err(e);
     }
-    let (entries, size_bytes) = match written? {
+    let entries = match written? {
         Some(done) if !shared.cancelled() => done,
         _ => {
             return Err(Error::DeadlineExceeded(format!(
@@ -217,7 +217,7 @@ pub fn write_archive(
         }
     };
     Ok(WrittenArchive {
-        size_bytes,
+        size_bytes: out.written,
         entries,
         warnings: shared.warnings.load(Ordering::Relaxed),
         checksum: out.hasher.map(StreamHasher::finish),
@@ -529,10 +529,16 @@ impl Buffers {
     }
 }
 
-/// Walks `root` depth-first in name order, numbering entries for the readers.
-fn walk(own: (u64, u64), jobs: SyncSender<Vec<Job>>, shared: &Shared) -> Result<()> {
+/// Walks the source (whose metadata is `meta`) depth-first in name order, numbering entries
+/// for the readers.
+fn walk(
+    meta: Metadata,
+    own: (u64, u64),
+    jobs: SyncSender<Vec<Job>>,
+    shared: &Shared,
+) -> Result<()> {
     let mut batch = Vec::with_capacity(JOB_BATCH);
-    if walk_into(own, &jobs, &mut batch, shared)? && !batch.is_empty() {
+    if walk_into(meta, own, &jobs, &mut batch, shared)? && !batch.is_empty() {
         send_batch(&jobs, batch, shared);
     }
     Ok(())
@@ -558,13 +564,12 @@ fn send_batch(jobs: &SyncSender<Vec<Job>>, batch: Vec<Job>, shared: &Shared) -> 
 
 /// The walk proper; false when it stopped early.
 fn walk_into(
+    meta: Metadata,
     own: (u64, u64),
     jobs: &SyncSender<Vec<Job>>,
     batch: &mut Vec<Job>,
     shared: &Shared,
 ) -> Result<bool> {
-    let root = &shared.source;
-    let meta = fs::symlink_metadata(root).map_err(|e| Error::io("stat", root, e))?;
     let mut seq = 0u64;
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut send = |job: Job| -> bool {
