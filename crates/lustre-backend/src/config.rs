@@ -477,6 +477,16 @@ pub(crate) fn absolute_dir(text: &str) -> Result<PathBuf, String> {
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(format!("{text:?} must not contain '..'"));
     }
+    // The text was trimmed, but a component can still end in a space before a slash
+    // ("/a /"), which writing the path back would turn into a trimmed, other path.
+    if path
+        .components()
+        .any(|c| c.as_os_str().to_str().is_some_and(|s| s.trim() != s))
+    {
+        return Err(format!(
+            "{text:?} has a path component that starts or ends with whitespace"
+        ));
+    }
     let clean: PathBuf = path.components().collect();
     if clean == Path::new("/") {
         return Err("the root directory cannot be used".into());
@@ -1036,6 +1046,16 @@ debug: true
             ] {
                 assert!(absolute_dir(good).is_ok(), "{good} was refused");
             }
+        }
+
+        #[test]
+        fn a_component_ending_in_whitespace_is_refused_not_trimmed_later() {
+            // Found by the fuzzer: "/y/z% /" normalised to "/y/z% ", which the next load
+            // trimmed to another path.
+            for bad in ["/y/z% /", "/a /b", "/a/ b", "/a/\u{a0}b"] {
+                assert!(absolute_dir(bad).is_err(), "{bad:?} was accepted");
+            }
+            assert!(absolute_dir("/a b/c").is_ok());
         }
     }
 }
