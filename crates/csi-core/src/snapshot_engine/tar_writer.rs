@@ -1,9 +1,11 @@
 //! A native, parallel writer of GNU-tar-readable archives of a directory tree.
 //!
 //! One walker thread lists the tree depth-first (children sorted by name, each directory
-//! before its contents) and numbers the entries; N reader threads take runs of consecutive
-//! entries and turn each run into a segment of the archive: they read the entries'
-//! extended attributes and symlink targets, build their headers and read small regular
+//! before its contents) and numbers the entries, stat-ing only directories (the type of
+//! anything else is the listing's); N reader threads take runs of consecutive entries and
+//! turn each run into a segment of the archive: they stat the entries (a file through the
+//! descriptor its bytes are read from, so metadata and contents are of one inode), read
+//! their extended attributes and symlink targets, build their headers and read small regular
 //! files (up to [`SMALL_FILE_MAX`]) straight into the segment's bytes, in buffers the
 //! writer gives back for reuse. The calling thread writes the segments strictly in walk
 //! order, feeding the same bytes to the checksum, and streams large files itself in 1 MiB
@@ -14,23 +16,27 @@
 //! bytes), numeric owners, permission bits, whole-second mtimes; entry names relative to the
 //! source (`./` for the source itself); extended attributes, ACLs (`system.posix_acl_*`)
 //! included, as pax `SCHILY.xattr.<name>` records, the form `tar --xattrs` reads; hard links
-//! (the first path of an inode by walk order is the file, later ones link to it); fifos and
-//! devices as headers. Sockets are skipped with a warning, as GNU tar does. Sparse files are
+//! (the first path of an inode by walk order is the file, later ones link to it: readers
+//! build such entries whole, and the writer, which sees them in walk order, turns the later
+//! ones into links); fifos and devices as headers. Sockets are skipped with a warning, as
+//! GNU tar does. Sparse files are
 //! stored in full (their holes as zeros). Names are bytes: non-UTF-8 names survive; an
 //! attribute whose name is not UTF-8 cannot be a pax keyword and is skipped with a warning.
 //! A file that shrinks while read is padded with zeros to its header size (with a warning),
-//! one that grows is cut at it (the size the walk saw), and one removed before being read is
+//! one that grows is cut at the size it had when opened, and one removed before being read is
 //! left out with a warning: never a corrupt archive. Every thread stops at the deadline or
 //! when the cancel flag is raised.
 //!
 //! The tree belongs to the volume's users and changes while it is read, so nothing is
 //! opened by a path that a symbolic link could redirect: directories and files are opened
 //! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` below the
-//! source's own descriptor, directories are listed through that descriptor, and an opened
-//! file must be the inode the walk saw. An entry swapped for a link, or for another file,
-//! between the walk and the read is left out with a warning, so a snapshot never holds
-//! anything from outside its volume. Nor does the writer ever open a device that a user
-//! swapped in after the walk (opening one can act on the machine): files are opened below
+//! source's own descriptor, directories are listed through that descriptor, an opened
+//! directory must be the inode the walk listed and an opened file a regular file. An entry
+//! swapped for a link, or for another type of file, between the walk and the read is left
+//! out with a warning, so a snapshot never holds anything from outside its volume; a file
+//! replaced by another regular file goes in as the new file, as GNU tar would take it. Nor
+//! does the writer ever open a device that a user swapped in after the walk (opening one
+//! can act on the machine): files are opened below
 //! a private `nodev` copy of the source's mount (or the mount itself when it is `nodev`),
 //! where no device can be opened; a process without the privilege to make the copy opens
 //! each file as an `O_PATH` descriptor first, checks it, and reopens it through that.
@@ -168,6 +174,7 @@ pub fn write_archive(
     let shared = Shared {
         nodev,
         root,
+        own,
         source: source.to_path_buf(),
         cancel: limits.cancel.clone(),
         error: Mutex::new(None),
@@ -183,7 +190,7 @@ pub fn write_archive(
         let job_rx = Arc::new(Mutex::new(job_rx));
         spawn(scope, "tar-walk", &shared, {
             let shared = &shared;
-            move || walk(source_meta, own, job_tx, shared)
+            move || walk(source_meta, job_tx, shared)
         })?;
         for i in 0..readers {
             let (rx, tx, shared) = (job_rx.clone(), done_tx.clone(), &shared);
@@ -307,6 +314,8 @@ struct Shared {
     source: PathBuf,
     /// Whether no device node can be opened below `root` (see [`nodev_root`]).
     nodev: bool,
+    /// The archive's device and inode (never archived, should it lie in the source).
+    own: (u64, u64),
     cancel: Arc<AtomicBool>,
     error: Mutex<Option<Error>>,
     window: Window,
@@ -443,30 +452,27 @@ fn admits(used: u64, next: u64, seq: u64, cost: u64) -> bool {
         || (used.saturating_add(cost) <= WINDOW_BYTES && seq < next.saturating_add(WINDOW_ENTRIES))
 }
 
-/// One walked path.
+/// One walked path: its name and type as its directory listed them. Its metadata is
+/// read when it is archived (a directory's when it is listed), so what goes into the
+/// archive is the metadata of the very inode whose bytes are read.
 struct Job {
     seq: u64,
     /// The name in the archive.
     name: PathBuf,
-    meta: Metadata,
-    /// The archive name of an earlier path of the same inode.
-    link_to: Option<PathBuf>,
+    /// The type its directory listing gave (`d_type`; a stat where the filesystem gives none).
+    kind: fs::FileType,
+    /// A directory's metadata, from the descriptor it was listed through.
+    meta: Option<Metadata>,
 }
 
-impl Job {
-    /// What the entry holds in the window while waiting for the writer.
-    fn cost(&self) -> u64 {
-        let data = if self.link_to.is_none() && self.meta.is_file() {
-            if self.meta.len() <= SMALL_FILE_MAX {
-                self.meta.len()
-            } else {
-                LARGE_FILE_COST
-            }
-        } else {
-            0
-        };
-        ENTRY_COST + data
-    }
+/// What an entry of `meta` holds in the window while waiting for the writer.
+fn cost_of(meta: &Metadata) -> u64 {
+    let data = match meta.len() {
+        _ if !meta.is_file() => 0,
+        len if len <= SMALL_FILE_MAX => len,
+        _ => LARGE_FILE_COST,
+    };
+    ENTRY_COST + data
 }
 
 /// A run of consecutive walk entries turned into archive bytes by a reader.
@@ -504,6 +510,21 @@ enum Piece {
         size: u64,
         name: PathBuf,
     },
+    /// An entry whose inode has other links: written as it is at the first path of the
+    /// inode in walk order, as a hard link to that path at later ones.
+    Linkable(Box<Linkable>),
+}
+
+/// An entry of an inode with more than one link, as a reader built it.
+struct Linkable {
+    /// The inode's device and number.
+    inode: (u64, u64),
+    /// The header of the entry (its metadata), for a link entry.
+    header: Header,
+    /// Its name in the archive.
+    name: PathBuf,
+    /// The whole entry: attributes, header and data.
+    pieces: Vec<Piece>,
 }
 
 /// Byte buffers the writer has emptied, for the readers to fill again (no allocation and
@@ -531,14 +552,9 @@ impl Buffers {
 
 /// Walks the source (whose metadata is `meta`) depth-first in name order, numbering entries
 /// for the readers.
-fn walk(
-    meta: Metadata,
-    own: (u64, u64),
-    jobs: SyncSender<Vec<Job>>,
-    shared: &Shared,
-) -> Result<()> {
+fn walk(meta: Metadata, jobs: SyncSender<Vec<Job>>, shared: &Shared) -> Result<()> {
     let mut batch = Vec::with_capacity(JOB_BATCH);
-    if walk_into(meta, own, &jobs, &mut batch, shared)? && !batch.is_empty() {
+    if walk_into(meta, &jobs, &mut batch, shared)? && !batch.is_empty() {
         send_batch(&jobs, batch, shared);
     }
     Ok(())
@@ -562,16 +578,16 @@ fn send_batch(jobs: &SyncSender<Vec<Job>>, batch: Vec<Job>, shared: &Shared) -> 
     }
 }
 
-/// The walk proper; false when it stopped early.
+/// The walk proper; false when it stopped early. Only directories are stat-ed here
+/// (through the descriptor they are listed by); every other entry goes by the type its
+/// directory listing gave, and its reader stats it.
 fn walk_into(
     meta: Metadata,
-    own: (u64, u64),
     jobs: &SyncSender<Vec<Job>>,
     batch: &mut Vec<Job>,
     shared: &Shared,
 ) -> Result<bool> {
     let mut seq = 0u64;
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut send = |job: Job| -> bool {
         batch.push(job);
         if batch.len() < JOB_BATCH {
@@ -580,19 +596,20 @@ fn walk_into(
         let full = std::mem::replace(batch, Vec::with_capacity(JOB_BATCH));
         send_batch(jobs, full, shared)
     };
+    let children = list_dir(Path::new("."), shared)?.map_or_else(Vec::new, |(_, c)| c);
     if !send(Job {
         seq,
         name: PathBuf::from("./"),
-        meta,
-        link_to: None,
+        kind: meta.file_type(),
+        meta: Some(meta),
     }) {
         return Ok(false);
     }
     seq += 1;
     // Each frame: a directory's archive name and remaining children (reversed).
-    let mut stack = vec![(PathBuf::new(), list_dir(Path::new("."), shared)?)];
+    let mut stack = vec![(PathBuf::new(), children)];
     while let Some((name, children)) = stack.last_mut() {
-        let Some((child, meta)) = children.pop() else {
+        let Some((child, kind)) = children.pop() else {
             stack.pop();
             continue;
         };
@@ -600,33 +617,23 @@ fn walk_into(
             return Ok(false);
         }
         let child_name = name.join(&child);
-        let kind = meta.file_type();
         if kind.is_socket() {
             warn!(path = %shared.path_of(&child_name).display(), "socket ignored (archives cannot hold sockets)");
             continue;
         }
-        if (meta.dev(), meta.ino()) == own {
-            warn!(path = %shared.path_of(&child_name).display(), "the archive itself lies in the source; not archived");
-            continue;
-        }
-        let mut link_to = None;
-        if !kind.is_dir() && meta.nlink() > 1 {
-            match links.entry((meta.dev(), meta.ino())) {
-                MapEntry::Occupied(first) => link_to = Some(first.get().clone()),
-                MapEntry::Vacant(slot) => {
-                    slot.insert(child_name.clone());
-                }
-            }
-        }
+        let mut meta = None;
         if kind.is_dir() {
-            let grandchildren = list_dir(&child_name, shared)?;
+            let Some((dir_meta, grandchildren)) = list_dir(&child_name, shared)? else {
+                continue;
+            };
+            meta = Some(dir_meta);
             stack.push((child_name.clone(), grandchildren));
         }
         if !send(Job {
             seq,
             name: child_name,
+            kind,
             meta,
-            link_to,
         }) {
             return Ok(false);
         }
@@ -635,29 +642,31 @@ fn walk_into(
     Ok(true)
 }
 
-/// The entries of the directory of archive name `rel` with their metadata (not following
-/// symlinks), in reverse name order; a directory removed or replaced meanwhile is empty.
-/// Listed through a descriptor opened below the source, so a directory swapped for a link
-/// is never followed.
-fn list_dir(rel: &Path, shared: &Shared) -> Result<Vec<(std::ffi::OsString, Metadata)>> {
+/// The metadata of the directory of archive name `rel` and its entries with their types,
+/// in reverse name order; `None`, with a warning, when it was removed or replaced
+/// meanwhile. Listed through a descriptor opened below the source, so a directory swapped
+/// for a link is never followed.
+fn list_dir(rel: &Path, shared: &Shared) -> Result<Option<(Metadata, Vec<Listed>)>> {
     let dir = || shared.path_of(rel);
-    let opened = shared.open_beneath(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY);
-    let listed = opened.and_then(|fd| fs::read_dir(fd_path(&fd)).map(|r| (fd, r)));
-    let (_fd, reader) = match listed {
+    let opened = shared
+        .open_beneath(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .and_then(|fd| Ok((fd.metadata()?, fs::read_dir(fd_path(&fd))?, fd)));
+    let (meta, reader, _fd) = match opened {
         Ok(r) => r,
-        Err(e) if changed_meanwhile(&e) => {
-            warn!(path = %dir().display(), error = %e, "directory removed, replaced or another filesystem's mount point; its content is not archived");
+        Err(e) if e.kind() == ErrorKind::NotFound || changed_meanwhile(&e) => {
+            warn!(path = %dir().display(), error = %e, "directory removed, replaced or another filesystem's mount point; not archived");
             shared.warned();
-            return Ok(Vec::new());
+            return Ok(None);
         }
         Err(e) => return Err(Error::io("read directory", dir(), e)),
     };
     let mut children = Vec::new();
     for item in reader {
         let item = item.map_err(|e| Error::io("read directory", dir(), e))?;
-        // Relative to the listed descriptor (fstatat, no symlink followed).
-        match item.metadata() {
-            Ok(meta) => children.push((item.file_name(), meta)),
+        // The listing's own type; a stat relative to the listed descriptor (no symlink
+        // followed) only where the filesystem gives none.
+        match item.file_type() {
+            Ok(kind) => children.push((item.file_name(), kind)),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 warn!(path = %dir().join(item.file_name()).display(), "file removed before it was read");
                 shared.warned();
@@ -666,13 +675,16 @@ fn list_dir(rel: &Path, shared: &Shared) -> Result<Vec<(std::ffi::OsString, Meta
         }
     }
     children.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-    Ok(children)
+    Ok(Some((meta, children)))
 }
+
+/// A directory entry as listed: its name and type.
+type Listed = (std::ffi::OsString, fs::FileType);
 
 /// A reader thread: turns batches of walked entries into archive segments until the walk
 /// ends or the run stops.
 fn read_entries(jobs: Arc<Mutex<Receiver<Vec<Job>>>>, done: Sender<Segment>, shared: &Shared) {
-    let mut assembler = Assembler::new(shared);
+    let mut assembler = Assembler::new(shared, done);
     loop {
         if shared.cancelled() {
             return;
@@ -686,32 +698,44 @@ fn read_entries(jobs: Arc<Mutex<Receiver<Vec<Job>>>>, done: Sender<Segment>, sha
         };
         assembler.segment = Segment::new(first);
         for job in batch {
-            let cost = job.cost();
-            if !shared.window.try_acquire(job.seq, cost) {
-                // What is ready goes to the writer before waiting: it may need it to move on.
-                let ready = assembler.take(job.seq);
-                if ready.end > ready.start && done.send(ready).is_err() {
-                    return;
-                }
-                if !shared.window.acquire(job.seq, cost, &shared.cancel) {
+            let seq = job.seq;
+            match assembler.append(job) {
+                Ok(Appended::Entry) => assembler.segment.entries += 1,
+                Ok(Appended::LeftOut) => {}
+                Ok(Appended::Stopped) => return,
+                Err(e) => {
+                    shared.fail(e);
                     return;
                 }
             }
-            if let Err(e) = assembler.add(job, cost) {
-                shared.fail(e);
-                return;
+            assembler.segment.end = seq + 1;
+            if assembler.builder.get_ref().len() >= PIECE_BYTES {
+                assembler.cut();
             }
         }
         let end = assembler.segment.end;
-        if done.send(assembler.take(end)).is_err() {
+        let segment = assembler.take(end);
+        if assembler.done.send(segment).is_err() {
             return;
         }
     }
 }
 
+/// What became of a walked entry.
+enum Appended {
+    /// It is in the segment.
+    Entry,
+    /// It vanished or was replaced after the walk (a warning says so).
+    LeftOut,
+    /// The run stopped.
+    Stopped,
+}
+
 /// A reader's segment in the making, and the tar builder its bytes go through.
 struct Assembler<'a> {
     shared: &'a Shared,
+    /// Where finished segments go (to the writer).
+    done: Sender<Segment>,
     /// Writes into the segment's current bytes piece. (Dropping it appends the end of an
     /// archive to a buffer nobody reads.)
     builder: Builder<Vec<u8>>,
@@ -719,9 +743,10 @@ struct Assembler<'a> {
 }
 
 impl<'a> Assembler<'a> {
-    fn new(shared: &'a Shared) -> Self {
+    fn new(shared: &'a Shared, done: Sender<Segment>) -> Self {
         Self {
             shared,
+            done,
             builder: Builder::new(shared.buffers.take()),
             segment: Segment::new(0),
         }
@@ -741,64 +766,73 @@ impl<'a> Assembler<'a> {
         std::mem::replace(&mut self.segment, Segment::new(start))
     }
 
-    /// Appends the walked entry `job` (which holds `cost` of the window).
-    fn add(&mut self, job: Job, cost: u64) -> Result<()> {
-        let seq = job.seq;
-        if self.append(job)? {
-            self.segment.entries += 1;
+    /// Takes window room for entry `seq` of metadata `meta`, before anything of it is read.
+    /// When there is none now, what is ready goes to the writer first (it may need it to
+    /// move on); false when the run stops while waiting.
+    fn admit(&mut self, seq: u64, meta: &Metadata) -> bool {
+        let cost = cost_of(meta);
+        let window = &self.shared.window;
+        if !window.try_acquire(seq, cost) {
+            let ready = self.take(seq);
+            if ready.end > ready.start && self.done.send(ready).is_err() {
+                return false;
+            }
+            if !window.acquire(seq, cost, &self.shared.cancel) {
+                return false;
+            }
         }
-        self.segment.end = seq + 1;
         self.segment.cost += cost;
-        if self.builder.get_ref().len() >= PIECE_BYTES {
-            self.cut();
-        }
-        Ok(())
+        true
     }
 
-    /// Appends one entry: its pax attributes, header and data (a large file's data is
-    /// left for the writer to stream); false when it vanished or was replaced meanwhile.
-    fn append(&mut self, job: Job) -> Result<bool> {
+    /// Appends one walked entry: its pax attributes, header and data (a large file's data
+    /// is left for the writer to stream). A non-directory with more than one link goes as
+    /// a [`Piece::Linkable`], for the writer to turn into a link to the first path of its
+    /// inode in walk order when that came before.
+    fn append(&mut self, job: Job) -> Result<Appended> {
         let shared = self.shared;
         let path = || shared.path_of(&job.name);
-        let vanished = |e: &io::Error| {
-            if e.kind() == ErrorKind::NotFound {
-                warn!(path = %path().display(), "file removed before it was read; not archived");
-                shared.warned();
-                true
-            } else {
-                false
-            }
+        let left_out = |why: &str, e: Option<&io::Error>| {
+            warn!(path = %path().display(), error = ?e.map(ToString::to_string), "{why}; not archived");
+            shared.warned();
+            Ok(Appended::LeftOut)
         };
         let attrs_failed = |e: io::Error| Error::io("read extended attributes", path(), e);
         let fail = |e: io::Error| Error::io("write archive entry", &job.name, e);
-        let kind = job.meta.file_type();
-        let mut header = header_of(&job.meta);
-        if let Some(first) = &job.link_to {
-            // The attributes belong to the inode and travel with its first name.
-            header.set_entry_type(EntryType::Link);
-            self.builder
-                .append_link(&mut header, &job.name, first)
-                .map_err(fail)?;
-        } else if kind.is_file() {
-            let Some(mut file) = open_file(&job, shared)? else {
-                return Ok(false);
+        let kind = job.kind;
+        if kind.is_file() {
+            let Some((mut file, meta)) = open_file(&job, shared)? else {
+                return Ok(Appended::LeftOut);
             };
+            if (meta.dev(), meta.ino()) == shared.own {
+                return left_out("the archive itself lies in the source", None);
+            }
+            if !self.admit(job.seq, &meta) {
+                return Ok(Appended::Stopped);
+            }
+            let mark = self.linkable_start(&meta);
             let xattrs = read_xattrs(&job.name, Some(&file)).map_err(attrs_failed)?;
             self.pax(&xattrs).map_err(fail)?;
-            let size = job.meta.len();
+            let size = meta.len();
+            let mut header = header_of(&meta);
             header.set_entry_type(EntryType::Regular);
-            header.set_size(size);
-            self.builder
-                .append_data(&mut header, &job.name, io::empty())
-                .map_err(fail)?;
+            set_number(
+                &mut header,
+                size,
+                |h| &mut h.as_old_mut().size,
+                Header::set_size,
+            );
+            self.append_header(&mut header, &job.name).map_err(fail)?;
             if size <= SMALL_FILE_MAX {
-                // Read in place; what a file that shrank leaves unread stays zero.
+                // Read in place (no zeroing first), then padded; what a file that shrank
+                // leaves unread is zeros too.
                 let out = self.builder.get_mut();
                 let start = out.len();
-                out.resize(start + size.next_multiple_of(512) as usize, 0);
-                let want = start + size as usize;
-                let got = read_full(&mut file, &mut out[start..want])
-                    .map_err(|e| Error::io("read", path(), e))?;
+                let end = start + size.next_multiple_of(512) as usize;
+                out.reserve(end - start);
+                let got =
+                    read_into(&mut file, size, out).map_err(|e| Error::io("read", path(), e))?;
+                out.resize(end, 0);
                 if (got as u64) < size {
                     warn!(path = %path().display(), size, read = got, "file shrank while it was read; padded with zeros");
                     shared.warned();
@@ -811,17 +845,26 @@ impl<'a> Assembler<'a> {
                     name: job.name.clone(),
                 });
             }
+            self.linkable_end(mark, &meta, &job.name);
         } else if kind.is_dir() {
             let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
-            let Some(dir) = open_walked(&job, &job.name, flags, true, shared)? else {
-                return Ok(false);
+            let Some(meta) = &job.meta else {
+                return Err(Error::Internal(format!(
+                    "{} walked without its metadata",
+                    path().display()
+                )));
             };
+            let Some(dir) = open_walked(&job, &job.name, flags, Some(meta), shared)? else {
+                return Ok(Appended::LeftOut);
+            };
+            if !self.admit(job.seq, meta) {
+                return Ok(Appended::Stopped);
+            }
             let xattrs = read_xattrs(&job.name, Some(&dir)).map_err(attrs_failed)?;
             self.pax(&xattrs).map_err(fail)?;
+            let mut header = header_of(meta);
             header.set_entry_type(EntryType::Directory);
-            self.builder
-                .append_data(&mut header, &job.name, io::empty())
-                .map_err(fail)?;
+            self.append_header(&mut header, &job.name).map_err(fail)?;
         } else {
             let entry_type = if kind.is_symlink() {
                 EntryType::Symlink
@@ -832,16 +875,14 @@ impl<'a> Assembler<'a> {
             } else if kind.is_block_device() {
                 EntryType::Block
             } else {
-                warn!(path = %path().display(), "file of an unknown type not archived");
-                shared.warned();
-                return Ok(false);
+                return left_out("file of an unknown type", None);
             };
             // Reached through its parent's descriptor, opened below the source, and never
             // opened itself (a fifo or a device must not be).
             let parent = job.name.parent().unwrap_or(Path::new(""));
             let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-            let Some(parent) = open_walked(&job, parent, flags, false, shared)? else {
-                return Ok(false);
+            let Some(parent) = open_walked(&job, parent, flags, None, shared)? else {
+                return Ok(Appended::LeftOut);
             };
             let Some(leaf) = job.name.file_name() else {
                 return Err(Error::Internal(format!(
@@ -852,21 +893,38 @@ impl<'a> Assembler<'a> {
             // The descriptor's path as a directory component: followed to that very
             // directory; the leaf itself is never followed (l* calls, readlink).
             let pinned = fd_path(&parent).join(leaf);
+            let meta = match fs::symlink_metadata(&pinned) {
+                Ok(meta) if meta.file_type() == kind => meta,
+                Ok(_) => return left_out("replaced after the walk", None),
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return left_out("removed before it was read", Some(&e));
+                }
+                Err(e) => return Err(Error::io("stat", path(), e)),
+            };
+            if !self.admit(job.seq, &meta) {
+                return Ok(Appended::Stopped);
+            }
             let xattrs = match read_xattrs(&pinned, None) {
                 Ok(x) => x,
-                Err(e) if vanished(&e) => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return left_out("removed before it was read", Some(&e));
+                }
                 Err(e) => return Err(attrs_failed(e)),
             };
             let target = if kind.is_symlink() {
                 match fs::read_link(&pinned) {
                     Ok(target) => Some(target),
-                    Err(e) if vanished(&e) => return Ok(false),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        return left_out("removed before it was read", Some(&e));
+                    }
                     Err(e) => return Err(Error::io("read link", path(), e)),
                 }
             } else {
                 None
             };
+            let mark = self.linkable_start(&meta);
             self.pax(&xattrs).map_err(fail)?;
+            let mut header = header_of(&meta);
             header.set_entry_type(entry_type);
             if let Some(target) = target {
                 self.builder
@@ -874,7 +932,7 @@ impl<'a> Assembler<'a> {
                     .map_err(fail)?;
             } else {
                 if kind.is_char_device() || kind.is_block_device() {
-                    let rdev = job.meta.rdev();
+                    let rdev = meta.rdev();
                     header
                         .set_device_major(nix::sys::stat::major(rdev) as u32)
                         .map_err(fail)?;
@@ -886,8 +944,46 @@ impl<'a> Assembler<'a> {
                     .append_data(&mut header, &job.name, io::empty())
                     .map_err(fail)?;
             }
+            self.linkable_end(mark, &meta, &job.name);
         }
-        Ok(true)
+        Ok(Appended::Entry)
+    }
+
+    /// Appends `header` (of an entry without data, or whose data follows) for `name`, with
+    /// the bytes [`Builder::append_data`] would write: the name in the header, or a GNU
+    /// long-name entry first when it does not fit.
+    fn append_header(&mut self, header: &mut Header, name: &Path) -> io::Result<()> {
+        if header.set_path(name).is_err() {
+            return self.builder.append_data(header, name, io::empty());
+        }
+        set_cksum(header);
+        self.builder.get_mut().extend_from_slice(header.as_bytes());
+        Ok(())
+    }
+
+    /// Where the pieces of an entry of `meta` start, when it has more than one link (it
+    /// may turn out to be a later path of an inode already archived).
+    fn linkable_start(&mut self, meta: &Metadata) -> Option<usize> {
+        (meta.nlink() > 1).then(|| {
+            self.cut();
+            self.segment.pieces.len()
+        })
+    }
+
+    /// Wraps the pieces appended since `mark` (from [`Self::linkable_start`]) into one
+    /// [`Piece::Linkable`].
+    fn linkable_end(&mut self, mark: Option<usize>, meta: &Metadata, name: &Path) {
+        let Some(mark) = mark else {
+            return;
+        };
+        self.cut();
+        let pieces = self.segment.pieces.split_off(mark);
+        self.segment.pieces.push(Piece::Linkable(Box::new(Linkable {
+            inode: (meta.dev(), meta.ino()),
+            header: header_of(meta),
+            name: name.to_path_buf(),
+            pieces,
+        })));
     }
 
     /// Appends the pax records of an entry's extended attributes, if it has any.
@@ -901,15 +997,81 @@ impl<'a> Assembler<'a> {
 }
 
 /// A header with `meta`'s permission bits, numeric owners and whole-second mtime; its
-/// size 0 until set.
+/// size 0 until set. (The same bytes as the `tar` crate's setters, which format each
+/// number through a `String`: this runs for every entry.)
 fn header_of(meta: &Metadata) -> Header {
     let mut header = Header::new_gnu();
-    header.set_mode(meta.mode() & 0o7777);
-    header.set_uid(u64::from(meta.uid()));
-    header.set_gid(u64::from(meta.gid()));
-    header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-    header.set_size(0);
+    let mode = u64::from(meta.mode() & 0o7777);
+    set_number(
+        &mut header,
+        mode,
+        |h| &mut h.as_old_mut().mode,
+        |h, v| h.set_mode(v as u32),
+    );
+    set_number(
+        &mut header,
+        meta.uid().into(),
+        |h| &mut h.as_old_mut().uid,
+        Header::set_uid,
+    );
+    set_number(
+        &mut header,
+        meta.gid().into(),
+        |h| &mut h.as_old_mut().gid,
+        Header::set_gid,
+    );
+    let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+    set_number(
+        &mut header,
+        mtime,
+        |h| &mut h.as_old_mut().mtime,
+        Header::set_mtime,
+    );
+    set_number(
+        &mut header,
+        0,
+        |h| &mut h.as_old_mut().size,
+        Header::set_size,
+    );
     header
+}
+
+/// Writes `value` into the numeric `field` of `header`: as zero-padded octal digits and a
+/// NUL when it fits, else through `slow` (the `tar` crate's setter, which switches to
+/// GNU's binary form).
+fn set_number(
+    header: &mut Header,
+    value: u64,
+    field: impl FnOnce(&mut Header) -> &mut [u8],
+    slow: impl FnOnce(&mut Header, u64),
+) {
+    let digits = field(header);
+    let Some((nul, digits)) = digits.split_last_mut() else {
+        return;
+    };
+    if value.checked_shr(3 * digits.len() as u32).unwrap_or(0) != 0 {
+        return slow(header, value);
+    }
+    *nul = 0;
+    let mut rest = value;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest & 7) as u8;
+        rest >>= 3;
+    }
+}
+
+/// Sets the header's checksum as [`Header::set_cksum`] does: the sum of its bytes, the
+/// checksum field counted as spaces.
+fn set_cksum(header: &mut Header) {
+    let sum: u64 = header.as_bytes().iter().map(|&b| u64::from(b)).sum();
+    let field: u64 = header.as_old().cksum.iter().map(|&b| u64::from(b)).sum();
+    let cksum = sum - field + 8 * u64::from(b' ');
+    set_number(
+        header,
+        cksum,
+        |h| &mut h.as_old_mut().cksum,
+        |h, _| h.set_cksum(),
+    );
 }
 
 /// Whether this kernel has `openat2` with `RESOLVE_BENEATH` (Linux 5.6 and later), which
@@ -962,7 +1124,7 @@ fn open_beneath(root: &File, rel: &Path, flags: OFlag) -> io::Result<File> {
         .map_err(io::Error::from)
 }
 
-/// `file` when it is still what the walk saw (same type, device and inode).
+/// `file` when it is still the inode of `walked` (same type, device and inode).
 fn same_inode(file: File, walked: &Metadata) -> io::Result<File> {
     let now = file.metadata()?;
     if now.file_type() == walked.file_type()
@@ -974,9 +1136,21 @@ fn same_inode(file: File, walked: &Metadata) -> io::Result<File> {
     }
 }
 
+/// `file` and its metadata when it is a regular file (else `ESTALE`: something else took
+/// the place of the file the walk listed).
+fn regular(file: File) -> io::Result<(File, Metadata)> {
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        Ok((file, meta))
+    } else {
+        Err(io::Error::from_raw_os_error(libc::ESTALE))
+    }
+}
+
 /// Errors of an entry replaced under the walk: a symbolic link (`ELOOP`) or an escape
 /// (`EXDEV`, also another filesystem's mount point) where a directory was, something that
-/// is not a directory (`ENOTDIR`), another inode (`ESTALE`, from [`same_inode`]).
+/// is not a directory (`ENOTDIR`), another inode or type (`ESTALE`, from [`same_inode`]
+/// and [`regular`]).
 fn changed_meanwhile(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -984,23 +1158,9 @@ fn changed_meanwhile(e: &io::Error) -> bool {
     )
 }
 
-/// Opens `rel` below the source for `job` (its own entry, or with `same` false its parent
-/// directory); `None`, with a warning, when the entry vanished or was replaced after the
-/// walk (with `same`, the opened inode must be the walked one).
-fn open_walked(
-    job: &Job,
-    rel: &Path,
-    flags: OFlag,
-    same: bool,
-    shared: &Shared,
-) -> Result<Option<File>> {
-    let opened = shared.open_beneath(rel, flags).and_then(|f| {
-        if same {
-            same_inode(f, &job.meta)
-        } else {
-            Ok(f)
-        }
-    });
+/// `opened` (what was opened below the source for `job`), or `None` with a warning when
+/// the entry vanished or was replaced after the walk.
+fn walked_or_left_out<T>(job: &Job, opened: io::Result<T>, shared: &Shared) -> Result<Option<T>> {
     match opened {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == ErrorKind::NotFound || changed_meanwhile(&e) => {
@@ -1012,25 +1172,56 @@ fn open_walked(
     }
 }
 
-/// Opens the walked regular file of `job` for reading; `None`, with a warning, when it
-/// vanished or was replaced after the walk. A device or fifo swapped in after the walk is
-/// never opened (opening one can act: a watchdog starts, a tape rewinds): where no device
-/// can be opened below the root, the file is opened directly (non-blocking, in case a fifo
-/// took its place) and checked after; elsewhere an `O_PATH` descriptor, which opens
-/// nothing, is checked to be the walked file first, and the file reopened through it.
-fn open_file(job: &Job, shared: &Shared) -> Result<Option<File>> {
+/// Opens `rel` below the source for `job` (its own entry, or its parent directory); with
+/// `walked`, the opened inode must be that one. `None`, with a warning, when the entry
+/// vanished or was replaced after the walk.
+fn open_walked(
+    job: &Job,
+    rel: &Path,
+    flags: OFlag,
+    walked: Option<&Metadata>,
+    shared: &Shared,
+) -> Result<Option<File>> {
+    let opened = shared.open_beneath(rel, flags).and_then(|f| match walked {
+        Some(meta) => same_inode(f, meta),
+        None => Ok(f),
+    });
+    walked_or_left_out(job, opened, shared)
+}
+
+/// Opens the walked regular file of `job` for reading, with its metadata as of the open;
+/// `None`, with a warning, when it vanished or something else took its place after the
+/// walk. A device or fifo swapped in after the walk is never opened (opening one can act:
+/// a watchdog starts, a tape rewinds): where no device can be opened below the root, the
+/// file is opened directly (non-blocking, in case a fifo took its place) and checked
+/// after; elsewhere an `O_PATH` descriptor, which opens nothing, is checked to be a
+/// regular file first, and the file reopened through it.
+fn open_file(job: &Job, shared: &Shared) -> Result<Option<(File, Metadata)>> {
     if shared.nodev {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
-        return open_walked(job, &job.name, flags, true, shared);
+        let opened = shared.open_beneath(&job.name, flags).and_then(regular);
+        return walked_or_left_out(job, opened, shared);
     }
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW;
-    let Some(pinned) = open_walked(job, &job.name, flags, true, shared)? else {
+    let opened = shared.open_beneath(&job.name, flags).and_then(regular);
+    let Some((pinned, meta)) = walked_or_left_out(job, opened, shared)? else {
         return Ok(None);
     };
     // The descriptor's magic link is that very inode, now known to be a regular file.
     File::open(fd_path(&pinned))
-        .map(Some)
+        .map(|file| Some((file, meta)))
         .map_err(|e| Error::io("open", shared.path_of(&job.name), e))
+}
+
+/// Appends up to `size` bytes of `file` to `out`, reading until they are in or the file
+/// ends; returns the bytes read.
+fn read_into(file: &mut File, size: u64, out: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        match file.take(size).read_to_end(out) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            read => return read,
+        }
+    }
 }
 
 /// Reads into `buf` until it is full or the file ends; returns the bytes read.
@@ -1159,9 +1350,15 @@ fn write_segments(
     shared: &Shared,
 ) -> Result<u64> {
     let mut pending: HashMap<u64, Segment> = HashMap::new();
+    let mut pieces = PieceWriter {
+        dest,
+        shared,
+        chunk: vec![0u8; CHUNK],
+        links: HashMap::new(),
+        link_entry: Builder::new(Vec::new()),
+    };
     let mut next = 0u64;
     let mut entries = 0u64;
-    let mut chunk = vec![0u8; CHUNK];
     loop {
         let segment = match done.recv_timeout(POLL) {
             Ok(segment) => segment,
@@ -1179,17 +1376,8 @@ fn write_segments(
                 return Ok(entries);
             }
             for piece in segment.pieces {
-                match piece {
-                    Piece::Bytes(bytes) => {
-                        out.write_all(&bytes)
-                            .map_err(|e| Error::io("write", dest, e))?;
-                        shared.buffers.give(bytes);
-                    }
-                    Piece::Stream { file, size, name } => {
-                        if !stream(out, file, size, &name, &mut chunk, shared)? {
-                            return Ok(entries);
-                        }
-                    }
+                if !pieces.write(out, piece)? {
+                    return Ok(entries);
                 }
             }
             entries += segment.entries;
@@ -1203,6 +1391,59 @@ fn write_segments(
         )));
     }
     Ok(entries)
+}
+
+/// The writer's state for writing pieces.
+struct PieceWriter<'a> {
+    dest: &'a Path,
+    shared: &'a Shared,
+    /// The buffer large files are streamed through.
+    chunk: Vec<u8>,
+    /// The archive name of the first path written of each inode with several links.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Builds hard link entries. (Dropping it appends the end of an archive to a buffer
+    /// nobody reads.)
+    link_entry: Builder<Vec<u8>>,
+}
+
+impl PieceWriter<'_> {
+    /// Writes one piece; false when the run stopped first.
+    fn write(&mut self, out: &mut HashingFile, piece: Piece) -> Result<bool> {
+        match piece {
+            Piece::Bytes(bytes) => {
+                out.write_all(&bytes)
+                    .map_err(|e| Error::io("write", self.dest, e))?;
+                self.shared.buffers.give(bytes);
+            }
+            Piece::Stream { file, size, name } => {
+                return stream(out, file, size, &name, &mut self.chunk, self.shared);
+            }
+            Piece::Linkable(entry) => match self.links.entry(entry.inode) {
+                MapEntry::Occupied(first) => {
+                    // The attributes belong to the inode and travel with its first name.
+                    let mut header = entry.header;
+                    header.set_entry_type(EntryType::Link);
+                    header.set_size(0);
+                    let fail = |e: io::Error| Error::io("write archive entry", &entry.name, e);
+                    self.link_entry
+                        .append_link(&mut header, &entry.name, first.get())
+                        .map_err(fail)?;
+                    let bytes = std::mem::take(self.link_entry.get_mut());
+                    out.write_all(&bytes)
+                        .map_err(|e| Error::io("write", self.dest, e))?;
+                }
+                MapEntry::Vacant(slot) => {
+                    slot.insert(entry.name);
+                    for piece in entry.pieces {
+                        if !self.write(out, piece)? {
+                            return Ok(false);
+                        }
+                    }
+                }
+            },
+        }
+        Ok(true)
+    }
 }
 
 /// Copies a large file's `size` bytes (its header already written) and its padding; false
@@ -1241,6 +1482,7 @@ fn stream(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn acls_read_as_their_text_form() {
@@ -1277,6 +1519,10 @@ mod tests {
         assert_eq!(pax_xattr_key("user.a=b%"), "SCHILY.xattr.user.a%3Db%25");
     }
 
+    /// A numeric header field, and the `tar` crate's setter of it.
+    type Field = fn(&mut Header) -> &mut [u8];
+    type Setter = fn(&mut Header, u64);
+
     proptest! {
         #[test]
         fn acl_parsing_never_panics_and_yields_one_part_per_entry(
@@ -1288,6 +1534,43 @@ mod tests {
                 if let Some(text) = acl_text(input) {
                     prop_assert_eq!(text.split(',').count(), (input.len() - 4) / 8);
                 }
+            }
+        }
+
+        #[test]
+        fn headers_are_the_bytes_the_tar_crate_writes(
+            mode in 0u32..0o10000,
+            uid in prop_oneof![0u64..0o10000000, any::<u32>().prop_map(u64::from)],
+            gid in prop_oneof![0u64..0o10000000, any::<u32>().prop_map(u64::from)],
+            mtime in prop_oneof![0u64..0o100000000000, any::<u64>()],
+            size in prop_oneof![0u64..0o100000000000, any::<u64>()],
+            name in "[a-z0-9._/-]{1,120}",
+        ) {
+            let (mut fast, mut slow) = (Header::new_gnu(), Header::new_gnu());
+            let fields: [(u64, Field, Setter); 5] = [
+                (mode.into(), |h| &mut h.as_old_mut().mode, |h, v| h.set_mode(v as u32)),
+                (uid, |h| &mut h.as_old_mut().uid, Header::set_uid),
+                (gid, |h| &mut h.as_old_mut().gid, Header::set_gid),
+                (mtime, |h| &mut h.as_old_mut().mtime, Header::set_mtime),
+                (size, |h| &mut h.as_old_mut().size, Header::set_size),
+            ];
+            for (value, field, setter) in fields {
+                set_number(&mut fast, value, field, setter);
+                setter(&mut slow, value);
+            }
+            fast.set_entry_type(EntryType::Regular);
+            slow.set_entry_type(EntryType::Regular);
+            let mut built = Builder::new(Vec::new());
+            let ours = {
+                let shared = shared_on(Path::new("/"));
+                let mut assembler = Assembler::new(&shared, mpsc::channel().0);
+                let appended = assembler.append_header(&mut fast, Path::new(&name));
+                appended.map(|()| std::mem::take(assembler.builder.get_mut()))
+            };
+            let theirs = built.append_data(&mut slow, &name, io::empty());
+            prop_assert_eq!(ours.is_ok(), theirs.is_ok());
+            if ours.is_ok() {
+                prop_assert_eq!(ours.unwrap(), std::mem::take(built.get_mut()));
             }
         }
 
@@ -1370,6 +1653,7 @@ mod tests {
             root: open_root(source).unwrap(),
             source: source.to_path_buf(),
             nodev: false,
+            own: (0, 0),
             cancel: Arc::default(),
             error: Mutex::new(None),
             window: Window::default(),
@@ -1410,20 +1694,28 @@ mod tests {
         assert!(changed_meanwhile(&e), "{e}");
     }
 
-    /// A walk job for `name` below `source`, with its metadata as the walk saw it now.
+    /// A walk job for `name` below `source`, as the walk would list it now.
     fn walked(source: &Path, name: &str) -> Job {
+        let meta = fs::symlink_metadata(source.join(name)).unwrap();
         Job {
             seq: 0,
             name: PathBuf::from(name),
-            meta: fs::symlink_metadata(source.join(name)).unwrap(),
-            link_to: None,
+            kind: meta.file_type(),
+            meta: meta.is_dir().then_some(meta),
         }
+    }
+
+    /// Appends `job` alone; what became of it and the bytes it added.
+    fn append(shared: &Shared, job: Job) -> (Appended, Vec<u8>) {
+        let mut assembler = Assembler::new(shared, mpsc::channel().0);
+        let appended = assembler.append(job).unwrap();
+        (appended, std::mem::take(assembler.builder.get_mut()))
     }
 
     /// Whether `job` is left out: not added, and not a byte of it in the archive.
     fn left_out(shared: &Shared, job: Job) -> bool {
-        let mut assembler = Assembler::new(shared);
-        !assembler.append(job).unwrap() && assembler.builder.get_ref().is_empty()
+        let (appended, bytes) = append(shared, job);
+        matches!(appended, Appended::LeftOut) && bytes.is_empty()
     }
 
     #[test]
@@ -1450,12 +1742,22 @@ mod tests {
             std::os::unix::fs::symlink(&outside, source.join("d")).unwrap();
             assert!(left_out(&shared, file_job), "nodev {nodev}");
             assert!(left_out(&shared, dir_job), "nodev {nodev}");
-            assert!(list_dir(Path::new("d"), &shared).unwrap().is_empty());
-            // A file swapped for another regular file (another inode) is left out too.
+            assert!(list_dir(Path::new("d"), &shared).unwrap().is_none());
+            assert_eq!(shared.warnings.load(Ordering::SeqCst), 3, "nodev {nodev}");
+            // A file swapped for another regular file goes in as that file now is: its
+            // bytes with its own metadata (both read from the one descriptor).
             fs::remove_file(source.join("f")).unwrap();
             fs::write(source.join("f"), "new inode").unwrap();
-            assert!(left_out(&shared, same_file_job), "nodev {nodev}");
-            assert_eq!(shared.warnings.load(Ordering::SeqCst), 4, "nodev {nodev}");
+            fs::set_permissions(source.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+            let (appended, bytes) = append(&shared, same_file_job);
+            assert!(matches!(appended, Appended::Entry), "nodev {nodev}");
+            let mut archive = tar::Archive::new(&bytes[..]);
+            let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+            assert_eq!(entry.header().mode().unwrap(), 0o600);
+            let mut body = String::new();
+            entry.read_to_string(&mut body).unwrap();
+            assert_eq!(body, "new inode", "nodev {nodev}");
+            assert_eq!(shared.warnings.load(Ordering::SeqCst), 3, "nodev {nodev}");
         }
     }
 
