@@ -51,6 +51,11 @@ pub fn check_option(option: &str) -> Result<(), String> {
             "mount option {option:?}: the name may only hold lower-case letters, digits, '_', '-' and '.'"
         ));
     }
+    if name.contains("..") {
+        return Err(format!(
+            "mount option {option:?}: a name holding '..' is not an option"
+        ));
+    }
     let lower = name.to_ascii_lowercase();
     if REFUSED.contains(&lower.as_str()) || lower.starts_with("make-") || lower.starts_with("x-") {
         return Err(format!(
@@ -106,6 +111,8 @@ mod tests {
             "x-systemd.automount",
             "cfgFile=/etc/x",
             "a=..",
+            "..",
+            "a..b=1",
             "RO",
             "",
             "a b",
