@@ -33,6 +33,7 @@
 //! was extracted in the destination: the caller removes the new volume.
 
 pub mod checksum;
+pub mod direct_io;
 pub mod tar_writer;
 
 use std::ffi::OsString;
