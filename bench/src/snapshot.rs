@@ -29,6 +29,10 @@ const FLOOR_BUFFER: usize = 4 << 20;
 
 /// The floor variant's name.
 const FLOOR: &str = "floor: stat, open, fstat, read, close per file, the bytes written, fsync";
+/// The disk floor variant's name.
+const DISK_FLOOR: &str = "disk floor: the archive's size written from memory, fsync";
+/// Where the restore rows start among a tree's variants.
+const FIRST_RESTORE: usize = 9;
 
 /// The trees to archive.
 #[derive(Debug, Clone)]
@@ -226,6 +230,25 @@ fn syscall_floor(source: &Path, out: &Path) -> Result<()> {
     file.sync_all().map_err(io("fsync", out))
 }
 
+/// What any archiver that makes its archive durable pays on this disk, whatever it reads:
+/// `bytes` written to `out` from memory in [`FLOOR_BUFFER`] writes, writeback started
+/// after each, then an fsync.
+fn disk_floor(out: &Path, bytes: u64) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(out).map_err(|e| BenchError::io("create", out, e))?;
+    let mut buf = vec![0u8; FLOOR_BUFFER];
+    Bytes(0x5DEE_CE66_D1CE_4E5B).fill(&mut buf);
+    let mut written = 0u64;
+    while written < bytes {
+        let n = (bytes - written).min(FLOOR_BUFFER as u64) as usize;
+        file.write_all(&buf[..n])
+            .map_err(|e| BenchError::io("write", out, e))?;
+        start_writeback(&file, written, n as u64);
+        written += n as u64;
+    }
+    file.sync_all().map_err(|e| BenchError::io("fsync", out, e))
+}
+
 /// The absolute path of `name` on `PATH`.
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -371,6 +394,16 @@ async fn bench_tree(
             seconds: Vec::new(),
         },
         Variant {
+            operation: "component",
+            name: DISK_FLOOR,
+            seconds: Vec::new(),
+        },
+        Variant {
+            operation: "component",
+            name: "GNU tar -cf (plain), then fsync of the archive",
+            seconds: Vec::new(),
+        },
+        Variant {
             operation: "restore",
             name: "GNU tar -xf (plain)",
             seconds: Vec::new(),
@@ -468,19 +501,43 @@ async fn bench_tree(
         variants[6].seconds.push(t.elapsed().as_secs_f64());
         let _ = std::fs::remove_file(&floor);
 
+        settle();
+        let t = Instant::now();
+        disk_floor(&floor, archive_bytes)?;
+        variants[7].seconds.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&floor);
+
+        settle();
+        let t = Instant::now();
+        run_tar(
+            tar,
+            &[
+                "-cf".as_ref(),
+                &os(&plain),
+                "-C".as_ref(),
+                &os(source),
+                ".".as_ref(),
+            ],
+        )?;
+        std::fs::File::open(&plain)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| BenchError::io("fsync", &plain, e))?;
+        variants[8].seconds.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&plain);
+
         // Restores all read the engine's verified archive; their order turns with each
         // run so that none always follows the same neighbour.
         for k in 0..4 {
-            let slot = 7 + (k + run) % 4;
+            let slot = FIRST_RESTORE + (k + run) % 4;
             fresh_dir(&restore)?;
             settle();
             let t = Instant::now();
             match slot {
-                7 => run_tar(
+                FIRST_RESTORE => run_tar(
                     tar,
                     &["-xf".as_ref(), &os(&on), "-C".as_ref(), &os(&restore)],
                 )?,
-                8 => run_tar(
+                s if s == FIRST_RESTORE + 1 => run_tar(
                     tar,
                     &[
                         "-xpf".as_ref(),
@@ -495,7 +552,7 @@ async fn bench_tree(
                     ],
                 )?,
                 _ => {
-                    let verify = slot == 10;
+                    let verify = slot == FIRST_RESTORE + 3;
                     engine
                         .restore(&on, &restore, &options(verify))
                         .await
@@ -513,7 +570,7 @@ async fn bench_tree(
     remove_tree(&archives);
 
     let tar_create = median(&variants[0].seconds).unwrap_or(0.0);
-    let tar_restore = median(&variants[7].seconds).unwrap_or(0.0);
+    let tar_restore = median(&variants[FIRST_RESTORE].seconds).unwrap_or(0.0);
     let results = variants
         .into_iter()
         .map(|v| {
@@ -682,6 +739,15 @@ mod tests {
         assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes + large as u64);
     }
 
+    #[test]
+    fn the_disk_floor_writes_the_bytes_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("disk.bin");
+        let bytes = FLOOR_BUFFER as u64 * 2 + 513;
+        disk_floor(&out, bytes).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_tiny_tree_is_timed_and_everything_scratch_is_removed() {
         let Some(tar) = which("tar") else {
@@ -693,9 +759,10 @@ mod tests {
         let report = bench_tree("small files", &source, 20, bytes, dir.path(), &tar, 1)
             .await
             .unwrap();
-        // Seven create rows (GNU tar twice, the engine three times, the hash alone, the
-        // floor) and four restore rows.
-        assert_eq!(report.results.len(), 11);
+        // Five create rows (GNU tar twice, the engine three times), four components (the
+        // hash alone, the floor, the disk floor, GNU tar with an fsync) and four restores.
+        assert_eq!(report.results.len(), 13);
+        assert_eq!(report.results[FIRST_RESTORE].variant, "GNU tar -xf (plain)");
         assert!(report.archive_bytes > bytes);
         assert!(
             report
