@@ -315,6 +315,7 @@ fn end_archive(out: &mut ArchiveOut) -> io::Result<()> {
 /// cache with writeback started early.
 struct ArchiveOut<'a> {
     file: File,
+    /// The direct writer of `file`, where the filesystem takes direct writes.
     direct: Option<DirectWriter>,
     /// The hashing thread's queue.
     hash: Option<SyncSender<Vec<u8>>>,
