@@ -344,17 +344,21 @@ async fn bench_tree(
     let restore = scratch.join("restore");
     let os = |p: &Path| p.as_os_str().to_owned();
 
+    // Plain GNU tar into `plain`.
+    let plain_tar = || {
+        run_tar(
+            tar,
+            &[
+                "-cf".as_ref(),
+                plain.as_os_str(),
+                "-C".as_ref(),
+                source.as_os_str(),
+                ".".as_ref(),
+            ],
+        )
+    };
     // Warm the page cache with the tree (not timed).
-    run_tar(
-        tar,
-        &[
-            "-cf".as_ref(),
-            plain.as_os_str(),
-            "-C".as_ref(),
-            source.as_os_str(),
-            ".".as_ref(),
-        ],
-    )?;
+    plain_tar()?;
     let _ = std::fs::remove_file(&plain);
 
     let mut variants = vec![
@@ -428,16 +432,7 @@ async fn bench_tree(
     for run in 0..runs.max(1) {
         settle();
         let t = Instant::now();
-        run_tar(
-            tar,
-            &[
-                "-cf".as_ref(),
-                &os(&plain),
-                "-C".as_ref(),
-                &os(source),
-                ".".as_ref(),
-            ],
-        )?;
+        plain_tar()?;
         variants[0].seconds.push(t.elapsed().as_secs_f64());
         let _ = std::fs::remove_file(&plain);
 
@@ -514,16 +509,7 @@ async fn bench_tree(
 
         settle();
         let t = Instant::now();
-        run_tar(
-            tar,
-            &[
-                "-cf".as_ref(),
-                &os(&plain),
-                "-C".as_ref(),
-                &os(source),
-                ".".as_ref(),
-            ],
-        )?;
+        plain_tar()?;
         std::fs::File::open(&plain)
             .and_then(|f| f.sync_all())
             .map_err(|e| BenchError::io("fsync", &plain, e))?;
