@@ -19,9 +19,9 @@
 //! (the first path of an inode by walk order is the file, later ones link to it: readers
 //! build such entries whole, and the writer, which sees them in walk order, turns the later
 //! ones into links); fifos and devices as headers. Sockets are skipped with a warning, as
-//! GNU tar does. Sparse files are
-//! stored in full (their holes as zeros). Names are bytes: non-UTF-8 names survive; an
-//! attribute whose name is not UTF-8 cannot be a pax keyword and is skipped with a warning.
+//! GNU tar does. Sparse files are stored in full (their holes as zeros). Names are bytes:
+//! non-UTF-8 names survive; an attribute whose name is not UTF-8 cannot be a pax keyword
+//! and is skipped with a warning.
 //! A file that shrinks while read is padded with zeros to its header size (with a warning),
 //! one that grows is cut at the size it had when opened, and one removed before being read is
 //! left out with a warning: never a corrupt archive. Every thread stops at the deadline or
@@ -36,10 +36,10 @@
 //! out with a warning, so a snapshot never holds anything from outside its volume; a file
 //! replaced by another regular file goes in as the new file, as GNU tar would take it. Nor
 //! does the writer ever open a device that a user swapped in after the walk (opening one
-//! can act on the machine): files are opened below
-//! a private `nodev` copy of the source's mount (or the mount itself when it is `nodev`),
-//! where no device can be opened; a process without the privilege to make the copy opens
-//! each file as an `O_PATH` descriptor first, checks it, and reopens it through that.
+//! can act on the machine): files are opened below a private `nodev` copy of the source's
+//! mount (or the mount itself when it is `nodev`), where no device can be opened; a process
+//! without the privilege to make the copy opens each file as an `O_PATH` descriptor first,
+//! checks it, and reopens it through that.
 //! Another filesystem mounted inside the source is left out with a warning, as
 //! `tar --one-file-system` would. Kernels without `openat2` (before 5.6) make
 //! [`beneath_supported`] false, and the engine archives with GNU tar instead.
