@@ -307,7 +307,9 @@ fn end_archive(out: &mut ArchiveOut) -> io::Result<()> {
     // Two zero blocks end a tar archive.
     let end = out.written + 1024;
     let pad = 1024 + (RECORD - end % RECORD) % RECORD;
-    out.put_slice(&vec![0u8; pad as usize])
+    let mut zeros = out.buffers.take();
+    zeros.resize(pad as usize, 0);
+    out.put(zeros)
 }
 
 /// The archive file: bytes written to it go on to the hashing thread, when a checksum is
@@ -356,13 +358,6 @@ impl ArchiveOut<'_> {
             direct.finish(&self.file)?;
         }
         Ok(self.written)
-    }
-
-    /// Writes a copy of `bytes`.
-    fn put_slice(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut owned = self.buffers.take();
-        owned.extend_from_slice(bytes);
-        self.put(owned)
     }
 }
 
@@ -878,8 +873,8 @@ impl<'a> Assembler<'a> {
     fn append(&mut self, job: Job) -> Result<Appended> {
         let shared = self.shared;
         let path = || shared.path_of(&job.name);
-        let left_out = |why: &str, e: Option<&io::Error>| {
-            warn!(path = %path().display(), error = ?e.map(ToString::to_string), "{why}; not archived");
+        let left_out = |why: &str| {
+            warn!(path = %path().display(), "{why}; not archived");
             shared.warned();
             Ok(Appended::LeftOut)
         };
@@ -891,7 +886,7 @@ impl<'a> Assembler<'a> {
                 return Ok(Appended::LeftOut);
             };
             if (meta.dev(), meta.ino()) == shared.own {
-                return left_out("the archive itself lies in the source", None);
+                return left_out("the archive itself lies in the source");
             }
             if !self.admit(job.seq, &meta) {
                 return Ok(Appended::Stopped);
@@ -916,8 +911,11 @@ impl<'a> Assembler<'a> {
                 let start = out.len();
                 let end = start + size.next_multiple_of(512) as usize;
                 out.reserve(end - start);
-                let got =
-                    read_into(&mut file, size, out).map_err(|e| Error::io("read", path(), e))?;
+                // read_to_end retries interrupted reads itself.
+                let got = (&mut file)
+                    .take(size)
+                    .read_to_end(out)
+                    .map_err(|e| Error::io("read", path(), e))?;
                 out.resize(end, 0);
                 if (got as u64) < size {
                     warn!(path = %path().display(), size, read = got, "file shrank while it was read; padded with zeros");
@@ -961,7 +959,7 @@ impl<'a> Assembler<'a> {
             } else if kind.is_block_device() {
                 EntryType::Block
             } else {
-                return left_out("file of an unknown type", None);
+                return left_out("file of an unknown type");
             };
             // Reached through its parent's descriptor, opened below the source, and never
             // opened itself (a fifo or a device must not be).
@@ -979,31 +977,26 @@ impl<'a> Assembler<'a> {
             // The descriptor's path as a directory component: followed to that very
             // directory; the leaf itself is never followed (l* calls, readlink).
             let pinned = fd_path(&parent).join(leaf);
-            let meta = match fs::symlink_metadata(&pinned) {
-                Ok(meta) if meta.file_type() == kind => meta,
-                Ok(_) => return left_out("replaced after the walk", None),
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return left_out("removed before it was read", Some(&e));
-                }
-                Err(e) => return Err(Error::io("stat", path(), e)),
+            let gone = "removed before it was read";
+            let meta = unless_gone(fs::symlink_metadata(&pinned))
+                .map_err(|e| Error::io("stat", path(), e))?;
+            let meta = match meta {
+                Some(meta) if meta.file_type() == kind => meta,
+                Some(_) => return left_out("replaced after the walk"),
+                None => return left_out(gone),
             };
             if !self.admit(job.seq, &meta) {
                 return Ok(Appended::Stopped);
             }
-            let xattrs = match read_xattrs(&pinned, None) {
-                Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return left_out("removed before it was read", Some(&e));
-                }
-                Err(e) => return Err(attrs_failed(e)),
+            let Some(xattrs) = unless_gone(read_xattrs(&pinned, None)).map_err(attrs_failed)?
+            else {
+                return left_out(gone);
             };
             let target = if kind.is_symlink() {
-                match fs::read_link(&pinned) {
-                    Ok(target) => Some(target),
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        return left_out("removed before it was read", Some(&e));
-                    }
-                    Err(e) => return Err(Error::io("read link", path(), e)),
+                let read = unless_gone(fs::read_link(&pinned));
+                match read.map_err(|e| Error::io("read link", path(), e))? {
+                    Some(target) => Some(target),
+                    None => return left_out(gone),
                 }
             } else {
                 None
@@ -1026,9 +1019,7 @@ impl<'a> Assembler<'a> {
                         .set_device_minor(nix::sys::stat::minor(rdev) as u32)
                         .map_err(fail)?;
                 }
-                self.builder
-                    .append_data(&mut header, &job.name, io::empty())
-                    .map_err(fail)?;
+                self.append_header(&mut header, &job.name).map_err(fail)?;
             }
             self.linkable_end(mark, &meta, &job.name);
         }
@@ -1210,6 +1201,15 @@ fn open_beneath(root: &File, rel: &Path, flags: OFlag) -> io::Result<File> {
         .map_err(io::Error::from)
 }
 
+/// `result`, with `None` for an entry that no longer exists (removed after the walk).
+fn unless_gone<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `file` when it is still the inode of `walked` (same type, device and inode).
 fn same_inode(file: File, walked: &Metadata) -> io::Result<File> {
     let now = file.metadata()?;
@@ -1297,17 +1297,6 @@ fn open_file(job: &Job, shared: &Shared) -> Result<Option<(File, Metadata)>> {
     File::open(fd_path(&pinned))
         .map(|file| Some((file, meta)))
         .map_err(|e| Error::io("open", shared.path_of(&job.name), e))
-}
-
-/// Appends up to `size` bytes of `file` to `out`, reading until they are in or the file
-/// ends; returns the bytes read.
-fn read_into(file: &mut File, size: u64, out: &mut Vec<u8>) -> io::Result<usize> {
-    loop {
-        match file.take(size).read_to_end(out) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            read => return read,
-        }
-    }
 }
 
 /// The extended attributes of `path` (not following a symlink; through `open` when
@@ -1531,7 +1520,9 @@ fn stream(
         let want = left.min(CHUNK as u64) as usize;
         let mut chunk = shared.buffers.take();
         chunk.reserve(want + 512);
-        let got = read_into(&mut file, want as u64, &mut chunk)
+        let got = (&mut file)
+            .take(want as u64)
+            .read_to_end(&mut chunk)
             .map_err(|e| Error::io("read", name, e))?;
         if got < want {
             warn!(name = %name.display(), size, "file shrank while it was read; padded with zeros");
