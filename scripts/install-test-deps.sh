@@ -7,6 +7,7 @@ need_apt=()
 command -v mkfs.xfs >/dev/null || need_apt+=(xfsprogs)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v setfattr >/dev/null || need_apt+=(attr)
+command -v xxh128sum >/dev/null || need_apt+=(xxhash)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: need root to install ${need_apt[*]}" >&2

@@ -22,7 +22,7 @@
 //!         gidMax: 2099999
 //!         storagePool: 1
 //!         inodesPerGib: 100000            # absent: no inode limit
-//!     snapshots: {tar: tar, verifyMd5: true, checksum: blake3}   # checksum: blake3 | md5
+//!     snapshots: {tar: tar, verifyMd5: true, checksum: xxh128}   # checksum: xxh128 | blake3 | md5
 //! ```
 //!
 //! Tools named without a `/` are looked up first under
@@ -101,7 +101,7 @@ pub struct SnapshotSettings {
     /// kept for compatibility).
     #[serde(rename = "verifyMd5")]
     pub verify: bool,
-    /// Which checksum: `blake3` (default) or `md5`.
+    /// Which checksum: `xxh128` (default), `blake3` or `md5`.
     pub checksum: ChecksumKind,
 }
 
@@ -111,7 +111,7 @@ impl Default for SnapshotSettings {
             tar: PathBuf::from("tar"),
             dtar: None,
             verify: true,
-            checksum: ChecksumKind::Blake3,
+            checksum: ChecksumKind::default(),
         }
     }
 }

@@ -16,7 +16,8 @@ use csi_core::linux::TokioCommandRunner;
 use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine};
 use csi_core::snapshot_engine::checksum::{hash_file, parse_sum_line};
 use csi_core::snapshot_engine::{
-    ArchiveSnapshotEngine, B3_SUFFIX, MD5_SUFFIX, PARTIAL_SUFFIX, suffixed,
+    ArchiveSnapshotEngine, B3_SUFFIX, MD5_SUFFIX, PARTIAL_SUFFIX, XXH128_SUFFIX, sidecar_suffix,
+    suffixed,
 };
 
 const XATTR_NAME: &str = "user.pfs-test";
@@ -46,7 +47,7 @@ fn tar_options(verify: bool) -> ArchiveOptions {
     ArchiveOptions {
         tool: ArchiveTool::Tar(tar_path()),
         verify,
-        checksum: ChecksumKind::Blake3,
+        checksum: ChecksumKind::default(),
     }
 }
 
@@ -215,16 +216,23 @@ async fn a_snapshot_round_trip_keeps_owners_modes_links_sparse_files_and_xattrs(
     assert_eq!(info.size_bytes, fs::metadata(&archive).unwrap().len());
     assert!(!suffixed(&archive, PARTIAL_SUFFIX).exists());
 
-    // The checksum, computed while writing, is the BLAKE3 of the archive's bytes, in a
-    // `b3sum -c` line naming the archive.
+    // The checksum, computed while writing, is the XXH3-128 of the archive's bytes, in an
+    // `xxh128sum -c` line naming the archive, which xxhsum itself accepts.
     let sum = info.checksum.clone().unwrap();
-    assert_eq!(sum, hash_file(ChecksumKind::Blake3, &archive).unwrap());
-    let line = fs::read_to_string(suffixed(&archive, B3_SUFFIX)).unwrap();
+    assert_eq!(sum, hash_file(ChecksumKind::Xxh128, &archive).unwrap());
+    let line = fs::read_to_string(suffixed(&archive, XXH128_SUFFIX)).unwrap();
     assert_eq!(line, format!("{}  snap-1.tar\n", sum.hex));
     assert_eq!(
-        parse_sum_line(ChecksumKind::Blake3, &line).as_deref(),
+        parse_sum_line(ChecksumKind::Xxh128, &line).as_deref(),
         Some(sum.hex.as_str())
     );
+    let check = Process::new("xxh128sum")
+        .args(["-c", "snap-1.tar.xxh128"])
+        .current_dir(&snapshots)
+        .output()
+        .expect("xxh128sum (package xxhash; scripts/install-test-deps.sh installs it)");
+    assert!(check.status.success(), "{check:?}");
+    assert!(!suffixed(&archive, B3_SUFFIX).exists());
     assert!(!suffixed(&archive, MD5_SUFFIX).exists());
 
     // GNU tar lists the archive.
@@ -286,7 +294,7 @@ async fn a_corrupted_archive_is_detected_before_anything_is_extracted() {
     assert_eq!(fs::read_dir(&restored).unwrap().count(), 0);
 
     // A lost checksum file is refused too, when verification is asked for.
-    fs::remove_file(suffixed(&archive, B3_SUFFIX)).unwrap();
+    fs::remove_file(suffixed(&archive, XXH128_SUFFIX)).unwrap();
     let err = engine
         .restore(&archive, &restored, &tar_options(true))
         .await
@@ -387,7 +395,7 @@ async fn delete_removes_the_archive_its_checksum_and_a_partial_and_is_idempotent
         b"left by an earlier version",
     )
     .unwrap();
-    assert!(suffixed(&archive, B3_SUFFIX).exists());
+    assert!(suffixed(&archive, XXH128_SUFFIX).exists());
     engine.delete(&archive).await.unwrap();
     assert_eq!(
         fs::read_dir(dir.path()).unwrap().count(),
@@ -412,8 +420,8 @@ async fn without_the_native_writer_gnu_tar_writes_the_archive_and_it_verifies() 
         .await
         .unwrap();
     let checksum = info.checksum.expect("verification on");
-    assert_eq!(checksum.kind, ChecksumKind::Blake3);
-    assert!(suffixed(&archive, B3_SUFFIX).exists());
+    assert_eq!(checksum.kind, ChecksumKind::Xxh128);
+    assert!(suffixed(&archive, XXH128_SUFFIX).exists());
     // GNU tar names entries `./sub/f`; the native writer would write `sub/f`.
     let listing = std::process::Command::new(tar_path())
         .arg("-tf")
@@ -446,15 +454,20 @@ async fn a_snapshot_without_verification_writes_no_checksum_and_restores() {
     let archive = dir.path().join("snap.tar");
     let engine = engine();
     // A checksum left from an earlier archive of the same name must not linger.
-    fs::write(suffixed(&archive, MD5_SUFFIX), "stale").unwrap();
-    fs::write(suffixed(&archive, B3_SUFFIX), "stale").unwrap();
+    for kind in ChecksumKind::ALL {
+        fs::write(suffixed(&archive, sidecar_suffix(kind)), "stale").unwrap();
+    }
     let info = engine
         .create(&volume, &archive, &tar_options(false))
         .await
         .unwrap();
     assert_eq!(info.checksum, None);
-    assert!(!suffixed(&archive, MD5_SUFFIX).exists());
-    assert!(!suffixed(&archive, B3_SUFFIX).exists());
+    for kind in ChecksumKind::ALL {
+        assert!(
+            !suffixed(&archive, sidecar_suffix(kind)).exists(),
+            "{kind:?}"
+        );
+    }
     engine
         .restore(&archive, &restored, &tar_options(false))
         .await
@@ -767,11 +780,13 @@ async fn md5_is_kept_on_request_and_legacy_md5_files_still_verify() {
         checksum: ChecksumKind::Md5,
         ..tar_options(true)
     };
-    // A BLAKE3 file of an earlier archive of this name would be preferred: it must go.
+    // Checksum files of an earlier archive of this name would be preferred: they must go.
+    fs::write(suffixed(&archive, XXH128_SUFFIX), "stale").unwrap();
     fs::write(suffixed(&archive, B3_SUFFIX), "stale").unwrap();
     let info = engine().create(&volume, &archive, &options).await.unwrap();
     let sum = info.checksum.unwrap();
     assert_eq!(sum.kind, ChecksumKind::Md5);
+    assert!(!suffixed(&archive, XXH128_SUFFIX).exists());
     assert!(!suffixed(&archive, B3_SUFFIX).exists());
     let check = Process::new("md5sum")
         .args(["-c", "snap.tar.md5"])

@@ -562,7 +562,7 @@ impl Inner {
                 let options = ArchiveOptions {
                     tool: ArchiveTool::Tar(self.settings.tar.clone()),
                     verify: false,
-                    checksum: ChecksumKind::Blake3,
+                    checksum: ChecksumKind::default(),
                 };
                 Ok(FillSource::Tree { source, options })
             }

@@ -310,7 +310,7 @@ pub struct SnapshotParams {
     /// `snapshotMd5Verify` (the name kept for compatibility): keep a checksum beside the
     /// archive and check it before restores.
     pub verify: bool,
-    /// `snapshotChecksum`: `blake3` (default) or `md5`.
+    /// `snapshotChecksum`: `xxh128` (default), `blake3` or `md5`.
     pub checksum: ChecksumKind,
 }
 
@@ -322,7 +322,7 @@ impl SnapshotParams {
             utility: SnapshotUtility::Tar,
             dtar_path: None,
             verify: false,
-            checksum: ChecksumKind::Blake3,
+            checksum: ChecksumKind::default(),
         };
         for (key, value) in map {
             match key.as_str() {
@@ -362,7 +362,10 @@ impl SnapshotParams {
                 "snapshotMd5Verify" => p.verify = flag(key, value)?,
                 "snapshotChecksum" => {
                     p.checksum = ChecksumKind::parse(value).ok_or_else(|| {
-                        Error::invalid(&field(key), format!("{value:?} is neither blake3 nor md5"))
+                        Error::invalid(
+                            &field(key),
+                            format!("{value:?} is not xxh128, blake3 or md5"),
+                        )
                     })?;
                 }
                 other if VOLUME_KEYS.contains(&other) => {
@@ -560,7 +563,7 @@ mod tests {
             ArchiveOptions {
                 tool: ArchiveTool::Tar("tar".into()),
                 verify: false,
-                checksum: ChecksumKind::Blake3,
+                checksum: ChecksumKind::Xxh128,
             }
         );
         for (pairs, named) in [

@@ -515,7 +515,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rec["checksum"], "0".repeat(64));
-        assert_eq!(rec["tool"]["checksum"], "blake3");
+        assert_eq!(rec["tool"]["checksum"], "xxh128");
         assert_eq!(rec["tool"]["verify"], true);
     }
 

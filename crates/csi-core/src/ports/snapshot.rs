@@ -16,33 +16,45 @@ pub enum ArchiveTool {
     Dtar(PathBuf),
 }
 
-/// The checksum kept beside a snapshot archive.
+/// The checksum kept beside a snapshot archive, against corruption (a torn write, a bad
+/// disk block, a truncated copy). It lies in the archive's own directory, so whoever could
+/// forge an archive could rewrite its checksum too: the default is the fastest kind that
+/// catches corruption, not a cryptographic one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChecksumKind {
-    /// BLAKE3 in `b3sum` format (`ARCHIVE.b3`): fast enough to hash while writing.
+    /// XXH3-128 in `xxh128sum` format (`ARCHIVE.xxh128`): hashes at memory speed.
     #[default]
+    Xxh128,
+    /// BLAKE3 in `b3sum` format (`ARCHIVE.b3`).
     Blake3,
     /// MD5 in `md5sum` format (`ARCHIVE.md5`), for tools that only know `md5sum -c`.
     Md5,
 }
 
 impl ChecksumKind {
-    /// The parameter spelling: `blake3` or `md5`.
+    /// Every kind, in the order a restore looks for their checksum files.
+    pub const ALL: [ChecksumKind; 3] = [
+        ChecksumKind::Xxh128,
+        ChecksumKind::Blake3,
+        ChecksumKind::Md5,
+    ];
+
+    /// The parameter spelling: `xxh128`, `blake3` or `md5`.
     pub fn name(self) -> &'static str {
         match self {
+            ChecksumKind::Xxh128 => "xxh128",
             ChecksumKind::Blake3 => "blake3",
             ChecksumKind::Md5 => "md5",
         }
     }
 
-    /// Parses `blake3` or `md5` (case and surrounding blanks ignored).
+    /// Parses `xxh128`, `blake3` or `md5` (case and surrounding blanks ignored).
     pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "blake3" => Some(ChecksumKind::Blake3),
-            "md5" => Some(ChecksumKind::Md5),
-            _ => None,
-        }
+        let text = text.trim();
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name().eq_ignore_ascii_case(text))
     }
 }
 

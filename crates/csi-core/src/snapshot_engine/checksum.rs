@@ -1,6 +1,7 @@
-//! Archive checksums: BLAKE3 (`ARCHIVE.b3`, `b3sum` format) or MD5 (`ARCHIVE.md5`,
-//! `md5sum` format), each line `<hex>  <archive file name>` so that `b3sum -c` or
-//! `md5sum -c` in the archive's directory checks it too.
+//! Archive checksums: XXH3-128 (`ARCHIVE.xxh128`, `xxh128sum` format), BLAKE3
+//! (`ARCHIVE.b3`, `b3sum` format) or MD5 (`ARCHIVE.md5`, `md5sum` format), each line
+//! `<hex>  <archive file name>` so that `xxh128sum -c`, `b3sum -c` or `md5sum -c` in the
+//! archive's directory checks it too.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -12,6 +13,9 @@ use super::suffixed;
 use crate::error::{Error, Result};
 use crate::ports::{ArchiveChecksum, ChecksumKind};
 
+/// Suffix of an XXH3-128 checksum file beside an archive.
+pub const XXH128_SUFFIX: &str = ".xxh128";
+
 /// Suffix of a BLAKE3 checksum file beside an archive.
 pub const B3_SUFFIX: &str = ".b3";
 
@@ -21,6 +25,7 @@ pub const MD5_SUFFIX: &str = ".md5";
 /// The checksum file suffix of `kind`.
 pub fn sidecar_suffix(kind: ChecksumKind) -> &'static str {
     match kind {
+        ChecksumKind::Xxh128 => XXH128_SUFFIX,
         ChecksumKind::Blake3 => B3_SUFFIX,
         ChecksumKind::Md5 => MD5_SUFFIX,
     }
@@ -29,6 +34,7 @@ pub fn sidecar_suffix(kind: ChecksumKind) -> &'static str {
 /// Hex digits of a digest of `kind`.
 fn hex_len(kind: ChecksumKind) -> usize {
     match kind {
+        ChecksumKind::Xxh128 => 32,
         ChecksumKind::Blake3 => 64,
         ChecksumKind::Md5 => 32,
     }
@@ -37,6 +43,8 @@ fn hex_len(kind: ChecksumKind) -> usize {
 /// A running digest of either kind.
 #[derive(Clone)]
 pub enum StreamHasher {
+    /// XXH3-128.
+    Xxh128(Box<twox_hash::XxHash3_128>),
     /// BLAKE3.
     Blake3(Box<blake3::Hasher>),
     /// MD5.
@@ -47,6 +55,7 @@ impl StreamHasher {
     /// A fresh hasher of `kind`.
     pub fn new(kind: ChecksumKind) -> Self {
         match kind {
+            ChecksumKind::Xxh128 => StreamHasher::Xxh128(Box::default()),
             ChecksumKind::Blake3 => StreamHasher::Blake3(Box::new(blake3::Hasher::new())),
             ChecksumKind::Md5 => StreamHasher::Md5(Md5::new()),
         }
@@ -55,6 +64,7 @@ impl StreamHasher {
     /// Feeds `bytes`.
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
+            StreamHasher::Xxh128(h) => h.write(bytes),
             StreamHasher::Blake3(h) => {
                 h.update(bytes);
             }
@@ -65,6 +75,11 @@ impl StreamHasher {
     /// The digest so far.
     pub fn finish(self) -> ArchiveChecksum {
         match self {
+            // The canonical form `xxh128sum` prints: the 128-bit value, big-endian.
+            StreamHasher::Xxh128(h) => ArchiveChecksum {
+                kind: ChecksumKind::Xxh128,
+                hex: format!("{:032x}", h.finish_128()),
+            },
             StreamHasher::Blake3(h) => ArchiveChecksum {
                 kind: ChecksumKind::Blake3,
                 hex: h.finalize().to_hex().to_string(),
@@ -100,7 +115,7 @@ pub fn md5_file(path: &Path) -> Result<String> {
 }
 
 /// Parses one checksum line of `kind` (`<hex>  <name>` or `<hex> *<name>`, the formats of
-/// `b3sum` and `md5sum`) into the lowercase hex digest.
+/// `xxh128sum`, `b3sum` and `md5sum`) into the lowercase hex digest.
 pub fn parse_sum_line(kind: ChecksumKind, text: &str) -> Option<String> {
     let line = text.split('\n').next()?;
     let (hex, rest) = line.split_at_checked(hex_len(kind))?;
@@ -127,8 +142,8 @@ pub fn sum_line(checksum: &ArchiveChecksum, archive_name: &str) -> String {
 }
 
 /// Writes the checksum file of `archive` durably (temporary file, sync, rename), reads it
-/// back, and removes a checksum file of the other kind (restores prefer `.b3`, so a stale
-/// one must not survive).
+/// back, and removes checksum files of the other kinds (a restore checks the first it
+/// finds, so a stale one must not survive).
 pub fn write_checksum_file(archive: &Path, checksum: &ArchiveChecksum) -> Result<()> {
     let name = archive
         .file_name()
@@ -159,7 +174,7 @@ pub fn write_checksum_file(archive: &Path, checksum: &ArchiveChecksum) -> Result
             sidecar.display()
         )));
     }
-    for other in [ChecksumKind::Blake3, ChecksumKind::Md5] {
+    for other in ChecksumKind::ALL {
         if other != checksum.kind {
             remove_checksum_file(archive, other)?;
         }
@@ -177,12 +192,13 @@ pub fn remove_checksum_file(archive: &Path, kind: ChecksumKind) -> Result<()> {
     }
 }
 
-/// Checks `archive` against `ARCHIVE.b3`, or else a legacy `ARCHIVE.md5`:
-/// `FailedPrecondition` naming the archive when neither exists, the file is malformed, or
-/// the archive does not match it.
+/// Checks `archive` against the first checksum file beside it, in the order of
+/// [`ChecksumKind::ALL`] (`ARCHIVE.xxh128`, `ARCHIVE.b3`, `ARCHIVE.md5`):
+/// `FailedPrecondition` naming the archive when there is none, it is malformed, or the
+/// archive does not match it.
 pub fn verify_archive(archive: &Path) -> Result<ArchiveChecksum> {
     let mut found = None;
-    for kind in [ChecksumKind::Blake3, ChecksumKind::Md5] {
+    for kind in ChecksumKind::ALL {
         let sidecar = suffixed(archive, sidecar_suffix(kind));
         match fs::read_to_string(&sidecar) {
             Ok(text) => {
@@ -194,11 +210,18 @@ pub fn verify_archive(archive: &Path) -> Result<ArchiveChecksum> {
         }
     }
     let Some((kind, sidecar, text)) = found else {
+        let names: Vec<String> = ChecksumKind::ALL
+            .iter()
+            .map(|&kind| {
+                suffixed(archive, sidecar_suffix(kind))
+                    .display()
+                    .to_string()
+            })
+            .collect();
         return Err(Error::FailedPrecondition(format!(
-            "snapshot archive {} has no checksum file ({} or {}); refusing to restore it unverified",
+            "snapshot archive {} has no checksum file ({}); refusing to restore it unverified",
             archive.display(),
-            suffixed(archive, B3_SUFFIX).display(),
-            suffixed(archive, MD5_SUFFIX).display(),
+            names.join(", "),
         )));
     };
     let expected = parse_sum_line(kind, &text).ok_or_else(|| {
@@ -264,6 +287,11 @@ mod tests {
             hash_file(ChecksumKind::Blake3, &f).unwrap().hex,
             "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
         );
+        // What `xxh128sum` prints for an empty file (the 128 bits big-endian).
+        assert_eq!(
+            hash_file(ChecksumKind::Xxh128, &f).unwrap().hex,
+            "99aa06d3014798d86001c324468d497f"
+        );
     }
 
     #[test]
@@ -286,7 +314,7 @@ mod tests {
     proptest! {
         #[test]
         fn sum_line_parsing_never_panics(s in "\\PC{0,100}") {
-            for kind in [ChecksumKind::Blake3, ChecksumKind::Md5] {
+            for kind in ChecksumKind::ALL {
                 if let Some(hex) = parse_sum_line(kind, &s) {
                     prop_assert_eq!(hex.len(), hex_len(kind));
                 }
@@ -295,14 +323,20 @@ mod tests {
 
         #[test]
         fn written_checksum_lines_parse_back(bytes in prop::collection::vec(any::<u8>(), 0..4096), name in "[^/\n\0]{1,30}") {
-            for kind in [ChecksumKind::Blake3, ChecksumKind::Md5] {
+            for kind in ChecksumKind::ALL {
                 let mut hasher = StreamHasher::new(kind);
                 hasher.update(&bytes);
                 let sum = hasher.finish();
+                prop_assert_eq!(sum.hex.len(), hex_len(kind));
                 let line = sum_line(&sum, &name);
                 prop_assert_eq!(parse_sum_line(kind, &line), Some(sum.hex.clone()));
-                let other = if kind == ChecksumKind::Md5 { ChecksumKind::Blake3 } else { ChecksumKind::Md5 };
-                prop_assert_eq!(parse_sum_line(other, &line), None);
+                // A line of another digest length is not one of this kind (MD5 and
+                // XXH3-128 lines look alike: the file's suffix tells them apart).
+                for other in ChecksumKind::ALL {
+                    if hex_len(other) != hex_len(kind) {
+                        prop_assert_eq!(parse_sum_line(other, &line), None);
+                    }
+                }
             }
         }
     }

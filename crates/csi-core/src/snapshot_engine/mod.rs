@@ -21,11 +21,12 @@
 //! --xattrs --xattrs-include=* --acls -C DEST`; dtar `dtar --preserve-owner --preserve-times
 //! --preserve-perms --preserve-xattrs -C DEST -x -f ARCHIVE`.
 //!
-//! The checksum ([`checksum`]) is BLAKE3 in `ARCHIVE.b3` (`b3sum` format) or, with
-//! [`ChecksumKind::Md5`], MD5 in `ARCHIVE.md5` (`md5sum` format): `<hex>  <archive file
-//! name>`, so `b3sum -c` or `md5sum -c` in the archive's directory checks it too. A
-//! verified restore checks `ARCHIVE.b3` when present, else `ARCHIVE.md5` (archives of
-//! earlier versions), and refuses an archive with neither.
+//! The checksum ([`checksum`]) is XXH3-128 in `ARCHIVE.xxh128` (`xxh128sum` format) or,
+//! as the options ask, BLAKE3 in `ARCHIVE.b3` (`b3sum` format) or MD5 in `ARCHIVE.md5`
+//! (`md5sum` format): `<hex>  <archive file name>`, so `xxh128sum -c`, `b3sum -c` or
+//! `md5sum -c` in the archive's directory checks it too. A verified restore checks the
+//! first of these files it finds (archives of earlier versions have `.b3` or `.md5`), and
+//! refuses an archive with none.
 //!
 //! A clone ([`SnapshotEngine::copy_tree`]) archives the source into a hidden temporary
 //! archive in the destination's parent directory, extracts it and removes it; it is never
@@ -47,7 +48,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{info, warn};
 
-pub use self::checksum::{B3_SUFFIX, MD5_SUFFIX, md5_file, parse_md5sum_line};
+pub use self::checksum::{
+    B3_SUFFIX, MD5_SUFFIX, XXH128_SUFFIX, md5_file, parse_md5sum_line, sidecar_suffix,
+};
 use self::checksum::{hash_file, remove_checksum_file, verify_archive, write_checksum_file};
 use self::tar_writer::{WriteLimits, write_archive};
 use crate::error::{Error, Result};
@@ -236,8 +239,9 @@ fn finish_archive(
             Some(sum)
         }
         None => {
-            remove_checksum_file(archive, ChecksumKind::Blake3)?;
-            remove_checksum_file(archive, ChecksumKind::Md5)?;
+            for kind in ChecksumKind::ALL {
+                remove_checksum_file(archive, kind)?;
+            }
             None
         }
     };
@@ -266,11 +270,13 @@ fn finish_archive(
 
 /// Removes `archive` and everything written beside it (checksums, index, partial files).
 fn remove_archive_files(archive: &Path) -> Result<()> {
-    for suffix in ["", B3_SUFFIX, MD5_SUFFIX, PARTIAL_SUFFIX, DTAR_INDEX_SUFFIX] {
+    for suffix in ["", PARTIAL_SUFFIX, DTAR_INDEX_SUFFIX] {
         remove_if_present(&suffixed(archive, suffix))?;
     }
-    for sum in [B3_SUFFIX, MD5_SUFFIX] {
-        remove_if_present(&suffixed(&suffixed(archive, sum), ".tmp"))?;
+    for kind in ChecksumKind::ALL {
+        let sum = suffixed(archive, sidecar_suffix(kind));
+        remove_if_present(&suffixed(&sum, ".tmp"))?;
+        remove_if_present(&sum)?;
     }
     Ok(())
 }
