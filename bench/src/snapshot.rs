@@ -769,9 +769,10 @@ mod tests {
         let report = bench_tree("small files", &source, 20, bytes, dir.path(), &tar, 1)
             .await
             .unwrap();
-        // Five create rows (GNU tar twice, the engine three times), four components (the
-        // hash alone, the floor, the disk floor, GNU tar with an fsync) and four restores.
-        assert_eq!(report.results.len(), 13);
+        // Six create rows (GNU tar twice, the engine four times: verification off, on with
+        // each checksum), four components (the hash alone, the floor, the disk floor, GNU
+        // tar with an fsync) and four restores.
+        assert_eq!(report.results.len(), 14);
         assert_eq!(report.results[FIRST_RESTORE].variant, "GNU tar -xf (plain)");
         assert!(report.archive_bytes > bytes);
         assert!(
