@@ -44,18 +44,18 @@
 //! `tar --one-file-system` would. Kernels without `openat2` (before 5.6) make
 //! [`beneath_supported`] false, and the engine archives with GNU tar instead.
 //!
-//! The writer hands every buffer it has written to a hashing thread, which computes the
-//! checksum while the next bytes are written (a hash on the writer thread itself put it on
-//! the run's critical path: a quarter of the time of 100,000 small files). The archive is
-//! written with `O_DIRECT` from aligned staging buffers ([`super::direct_io`]) where the
-//! filesystem takes it; elsewhere through the page cache, its writeback started every
+//! The archive is written with `O_DIRECT` ([`super::direct_io`]) where the filesystem
+//! takes it: the readers' buffers start on a page boundary, so that a thread of its own
+//! writes them where they lie (or from staging buffers, where the filesystem wants whole
+//! pages). Elsewhere it goes through the page cache, its writeback started every
 //! [`WRITEBACK_STEP`] bytes (`sync_file_range`) so that the caller's fsync waits only for
-//! the tail.
+//! the tail. The writer hashes each buffer as it hands it on: it has nothing else to do
+//! with the bytes, so the checksum costs no copy and no thread.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,7 +70,7 @@ use tar::{Builder, EntryType, Header};
 use tracing::warn;
 
 use super::checksum::StreamHasher;
-use super::direct_io::DirectWriter;
+use super::direct_io::{AlignedBuf, DirectWriter, Release};
 use crate::error::{Error, Result};
 use crate::linux::mounter::{fd_path, nodev_copy, open_dir_nofollow};
 use crate::ports::{ArchiveChecksum, ChecksumKind};
@@ -89,8 +89,6 @@ const PIECE_BYTES: usize = 256 << 10;
 const POOLED_BUFFERS: usize = 128;
 /// Chunk in which large files are streamed.
 const CHUNK: usize = PIECE_BYTES;
-/// Written bytes queued for the hashing thread at most, in pieces.
-const HASH_QUEUE: usize = 16;
 /// Window cost of an entry besides its data.
 const ENTRY_COST: u64 = 1 << 10;
 /// Window cost of a large file (an open descriptor waiting for the writer).
@@ -163,6 +161,9 @@ enum Writes {
     /// Through the page cache (what a filesystem without `O_DIRECT` gets).
     #[cfg(test)]
     Buffered,
+    /// `O_DIRECT` from staging buffers (what a filesystem wanting whole pages gets).
+    #[cfg(test)]
+    Staged,
 }
 
 /// [`write_archive`], its writes made as `writes` says.
@@ -207,25 +208,19 @@ fn write_archive_as(
     let (done_tx, done_rx) = mpsc::channel::<Segment>();
     let readers = limits.readers.max(1);
     let written = std::thread::scope(|scope| -> Result<Option<(u64, u64, _)>> {
-        let (hash_tx, hash_rx) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
-        let hashing = checksum
-            .map(|kind| {
-                let buffers = &shared.buffers;
-                std::thread::Builder::new()
-                    .name("tar-hash".into())
-                    .spawn_scoped(scope, move || hash_pieces(kind, hash_rx, buffers))
-                    .map_err(|e| Error::Internal(format!("cannot start thread tar-hash: {e}")))
-            })
-            .transpose()?;
+        let buffers = &shared.buffers;
+        let release = || -> Release { Box::new(|bytes| buffers.give(bytes)) };
         let mut out = ArchiveOut {
             direct: match writes {
-                Writes::DirectIfPossible => DirectWriter::start(&file, scope),
+                Writes::DirectIfPossible => DirectWriter::start(&file, scope, release()),
                 #[cfg(test)]
                 Writes::Buffered => None,
+                #[cfg(test)]
+                Writes::Staged => DirectWriter::start_staged(&file, scope, release()),
             },
             file,
-            hash: hashing.is_some().then_some(hash_tx),
-            buffers: &shared.buffers,
+            hasher: checksum.map(StreamHasher::new),
+            buffers,
             written: 0,
             flushed: 0,
         };
@@ -250,12 +245,7 @@ fn write_archive_as(
             }
         };
         end_archive(&mut out).map_err(|e| Error::io("write", dest, e))?;
-        // Closing the queue lets the hashing thread finish the last bytes.
-        let size = out.finish().map_err(|e| Error::io("write", dest, e))?;
-        let checksum = match hashing.map(|h| h.join()).transpose() {
-            Ok(checksum) => checksum,
-            Err(_) => return Err(Error::Internal("the checksum thread panicked".into())),
-        };
+        let (size, checksum) = out.finish().map_err(|e| Error::io("write", dest, e))?;
         Ok(Some((entries, size, checksum)))
     });
     if let Some(e) = shared.take_error() {
@@ -312,64 +302,49 @@ fn end_archive(out: &mut ArchiveOut) -> io::Result<()> {
     out.put(zeros)
 }
 
-/// The archive file: bytes written to it go on to the hashing thread, when a checksum is
-/// asked for. Written with `O_DIRECT` where the filesystem takes it, else through the page
-/// cache with writeback started early.
-struct ArchiveOut<'a> {
+/// The archive file, and the checksum of what goes into it. Written with `O_DIRECT`
+/// where the filesystem takes it, else through the page cache with writeback started
+/// early.
+struct ArchiveOut<'scope, 'a> {
     file: File,
     /// The direct writer of `file`, where the filesystem takes direct writes.
-    direct: Option<DirectWriter>,
-    /// The hashing thread's queue.
-    hash: Option<SyncSender<Vec<u8>>>,
-    /// Where written bytes' buffers go back when nothing hashes them.
+    direct: Option<DirectWriter<'scope>>,
+    /// The checksum so far, when one is asked for.
+    hasher: Option<StreamHasher>,
+    /// Where buffers go back once written.
     buffers: &'a Buffers,
     written: u64,
     /// Bytes whose writeback has been started.
     flushed: u64,
 }
 
-impl ArchiveOut<'_> {
-    /// Writes `bytes`, then hands them to the hashing thread, which hashes them while the
-    /// next ones are written (and gives the buffer back to the pool).
-    fn put(&mut self, bytes: Vec<u8>) -> io::Result<()> {
-        match &mut self.direct {
-            Some(direct) => direct.write(&bytes)?,
-            None => self.file.write_all(&bytes)?,
+impl ArchiveOut<'_, '_> {
+    /// Hashes `bytes` and writes them (a direct writer gives the buffer back to the pool
+    /// once it has written it).
+    fn put(&mut self, bytes: AlignedBuf) -> io::Result<()> {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&bytes);
         }
         self.written += bytes.len() as u64;
-        if self.direct.is_none() && self.written - self.flushed >= WRITEBACK_STEP {
+        if let Some(direct) = &mut self.direct {
+            return direct.write(bytes);
+        }
+        self.file.write_all(&bytes)?;
+        if self.written - self.flushed >= WRITEBACK_STEP {
             start_writeback(&self.file, self.flushed, self.written - self.flushed);
             self.flushed = self.written;
         }
-        match &self.hash {
-            Some(queue) => queue
-                .send(bytes)
-                .map_err(|_| io::Error::other("the checksum thread stopped")),
-            None => {
-                self.buffers.give(bytes);
-                Ok(())
-            }
-        }
+        self.buffers.give(bytes);
+        Ok(())
     }
 
-    /// Writes what direct writes still hold; the bytes written in all.
-    fn finish(mut self) -> io::Result<u64> {
+    /// Writes what direct writes still hold; the bytes written in all and their checksum.
+    fn finish(mut self) -> io::Result<(u64, Option<ArchiveChecksum>)> {
         if let Some(direct) = self.direct.take() {
             direct.finish(&self.file)?;
         }
-        Ok(self.written)
+        Ok((self.written, self.hasher.map(StreamHasher::finish)))
     }
-}
-
-/// The hashing thread: the checksum of every byte written, in order, until the writer
-/// closes the queue.
-fn hash_pieces(kind: ChecksumKind, queue: Receiver<Vec<u8>>, buffers: &Buffers) -> ArchiveChecksum {
-    let mut hasher = StreamHasher::new(kind);
-    for bytes in queue {
-        hasher.update(&bytes);
-        buffers.give(bytes);
-    }
-    hasher.finish()
 }
 
 /// Starts writing `len` bytes of `file` from `offset` back to disk without waiting for
@@ -584,7 +559,7 @@ impl Segment {
 /// Part of a segment, in archive order.
 enum Piece {
     /// Headers, small files' contents and their padding.
-    Bytes(Vec<u8>),
+    Bytes(AlignedBuf),
     /// A large file's contents, streamed by the writer (its header ends the piece before).
     Stream {
         file: File,
@@ -611,16 +586,16 @@ struct Linkable {
 /// Byte buffers the writer has emptied, for the readers to fill again (no allocation and
 /// no cross-thread free per file).
 #[derive(Default)]
-struct Buffers(Mutex<Vec<Vec<u8>>>);
+struct Buffers(Mutex<Vec<AlignedBuf>>);
 
 impl Buffers {
-    fn take(&self) -> Vec<u8> {
+    fn take(&self) -> AlignedBuf {
         lock(&self.0)
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(PIECE_BYTES))
+            .unwrap_or_else(|| AlignedBuf::with_capacity(PIECE_BYTES))
     }
 
-    fn give(&self, mut buffer: Vec<u8>) {
+    fn give(&self, mut buffer: AlignedBuf) {
         if buffer.capacity() <= 2 * PIECE_BYTES {
             buffer.clear();
             let mut pool = lock(&self.0);
@@ -819,7 +794,7 @@ struct Assembler<'a> {
     done: Sender<Segment>,
     /// Writes into the segment's current bytes piece. (Dropping it appends the end of an
     /// archive to a buffer nobody reads.)
-    builder: Builder<Vec<u8>>,
+    builder: Builder<AlignedBuf>,
     segment: Segment,
 }
 
@@ -911,10 +886,8 @@ impl<'a> Assembler<'a> {
                 let start = out.len();
                 let end = start + size.next_multiple_of(512) as usize;
                 out.reserve(end - start);
-                // read_to_end retries interrupted reads itself.
-                let got = (&mut file)
-                    .take(size)
-                    .read_to_end(out)
+                let got = out
+                    .read_from(&mut file, size)
                     .map_err(|e| Error::io("read", path(), e))?;
                 out.resize(end, 0);
                 if (got as u64) < size {
@@ -1415,7 +1388,7 @@ fn write_segments(
         dest,
         shared,
         links: HashMap::new(),
-        link_entry: Builder::new(Vec::new()),
+        link_entry: Builder::new(shared.buffers.take()),
     };
     let mut next = 0u64;
     let mut entries = 0u64;
@@ -1461,7 +1434,7 @@ struct PieceWriter<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Builds hard link entries. (Dropping it appends the end of an archive to a buffer
     /// nobody reads.)
-    link_entry: Builder<Vec<u8>>,
+    link_entry: Builder<AlignedBuf>,
 }
 
 impl PieceWriter<'_> {
@@ -1485,7 +1458,8 @@ impl PieceWriter<'_> {
                     self.link_entry
                         .append_link(&mut header, &entry.name, first.get())
                         .map_err(fail)?;
-                    let bytes = std::mem::take(self.link_entry.get_mut());
+                    let bytes =
+                        std::mem::replace(self.link_entry.get_mut(), self.shared.buffers.take());
                     out.put(bytes)
                         .map_err(|e| Error::io("write", self.dest, e))?;
                 }
@@ -1520,9 +1494,8 @@ fn stream(
         let want = left.min(CHUNK as u64) as usize;
         let mut chunk = shared.buffers.take();
         chunk.reserve(want + 512);
-        let got = (&mut file)
-            .take(want as u64)
-            .read_to_end(&mut chunk)
+        let got = chunk
+            .read_from(&mut file, want as u64)
             .map_err(|e| Error::io("read", name, e))?;
         if got < want {
             warn!(name = %name.display(), size, "file shrank while it was read; padded with zeros");
@@ -1546,6 +1519,7 @@ fn stream(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -1629,7 +1603,7 @@ mod tests {
                 let shared = shared_on(Path::new("/"));
                 let mut assembler = Assembler::new(&shared, mpsc::channel().0);
                 let appended = assembler.append_header(&mut fast, Path::new(&name));
-                appended.map(|()| std::mem::take(assembler.builder.get_mut()))
+                appended.map(|()| assembler.builder.get_ref().to_vec())
             };
             let theirs = built.append_data(&mut slow, &name, io::empty());
             prop_assert_eq!(ours.is_ok(), theirs.is_ok());
@@ -1681,18 +1655,29 @@ mod tests {
         // Streamed by the writer, its last chunk short.
         let large = SMALL_FILE_MAX as usize + 2 * CHUNK + 5;
         fs::write(source.join("large"), vec![9u8; large]).unwrap();
+        // Hard links: their entries are written as buffers of one block.
+        let links = 50;
+        fs::create_dir(source.join("links")).unwrap();
+        for i in 0..links {
+            let first = source
+                .join(format!("d{:02}", i % 40))
+                .join(format!("f{i:05}"));
+            fs::hard_link(first, source.join("links").join(format!("l{i:02}"))).unwrap();
+        }
         let archive = dir.path().join("a.tar");
         let mut limits = WriteLimits::new(Duration::from_secs(600), Arc::default());
         limits.readers = 3;
         let written =
             write_archive(&source, &archive, Some(ChecksumKind::Blake3), &limits).unwrap();
-        // Written through the page cache instead: the same bytes.
-        let buffered = dir.path().join("buffered.tar");
-        let kind = Some(ChecksumKind::Blake3);
-        let again = write_archive_as(&source, &buffered, kind, &limits, Writes::Buffered).unwrap();
-        assert_eq!(again, written);
-        assert!(fs::read(&buffered).unwrap() == fs::read(&archive).unwrap());
-        assert_eq!(written.entries as usize, 1 + 40 + count + 1);
+        // Written through the page cache, or copied into staging buffers: the same bytes.
+        for writes in [Writes::Buffered, Writes::Staged] {
+            let other = dir.path().join(format!("{writes:?}.tar"));
+            let kind = Some(ChecksumKind::Blake3);
+            let again = write_archive_as(&source, &other, kind, &limits, writes).unwrap();
+            assert_eq!(again, written, "{writes:?}");
+            assert!(fs::read(&other).unwrap() == fs::read(&archive).unwrap());
+        }
+        assert_eq!(written.entries as usize, 1 + 40 + count + 1 + 1 + links);
         assert_eq!(
             written.checksum.unwrap(),
             super::super::checksum::hash_file(ChecksumKind::Blake3, &archive).unwrap()
@@ -1781,7 +1766,7 @@ mod tests {
     fn append(shared: &Shared, job: Job) -> (Appended, Vec<u8>) {
         let mut assembler = Assembler::new(shared, mpsc::channel().0);
         let appended = assembler.append(job).unwrap();
-        (appended, std::mem::take(assembler.builder.get_mut()))
+        (appended, assembler.builder.get_ref().to_vec())
     }
 
     /// Whether `job` is left out: not added, and not a byte of it in the archive.
