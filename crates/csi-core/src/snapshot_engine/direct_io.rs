@@ -498,7 +498,11 @@ mod tests {
             } else {
                 DirectWriter::start(&file, scope, release)?
             };
-            assert_eq!(writer.gathers(), !staged);
+            assert!(
+                staged || writer.gathers(),
+                "the test directory's filesystem takes no direct writes of 512-byte segments"
+            );
+            assert!(!staged || !writer.gathers());
             for piece in pieces {
                 let mut bytes = AlignedBuf::with_capacity(piece.len());
                 bytes.extend_from_slice(piece);

@@ -6,8 +6,8 @@
 //! turn each run into a segment of the archive: they stat the entries (a file through the
 //! descriptor its bytes are read from, so metadata and contents are of one inode), read
 //! their extended attributes and symlink targets, build their headers and read small regular
-//! files (up to [`SMALL_FILE_MAX`]) straight into the segment's bytes, in buffers the
-//! writer gives back for reuse. The calling thread writes the segments strictly in walk
+//! files (up to [`SMALL_FILE_MAX`]) straight into the segment's bytes, in buffers that come
+//! back for reuse once written. The calling thread writes the segments strictly in walk
 //! order and streams large files itself in 256 KiB chunks. A bounded window (bytes and
 //! entries read ahead of the writer, [`WINDOW_BYTES`], [`WINDOW_ENTRIES`]) keeps memory
 //! bounded whatever the tree.
@@ -583,7 +583,7 @@ struct Linkable {
     pieces: Vec<Piece>,
 }
 
-/// Byte buffers the writer has emptied, for the readers to fill again (no allocation and
+/// Byte buffers whose bytes are written, for the readers to fill again (no allocation and
 /// no cross-thread free per file).
 #[derive(Default)]
 struct Buffers(Mutex<Vec<AlignedBuf>>);
