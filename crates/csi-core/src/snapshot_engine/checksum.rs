@@ -40,7 +40,7 @@ fn hex_len(kind: ChecksumKind) -> usize {
     }
 }
 
-/// A running digest of either kind.
+/// A running digest of any kind.
 #[derive(Clone)]
 pub enum StreamHasher {
     /// XXH3-128.
