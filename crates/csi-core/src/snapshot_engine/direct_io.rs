@@ -30,8 +30,8 @@ pub const BLOCK: usize = 4096;
 /// The unit of buffers written where they lie: their lengths are multiples of it (a tar
 /// block, and the smallest logical block size of disks).
 pub const SEGMENT: usize = 512;
-/// Bytes per direct write at most (about: written where they lie, a write takes whole
-/// buffers until it holds at least this much).
+/// Bytes per direct write: a staging buffer's size, and how much buffers written where
+/// they lie gather before a write (whole buffers, so a write may hold a little more).
 pub const STAGING_BYTES: usize = 4 << 20;
 /// Staging buffers in all: one being filled, the others written or waiting.
 const STAGING_BUFFERS: usize = 4;
