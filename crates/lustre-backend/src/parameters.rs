@@ -616,6 +616,27 @@ mod tests {
         }
 
         #[test]
+        fn snapshot_checksums_parse_by_name_or_fail_naming_the_key(
+            value in "\\PC{0,12}",
+            kind in prop::sample::select(ChecksumKind::ALL.to_vec()),
+            upper in any::<bool>(),
+            pad in "[ \t]{0,2}",
+        ) {
+            match SnapshotParams::parse(&map(&[("snapshotChecksum", value.as_str())])) {
+                Ok(p) => prop_assert!(p.checksum.name().eq_ignore_ascii_case(value.trim())),
+                Err(e) => {
+                    prop_assert_eq!(e.code(), ErrorCode::InvalidArgument);
+                    prop_assert!(e.to_string().contains("parameters[snapshotChecksum]"));
+                }
+            }
+            // Each kind's name, in either case and with blanks around it, is that kind.
+            let name = if upper { kind.name().to_uppercase() } else { kind.name().to_string() };
+            let spelled = format!("{pad}{name}{pad}");
+            let p = SnapshotParams::parse(&map(&[("snapshotChecksum", spelled.as_str())]));
+            prop_assert_eq!(p.map(|p| p.checksum).ok(), Some(kind));
+        }
+
+        #[test]
         fn snapshot_folders_never_climb(value in "[a-z./]{0,20}") {
             if let Ok(p) = SnapshotParams::parse(&map(&[("snapshotFolder", value.as_str())])) {
                 let folder = p.folder.unwrap();
