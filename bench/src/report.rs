@@ -146,21 +146,27 @@ pub fn targets(filesystems: &[FsReport], snapshot: Option<&SnapshotReport>) -> V
             .iter()
             .find(|t| t.tree == "small files")
             .and_then(|t| {
-                t.results
-                    .iter()
-                    .find(|r| {
-                        r.operation == "create"
-                            && r.variant == crate::snapshot::ENGINE_VERIFIED_CREATE
-                    })
-                    .map(|r| (t.files, r.speedup_vs_gnu_tar))
+                let speedup = |variant: &str| {
+                    t.results
+                        .iter()
+                        .find(|r| r.variant == variant)
+                        .map(|r| r.speedup_vs_gnu_tar)
+                };
+                let engine = speedup(crate::snapshot::ENGINE_VERIFIED_CREATE)?;
+                Some((t.files, engine, speedup(crate::snapshot::DISK_FLOOR)))
             });
-        if let Some((files, speedup)) = found {
+        if let Some((files, speedup, disk)) = found {
+            // Plain GNU tar leaves its archive in the page cache; the engine's is on the
+            // disk when it returns, so the disk's own speed bounds the ratio.
+            let bound = disk.map_or(String::new(), |d| {
+                format!(" (writing the archive's bytes alone: {d:.2}x)")
+            });
             out.push(Target {
                 scope: "snapshot".into(),
                 target: format!(
                     "snapshot create, verification on, >= {SNAPSHOT_SPEEDUP}x faster than GNU tar ({files} small files)"
                 ),
-                measured: format!("{speedup:.2}x"),
+                measured: format!("{speedup:.2}x{bound}"),
                 pass: Some(speedup >= SNAPSHOT_SPEEDUP),
             });
         }
@@ -546,4 +552,60 @@ pub fn render(report: &Report) -> String {
     }
     let _ = writeln!(out, "\nProcess counting: {}", report.process_count_method);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{DISK_FLOOR, ENGINE_VERIFIED_CREATE, TreeReport, VariantResult};
+
+    fn row(operation: &str, variant: &str, speedup: f64) -> VariantResult {
+        VariantResult {
+            operation: operation.into(),
+            variant: variant.into(),
+            seconds_median: 1.0,
+            seconds: vec![1.0],
+            mib_per_second: 1.0,
+            files_per_second: 1.0,
+            speedup_vs_gnu_tar: speedup,
+        }
+    }
+
+    fn snapshot(results: Vec<VariantResult>) -> SnapshotReport {
+        SnapshotReport {
+            tar_version: "tar (GNU tar) 1.34".into(),
+            tar_path: "/usr/bin/tar".into(),
+            scratch_filesystem: "ext4".into(),
+            runs: 1,
+            trees: vec![TreeReport {
+                tree: "small files".into(),
+                files: 10,
+                bytes: 40960,
+                archive_bytes: 51200,
+                results,
+            }],
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_snapshot_target_is_judged_on_the_verified_create_and_names_the_disk_bound() {
+        let report = snapshot(vec![
+            row("create", "GNU tar -cf (plain)", 1.0),
+            row("create", ENGINE_VERIFIED_CREATE, 1.52),
+            row("component", DISK_FLOOR, 1.93),
+        ]);
+        let judged = targets(&[], Some(&report));
+        assert_eq!(judged.len(), 1);
+        assert_eq!(judged[0].pass, Some(false));
+        assert_eq!(
+            judged[0].measured,
+            "1.52x (writing the archive's bytes alone: 1.93x)"
+        );
+
+        let report = snapshot(vec![row("create", ENGINE_VERIFIED_CREATE, 2.19)]);
+        let judged = targets(&[], Some(&report));
+        assert_eq!(judged[0].pass, Some(true));
+        assert_eq!(judged[0].measured, "2.19x");
+    }
 }

@@ -3,14 +3,16 @@
 //! same trees in the same run.
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use csi_core::linux::TokioCommandRunner;
 use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine};
 use csi_core::snapshot_engine::checksum::hash_file;
+use csi_core::snapshot_engine::direct_io::{AlignedBuf, DirectWriter, SEGMENT};
 use csi_core::snapshot_engine::tar_writer::start_writeback;
 use csi_core::snapshot_engine::{ArchiveSnapshotEngine, sidecar_suffix, suffixed};
 use serde::Serialize;
@@ -36,13 +38,16 @@ const OTHER_CHECKSUMS: [(ChecksumKind, &str); 2] = [
 
 /// Files per directory of the small-file tree.
 const FILES_PER_DIR: usize = 1000;
-/// Output buffer of each thread of the syscall floor.
+/// Output buffer of each thread of the syscall floor, and of the disk floor.
 const FLOOR_BUFFER: usize = 4 << 20;
+/// Buffers the disk floor fills at most (one being written, the others queued).
+const FLOOR_BUFFERS: usize = 4;
 
 /// The floor variant's name.
 const FLOOR: &str = "floor: stat, open, fstat, read, close per file, the bytes written, fsync";
 /// The disk floor variant's name.
-const DISK_FLOOR: &str = "disk floor: the archive's size written from memory, fsync";
+pub const DISK_FLOOR: &str =
+    "disk floor: the archive's size written from memory as the engine writes (O_DIRECT), fsync";
 /// Where the restore rows start among a tree's variants.
 const FIRST_RESTORE: usize = 10;
 
@@ -243,22 +248,69 @@ fn syscall_floor(source: &Path, out: &Path) -> Result<()> {
 }
 
 /// What any archiver that makes its archive durable pays on this disk, whatever it reads:
-/// `bytes` written to `out` from memory in [`FLOOR_BUFFER`] writes, writeback started
-/// after each, then an fsync.
+/// `bytes` written to `out` from memory as the engine writes an archive: in
+/// [`FLOOR_BUFFER`] buffers with `O_DIRECT` where the filesystem takes it
+/// ([`DirectWriter`]), else through the page cache with writeback started after each
+/// buffer; then an fsync.
 fn disk_floor(out: &Path, bytes: u64) -> Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(out).map_err(|e| BenchError::io("create", out, e))?;
-    let mut buf = vec![0u8; FLOOR_BUFFER];
-    Bytes(0x5DEE_CE66_D1CE_4E5B).fill(&mut buf);
-    let mut written = 0u64;
+    let file = std::fs::File::create(out).map_err(|e| BenchError::io("create", out, e))?;
+    let pattern = floor_pattern();
+    // Direct writes take whole segments; the few bytes after the last one go buffered.
+    let whole = bytes / SEGMENT as u64 * SEGMENT as u64;
+    let direct = std::thread::scope(|scope| -> std::io::Result<bool> {
+        let (give_back, given_back) = mpsc::channel();
+        let release = Box::new(move |buffer| {
+            let _ = give_back.send(buffer);
+        });
+        let Some(mut writer) = DirectWriter::start(&file, scope, release) else {
+            return Ok(false);
+        };
+        let (mut written, mut allocated) = (0u64, 0usize);
+        while written < whole {
+            let n = (whole - written).min(FLOOR_BUFFER as u64) as usize;
+            let mut buffer = match given_back.try_recv() {
+                Ok(buffer) => buffer,
+                Err(_) if allocated < FLOOR_BUFFERS => {
+                    allocated += 1;
+                    AlignedBuf::with_capacity(FLOOR_BUFFER)
+                }
+                // Every buffer is queued or being written: wait for one.
+                Err(_) => match given_back.recv() {
+                    Ok(buffer) => buffer,
+                    // The writing thread stopped; finishing says why.
+                    Err(_) => break,
+                },
+            };
+            buffer.clear();
+            buffer.extend_from_slice(&pattern[..n]);
+            writer.write(buffer)?;
+            written += n as u64;
+        }
+        writer.finish(&file)?;
+        if written < whole {
+            return Err(std::io::Error::other("the writing thread stopped early"));
+        }
+        Ok(true)
+    })
+    .map_err(|e| BenchError::io("write (O_DIRECT)", out, e))?;
+    let mut written = if direct { whole } else { 0 };
     while written < bytes {
-        let n = (bytes - written).min(FLOOR_BUFFER as u64) as usize;
-        file.write_all(&buf[..n])
+        // Every FLOOR_BUFFER bytes of the file are the pattern from its start.
+        let at = (written % FLOOR_BUFFER as u64) as usize;
+        let n = (bytes - written).min((FLOOR_BUFFER - at) as u64) as usize;
+        file.write_all_at(&pattern[at..at + n], written)
             .map_err(|e| BenchError::io("write", out, e))?;
         start_writeback(&file, written, n as u64);
         written += n as u64;
     }
     file.sync_all().map_err(|e| BenchError::io("fsync", out, e))
+}
+
+/// What the disk floor writes: every [`FLOOR_BUFFER`] bytes of its file are these.
+fn floor_pattern() -> Vec<u8> {
+    let mut pattern = vec![0u8; FLOOR_BUFFER];
+    Bytes(0x5DEE_CE66_D1CE_4E5B).fill(&mut pattern);
+    pattern
 }
 
 /// The absolute path of `name` on `PATH`.
@@ -755,7 +807,12 @@ mod tests {
         let out = dir.path().join("disk.bin");
         let bytes = FLOOR_BUFFER as u64 * 2 + 513;
         disk_floor(&out, bytes).unwrap();
-        assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes);
+        let written = std::fs::read(&out).unwrap();
+        assert_eq!(written.len() as u64, bytes);
+        let pattern = floor_pattern();
+        for (i, chunk) in written.chunks(FLOOR_BUFFER).enumerate() {
+            assert!(chunk == &pattern[..chunk.len()], "buffer {i} differs");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
