@@ -162,14 +162,16 @@ where
         metrics,
         reflection,
     } = options;
+    let recorder = metrics.as_ref().map(|m| m.metrics().clone());
+    let (router, services) = router_with_metrics(identity, controller, node, recorder);
+    // Lets the first readiness check (started by the router) run up to its first wait,
+    // so a tool it runs, such as Lustre's `lctl`, works while the socket is bound: on a
+    // current-thread runtime it would otherwise start only in the accept loop.
+    tokio::task::yield_now().await;
+    let reflection = reflection.then_some(&services[..]);
     let Some(metrics) = metrics else {
-        let (router, services) = router(identity, controller, node);
-        let reflection = reflection.then_some(&services[..]);
         return server::serve_endpoint(endpoint, router, reflection, shutdown).await;
     };
-    let (router, services) =
-        router_with_metrics(identity, controller, node, Some(metrics.metrics().clone()));
-    let reflection = reflection.then_some(&services[..]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(metrics.serve(async {
         // A dropped sender stops the endpoint as well.

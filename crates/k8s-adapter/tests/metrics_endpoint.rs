@@ -123,6 +123,41 @@ fn set(lines: &[&str]) -> BTreeSet<String> {
     lines.iter().map(|l| l.to_string()).collect()
 }
 
+/// The first readiness check runs while the server binds its socket, not after: on the
+/// node's current-thread runtime a tool it runs (Lustre's `lctl`) would otherwise add its
+/// whole run to the start-up.
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_readiness_check_starts_before_the_socket_is_bound() {
+    let state = FakeState::ready();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("csi.sock");
+    *state.watched_path.lock().unwrap() = Some(socket.clone());
+    let endpoint = SocketEndpoint::parse(&format!("unix://{}", socket.display())).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let node = node(&state);
+        async move {
+            csi_server::run(&endpoint, config(), None, Some(node), async {
+                stopped.await.ok();
+            })
+            .await
+        }
+    });
+    wait_for_socket(&socket).await;
+    let deadline = Instant::now() + TIMEOUT;
+    while state.readiness_checks.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no readiness check at start");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        *state.watched_path_at_first_check.lock().unwrap(),
+        Some(false),
+        "the first readiness check ran after the socket was bound"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn calls_over_the_socket_are_counted_and_served_over_http() {
     let state = Arc::new(FakeState::default()); // not ready at first

@@ -55,6 +55,10 @@ pub struct FakeState {
     pub ready: AtomicBool,
     /// How often `check_ready` ran.
     pub readiness_checks: AtomicUsize,
+    /// A path the first `check_ready` looks for...
+    pub watched_path: Mutex<Option<PathBuf>>,
+    /// ...and whether it found it.
+    pub watched_path_at_first_check: Mutex<Option<bool>>,
     /// Volumes by id.
     pub volumes: Mutex<BTreeMap<String, Volume>>,
     /// Snapshots by id.
@@ -104,7 +108,11 @@ pub fn backend(state: Arc<FakeState>) -> MockFilesystemBackend {
 
     let s = state.clone();
     b.expect_check_ready().returning(move || {
-        s.readiness_checks.fetch_add(1, Ordering::SeqCst);
+        if s.readiness_checks.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(path) = s.watched_path.lock().unwrap().as_ref()
+        {
+            *s.watched_path_at_first_check.lock().unwrap() = Some(path.exists());
+        }
         if s.ready.load(Ordering::SeqCst) {
             Ok(())
         } else {
