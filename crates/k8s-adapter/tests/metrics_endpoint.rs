@@ -123,6 +123,28 @@ fn set(lines: &[&str]) -> BTreeSet<String> {
     lines.iter().map(|l| l.to_string()).collect()
 }
 
+/// A node server on `socket` as the binaries run it, without a metrics endpoint: the
+/// signal that stops it and its task.
+fn serve_node(
+    state: &Arc<FakeState>,
+    socket: &Path,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), AdapterError>>,
+) {
+    let endpoint = SocketEndpoint::parse(&format!("unix://{}", socket.display())).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let node = node(state);
+    let server = tokio::spawn(async move {
+        let options = csi_server::ServeOptions::default();
+        csi_server::run_with_metrics(&endpoint, config(), None, Some(node), options, async {
+            stopped.await.ok();
+        })
+        .await
+    });
+    (stop, server)
+}
+
 /// The first readiness check runs while the server binds its socket, not after: on the
 /// node's current-thread runtime a tool it runs (Lustre's `lctl`) would otherwise add its
 /// whole run to the start-up.
@@ -132,17 +154,7 @@ async fn the_first_readiness_check_starts_before_the_socket_is_bound() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("csi.sock");
     *state.watched_path.lock().unwrap() = Some(socket.clone());
-    let endpoint = SocketEndpoint::parse(&format!("unix://{}", socket.display())).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn({
-        let node = node(&state);
-        async move {
-            csi_server::run(&endpoint, config(), None, Some(node), async {
-                stopped.await.ok();
-            })
-            .await
-        }
-    });
+    let (stop, server) = serve_node(&state, &socket);
     wait_for_socket(&socket).await;
     let deadline = Instant::now() + TIMEOUT;
     while state.readiness_checks.load(Ordering::SeqCst) == 0 {
@@ -417,18 +429,7 @@ async fn without_a_metrics_endpoint_the_server_runs_as_before() {
     let state = FakeState::ready();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("csi.sock");
-    let endpoint = SocketEndpoint::parse(&format!("unix://{}", socket.display())).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn({
-        let node = node(&state);
-        async move {
-            let options = csi_server::ServeOptions::default();
-            csi_server::run_with_metrics(&endpoint, config(), None, Some(node), options, async {
-                stopped.await.ok();
-            })
-            .await
-        }
-    });
+    let (stop, server) = serve_node(&state, &socket);
     wait_for_socket(&socket).await;
     let channel = socket_client::connect(&socket, TIMEOUT).await.unwrap();
     let answer = IdentityClient::new(channel)
