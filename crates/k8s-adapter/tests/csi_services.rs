@@ -129,14 +129,7 @@ async fn probe_is_not_ready_until_the_backends_are_and_caches_only_success() {
     };
 
     // The server runs the first check at start, before any Probe asks.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while state.readiness_checks.load(Ordering::SeqCst) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no readiness check at start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    state.wait_for_first_readiness_check().await;
     assert_eq!(probe(&mut client).await.unwrap(), Some(false));
     assert_eq!(probe(&mut client).await.unwrap(), Some(false));
     assert_eq!(

@@ -156,11 +156,7 @@ async fn the_first_readiness_check_starts_before_the_socket_is_bound() {
     *state.watched_path.lock().unwrap() = Some(socket.clone());
     let (stop, server) = serve_node(&state, &socket);
     wait_for_socket(&socket).await;
-    let deadline = Instant::now() + TIMEOUT;
-    while state.readiness_checks.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "no readiness check at start");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    state.wait_for_first_readiness_check().await;
     assert_eq!(
         *state.watched_path_at_first_check.lock().unwrap(),
         Some(false),

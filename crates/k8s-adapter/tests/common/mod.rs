@@ -77,6 +77,18 @@ impl FakeState {
         state.ready.store(true, Ordering::SeqCst);
         state
     }
+
+    /// Waits (up to 5 s) for the first readiness check, which the server runs at start.
+    pub async fn wait_for_first_readiness_check(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.readiness_checks.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no readiness check at start"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 fn remember_secrets(state: &FakeState, secrets: &csi_core::domain::Secrets) {
