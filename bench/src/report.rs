@@ -510,11 +510,12 @@ pub fn render(report: &Report) -> String {
         for t in &snap.trees {
             let _ = writeln!(
                 out,
-                "\n{}: {} files, {:.1} MiB of data, archive {:.1} MiB",
+                "\n{}: {} files, {:.1} MiB of data, archive {:.1} MiB (the tree written in {:.1} s)",
                 t.tree,
                 t.files,
                 t.bytes as f64 / (1 << 20) as f64,
-                t.archive_bytes as f64 / (1 << 20) as f64
+                t.archive_bytes as f64 / (1 << 20) as f64,
+                t.write_seconds
             );
             let _ = writeln!(
                 out,
@@ -582,6 +583,7 @@ mod tests {
                 files: 10,
                 bytes: 40960,
                 archive_bytes: 51200,
+                write_seconds: 0.1,
                 results,
             }],
             errors: Vec::new(),

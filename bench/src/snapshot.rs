@@ -99,6 +99,9 @@ pub struct TreeReport {
     pub bytes: u64,
     /// Size of the engine's archive.
     pub archive_bytes: u64,
+    /// Seconds the bench took to write the tree (not a figure of the archivers: far above
+    /// the usual, it shows a filesystem slow to allocate inodes, which slows restores too).
+    pub write_seconds: f64,
     /// Every variant.
     pub results: Vec<VariantResult>,
 }
@@ -666,6 +669,7 @@ async fn bench_tree(
         files,
         bytes,
         archive_bytes,
+        write_seconds: 0.0,
         results,
     })
 }
@@ -751,9 +755,15 @@ pub async fn run_snapshot(
         let measured = async {
             fresh_dir(&source)?;
             progress(&format!("snapshot: writing {files} files of {size} bytes"));
+            let t = Instant::now();
             let bytes = make_tree(&source, files, size)?;
+            let write_seconds = t.elapsed().as_secs_f64();
             progress(&format!("snapshot: timing {label}, {} runs", options.runs));
-            bench_tree(label, &source, files, bytes, scratch, &tar, options.runs).await
+            let tree = bench_tree(label, &source, files, bytes, scratch, &tar, options.runs);
+            tree.await.map(|tree| TreeReport {
+                write_seconds,
+                ..tree
+            })
         }
         .await;
         remove_tree(&source);
