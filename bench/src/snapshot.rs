@@ -597,7 +597,7 @@ async fn bench_tree(
         // Restores all read the engine's verified archive; their order turns with each
         // run so that none always follows the same neighbour. Each extracts into a new
         // directory and every copy stays until all runs are done: ext4 without a journal
-        // (this machine's root) skips inodes freed in the last minute when it allocates,
+        // (this machine's root) skips inodes freed in the last minutes when it allocates,
         // and after the removal of a 100,000-file copy that made the next extraction
         // spend 10-40 s in `ext4_create` instead of about 2.5 s.
         for k in 0..RESTORES_PER_RUN {
