@@ -317,8 +317,16 @@ impl Inner {
             let perms = &params.permissions;
             let group = record.quota_gid.or(perms.gid);
             let uid = (perms.uid != 0).then_some(perms.uid);
+            // Parents already there (the base path, after the first volume) need no tool run.
+            let known = {
+                let (root, rel) = (fs.root.clone(), path.relative().to_string());
+                blocking(self.fs_timeout(), "look up the volume's parents", move || {
+                    fs_tree::existing_dirs(&root, &rel)
+                })
+                .await?
+            };
             self.ctl
-                .create_dir_all(&fs.target, &path, perms.mode, uid, group)
+                .create_dir_all(&fs.target, &path, perms.mode, uid, group, known)
                 .await?;
             self.ctl
                 .set_pattern(&fs.target, &path, &params.stripe)

@@ -801,6 +801,10 @@ impl Ctl {
 
     /// Creates `path` and its missing ancestors, top down. Ancestors get mode 0755 and root
     /// ownership; `path` itself the given mode and owner. Existing directories are fine.
+    /// The first `known` ancestors (seen through a client mount) are taken as existing,
+    /// which saves a tool run each; should a create below them fail as a missing parent
+    /// does (not found, or a message the driver does not know), the whole chain is created
+    /// again from the top, in case one went away since it was seen.
     pub async fn create_dir_all(
         &self,
         target: &CtlTarget,
@@ -808,9 +812,43 @@ impl Ctl {
         mode: u32,
         uid: Option<u32>,
         gid: Option<u32>,
+        known: usize,
     ) -> Result<()> {
         let ancestors = path.ancestors_top_down();
-        for dir in &ancestors {
+        // `path` itself is always created: a new volume's directory is the one create a
+        // volume needs.
+        let skip = known.min(ancestors.len().saturating_sub(1));
+        let below_known = self
+            .create_dirs(target, &ancestors[skip..], path, mode, uid, gid)
+            .await;
+        match below_known {
+            Err(e)
+                if skip > 0
+                    && matches!(
+                        e.code(),
+                        csi_core::ErrorCode::NotFound | csi_core::ErrorCode::Internal
+                    ) =>
+            {
+                debug!(path = %path, error = %e, "creating below directories seen through the mount failed; creating every ancestor");
+                self.create_dirs(target, &ancestors, path, mode, uid, gid)
+                    .await
+            }
+            result => result,
+        }
+    }
+
+    /// Creates each of `dirs` in order (`path` with the given mode and owner, the others
+    /// 0755 and root's); existing ones are fine.
+    async fn create_dirs(
+        &self,
+        target: &CtlTarget,
+        dirs: &[VolumePath],
+        path: &VolumePath,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        for dir in dirs {
             let last = dir == path;
             let op = CtlOp::CreateDir {
                 path: dir.clone(),
@@ -1391,6 +1429,7 @@ mod tests {
             0o750,
             Some(5),
             Some(6),
+            0,
         )
         .await
         .unwrap();
@@ -1409,6 +1448,59 @@ mod tests {
         assert!(
             creates[2].contains(&"--permissions=750".to_string())
                 && creates[2].contains(&"--uid=5".to_string())
+        );
+    }
+
+    /// The directory paths `create_dir_all` asked the tool to create, in order, with the
+    /// first create of `fail_first` answered as a missing parent is.
+    async fn created_dirs(known: usize, fail_first: Option<&'static str>) -> Vec<String> {
+        let mut runner = MockCommandRunner::new();
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        runner.expect_run().returning(move |cmd| {
+            let a = args(cmd);
+            if !a.iter().any(|s| s == "directory") {
+                return Ok(ok(""));
+            }
+            let dir = a.last().unwrap().clone();
+            let mut seen = log.lock().unwrap();
+            seen.push(dir.clone());
+            if Some(dir.as_str()) == fail_first && seen.iter().filter(|d| **d == dir).count() == 1 {
+                return Ok(CommandOutput {
+                    status: Some(1),
+                    stdout: String::new(),
+                    stderr: format!(
+                        "Unable to find metadata node for path: {dir}\nError: Path does not exist\n"
+                    ),
+                });
+            }
+            Ok(ok(""))
+        });
+        let ctl = Ctl::new(Arc::new(runner), tools());
+        ctl.create_dir_all(
+            &target(false, false),
+            &path("/k8s/all/v"),
+            0o750,
+            None,
+            None,
+            known,
+        )
+        .await
+        .unwrap();
+        seen.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn known_parents_are_not_created_again_unless_one_went_away() {
+        // Parents seen through the mount: one tool run, for the volume's own directory.
+        assert_eq!(created_dirs(2, None).await, ["/k8s/all/v"]);
+        assert_eq!(created_dirs(1, None).await, ["/k8s/all", "/k8s/all/v"]);
+        // The directory itself is created even when it was seen too.
+        assert_eq!(created_dirs(3, None).await, ["/k8s/all/v"]);
+        // A parent removed since it was seen: the chain is made again from the top.
+        assert_eq!(
+            created_dirs(2, Some("/k8s/all/v")).await,
+            ["/k8s/all/v", "/k8s", "/k8s/all", "/k8s/all/v"]
         );
     }
 
