@@ -441,6 +441,10 @@ impl FilesystemBackend for BeegfsBackend {
         self.inner.get_volume(&parse_volume_id(id)?).await
     }
 
+    async fn volume(&self, id: &VolumeId) -> Result<Volume> {
+        self.inner.volume(&parse_volume_id(id)?).await
+    }
+
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
         self.inner.list_volumes().await
     }

@@ -962,3 +962,29 @@ async fn deletions_wait_for_a_running_cut_and_say_so_when_it_outlasts_the_wait()
         }
     }
 }
+
+#[tokio::test]
+async fn the_volume_alone_runs_no_tool_and_its_condition_reads_the_quota() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+    let ctl = controller(&world, quota_settings(100, 200), "", None);
+    let v = ctl
+        .create_volume(&req("pvc-q", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let ran = || world.fake.commands.lock().unwrap().len();
+    let before = ran();
+    // What expansion and ValidateVolumeCapabilities ask for.
+    assert_eq!(ctl.volume(&v.id).await.unwrap(), v);
+    assert_eq!(ran(), before);
+    // ControllerGetVolume's condition checks the quota: one tool run.
+    let info = ctl.get_volume(&v.id).await.unwrap();
+    assert!(!info.condition.abnormal, "{}", info.condition.message);
+    assert_eq!(info.volume, v);
+    assert_eq!(ran(), before + 1);
+    let missing = VolumeId::parse(&v.id.as_str().replace("pvc-q", "pvc-none")).unwrap();
+    assert_eq!(
+        ctl.volume(&missing).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+}

@@ -764,18 +764,40 @@ impl Inner {
         VolumeCondition::healthy()
     }
 
-    /// ControllerGetVolume (and the existence check of ValidateVolumeCapabilities).
+    /// ControllerGetVolume: the volume and its condition, its quota included.
     pub(crate) async fn get_volume(&self, id: &BeegfsVolumeId) -> Result<VolumeInfo> {
         let fs = self.controller_fs(&id.host).await?;
-        match self.volume_record(&fs, id).await? {
-            Some(record) if record.state != VolumeState::Creating => Ok(VolumeInfo {
+        match self.created_record(&fs, id).await? {
+            Some(record) => Ok(VolumeInfo {
                 volume: record.to_volume()?,
                 condition: self.condition_of(&fs, &record, true).await,
             }),
-            Some(_) => Err(Error::NotFound(format!(
+            None => self.static_volume_info(&fs, id).await,
+        }
+    }
+
+    /// The volume from its record, without the condition (whose quota check runs a tool):
+    /// what expansion and ValidateVolumeCapabilities need.
+    pub(crate) async fn volume(&self, id: &BeegfsVolumeId) -> Result<Volume> {
+        let fs = self.controller_fs(&id.host).await?;
+        match self.created_record(&fs, id).await? {
+            Some(record) => record.to_volume(),
+            None => Ok(self.static_volume_info(&fs, id).await?.volume),
+        }
+    }
+
+    /// The record of a volume this driver created; `None` for one it did not, `NotFound`
+    /// while it is still being created.
+    async fn created_record(
+        &self,
+        fs: &FsAccess,
+        id: &BeegfsVolumeId,
+    ) -> Result<Option<VolumeRecord>> {
+        match self.volume_record(fs, id).await? {
+            Some(record) if record.state == VolumeState::Creating => Err(Error::NotFound(format!(
                 "volume {id} is still being created"
             ))),
-            None => self.static_volume_info(&fs, id).await,
+            record => Ok(record),
         }
     }
 

@@ -133,6 +133,13 @@ pub trait FilesystemBackend: Send + Sync {
     /// The volume and its condition; `NotFound` when it does not exist.
     async fn get_volume(&self, id: &VolumeId) -> Result<VolumeInfo>;
 
+    /// The volume without its condition, for use cases that need only its existence or
+    /// capacity (a backend whose condition costs a tool run answers without it); `NotFound`
+    /// when it does not exist.
+    async fn volume(&self, id: &VolumeId) -> Result<Volume> {
+        Ok(self.get_volume(id).await?.volume)
+    }
+
     /// Every volume this driver created on every configured filesystem.
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>>;
 

@@ -137,7 +137,7 @@ impl ControllerService {
         }
         let backend = self.backends.for_existing_volume(&id)?;
         let _guard = self.lock_volume(&id)?;
-        let current = backend.get_volume(&id).await?.volume.capacity_bytes;
+        let current = backend.volume(&id).await?.capacity_bytes;
         if capacity.limit != 0 && current > capacity.limit {
             return Err(Error::OutOfRange(format!(
                 "volume {id} already has {current} bytes, more than limit_bytes {}; volumes never shrink",
@@ -171,7 +171,7 @@ impl ControllerService {
             ));
         }
         let backend = self.backends.for_existing_volume(&id)?;
-        backend.get_volume(&id).await?;
+        backend.volume(&id).await?;
         Ok(match check_capabilities(backend.as_ref(), capabilities) {
             Ok(()) => ValidationOutcome::Confirmed,
             Err(e) => ValidationOutcome::Unsupported(e.to_string()),

@@ -171,6 +171,16 @@ pub fn backend(state: Arc<FakeState>) -> MockFilesystemBackend {
     });
 
     let s = state.clone();
+    b.expect_volume().returning(move |id| {
+        s.volumes
+            .lock()
+            .unwrap()
+            .get(id.as_str())
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
+    });
+
+    let s = state.clone();
     b.expect_get_volume().returning(move |id| {
         s.volumes
             .lock()
