@@ -25,7 +25,7 @@ use crate::config::{LustreConfig, LustreEntry, LustreSettings};
 use crate::exafs::{ExaFs, NidList};
 use crate::mounts::{LUSTRE, SharedMounts};
 use crate::parameters::VolumeParams;
-use crate::quota::LustreQuota;
+use crate::quota::{LustreQuota, PROJECT_ID_TTL, ProjectIdCache};
 use crate::records::Stores;
 use crate::tasks::Tasks;
 use crate::volume_dirs;
@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     pub purge_scheduled: Mutex<HashSet<PathBuf>>,
     /// When the Lustre client last answered `lctl get_param -n version`, and its version.
     pub client_seen: Mutex<Option<(Instant, String)>>,
+    /// Project ids of the volume paths whose stats were asked for.
+    pub project_ids: ProjectIdCache,
 }
 
 /// How long a successful Lustre client check stands before Probe runs `lctl` again.
@@ -154,6 +156,7 @@ impl LustreBackend {
                 temp_mount: tokio::sync::Mutex::new(()),
                 purge_scheduled: Mutex::new(HashSet::new()),
                 client_seen: Mutex::new(None),
+                project_ids: ProjectIdCache::new(PROJECT_ID_TTL),
             }),
         })
     }

@@ -206,11 +206,22 @@ impl Inner {
         path: &Path,
     ) -> Result<VolumeStats> {
         let quota = self.quota(path);
-        let report = match quota.project_of(path).await {
-            Ok(attr) if attr.id != 0 => match quota.report(attr.id).await {
+        let project = match self.project_ids.get(path) {
+            Some(id) => Ok(id),
+            None => quota.project_of(path).await.map(|attr| {
+                self.project_ids.put(path, attr.id);
+                attr.id
+            }),
+        };
+        let report = match project {
+            Ok(id) if id != 0 => match quota.report(id).await {
                 Ok(report) => Some(report),
-                Err(e) if e.code() == ErrorCode::DeadlineExceeded => return Err(e),
                 Err(e) => {
+                    // Read the project again next time: it may have changed.
+                    self.project_ids.forget(path);
+                    if e.code() == ErrorCode::DeadlineExceeded {
+                        return Err(e);
+                    }
                     warn!(path = %path.display(), error = %e, "project usage unreadable; reporting the filesystem's");
                     None
                 }
@@ -652,6 +663,38 @@ mod tests {
         let calls = h.lfs.lock().unwrap().calls.clone();
         assert_eq!(calls[0], format!("project -d {}", dir.display()));
         assert_eq!(calls[1], format!("quota -p 5 {}", dir.display()));
+    }
+
+    #[tokio::test]
+    async fn a_volume_project_is_read_once_and_again_after_its_quota_failed() {
+        let h = Harness::node(ONE);
+        let dir = h.fs("exa1").join("pvc-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let mut lfs = h.lfs.lock().unwrap();
+            lfs.projects.insert(dir.clone(), 5);
+            lfs.limits.insert(5, 1024);
+        }
+        let id = VolumeId::parse("exa1:/pvc-1").unwrap();
+        let stats = || h.backend.volume_stats(&id, &dir);
+        let projects_read = || {
+            let lfs = h.lfs.lock().unwrap();
+            let reads = lfs.calls.iter().filter(|c| c.starts_with("project -d"));
+            reads.count()
+        };
+        for _ in 0..3 {
+            assert_eq!(stats().await.unwrap().bytes_total, 1 << 20);
+        }
+        assert_eq!(projects_read(), 1);
+        // The quota unreadable: the filesystem's figures, and the project read again next.
+        h.lfs
+            .lock()
+            .unwrap()
+            .fail
+            .push(("quota".into(), "quota: no such project".into()));
+        assert_ne!(stats().await.unwrap().bytes_total, 1 << 20);
+        assert_eq!(stats().await.unwrap().bytes_total, 1 << 20);
+        assert_eq!(projects_read(), 2);
     }
 
     #[tokio::test]

@@ -13,9 +13,10 @@
 //! inaccurate value, `-h` units (`526.5M`, `0k`, `13.57T`; block figures are KiB otherwise)
 //! and trailer lines (`pid 1001 is using default file quota setting`, `Some errors happened`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use csi_core::ports::{Command, CommandRunner, QuotaLimits, QuotaManager, QuotaUsage};
@@ -381,11 +382,80 @@ impl QuotaManager for LustreQuota {
     }
 }
 
+/// How long a directory's project id, once read with `lfs project -d`, stands before it is
+/// read again. Kubelet asks for each volume's stats about once a minute; the driver never
+/// changes a volume's project, and an administrator who does is seen within this time.
+pub const PROJECT_ID_TTL: Duration = Duration::from_secs(600);
+
+/// Project ids of directories as last read, each for [`PROJECT_ID_TTL`], so that a volume's
+/// stats run `lfs quota` alone most of the time.
+#[derive(Debug)]
+pub(crate) struct ProjectIdCache {
+    ttl: Duration,
+    ids: Mutex<HashMap<PathBuf, (u32, Instant)>>,
+}
+
+impl ProjectIdCache {
+    /// An empty cache whose entries stand for `ttl`.
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The project id of `dir`, when read less than the time to live ago.
+    pub(crate) fn get(&self, dir: &Path) -> Option<u32> {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.get(dir)
+            .filter(|(_, read)| read.elapsed() < self.ttl)
+            .map(|(id, _)| *id)
+    }
+
+    /// Remembers `id` as the project of `dir`, now; forgets entries past their time.
+    pub(crate) fn put(&self, dir: &Path, id: u32) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.retain(|_, (_, read)| read.elapsed() < self.ttl);
+        ids.insert(dir.to_path_buf(), (id, Instant::now()));
+    }
+
+    /// Forgets `dir`'s project id (its quota could not be read with it).
+    pub(crate) fn forget(&self, dir: &Path) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.remove(dir);
+    }
+
+    /// Directories remembered, expired ones included until the next `put`.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use csi_core::ports::{CommandOutput, MockCommandRunner};
     use proptest::prelude::*;
+
+    #[test]
+    fn project_ids_stand_for_their_time_and_can_be_forgotten() {
+        let cache = ProjectIdCache::new(Duration::from_secs(60));
+        let (a, b) = (Path::new("/mnt/a"), Path::new("/mnt/b"));
+        assert_eq!(cache.get(a), None);
+        cache.put(a, 1001);
+        cache.put(b, 0);
+        assert_eq!((cache.get(a), cache.get(b)), (Some(1001), Some(0)));
+        cache.forget(a);
+        assert_eq!((cache.get(a), cache.get(b)), (None, Some(0)));
+
+        let expired = ProjectIdCache::new(Duration::ZERO);
+        expired.put(a, 7);
+        assert_eq!(expired.get(a), None);
+        // Entries past their time go at the next put.
+        expired.put(b, 8);
+        assert_eq!(expired.len(), 1);
+    }
 
     const CLASSIC: &str = "\
 Disk quotas for prj 1001 (pid 1001):
