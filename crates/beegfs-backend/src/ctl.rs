@@ -1347,11 +1347,7 @@ mod tests {
             log.lock().unwrap().push(a.clone());
             if cmd.program == std::path::Path::new("/opt/beegfs") {
                 // No BeeGFS 8 management answers.
-                return Ok(CommandOutput {
-                    status: Some(1),
-                    stdout: String::new(),
-                    stderr: "rpc error: code = Unavailable".into(),
-                });
+                return Ok(failed("", "rpc error: code = Unavailable"));
             }
             if a.contains(&"--getentryinfo".to_string()) {
                 return Ok(ok(V7_ENTRY));
@@ -1405,101 +1401,86 @@ mod tests {
         assert_eq!(ctl.cached_version("10.0.0.5"), None);
     }
 
-    #[tokio::test]
-    async fn directories_are_created_top_down_and_existing_ones_are_fine() {
+    /// The arguments of every directory create `create_dir_all` of `/k8s/all/v` (mode
+    /// 0750, uid 5, gid 6) ran, in order, given `known` parents; `answer` may answer a
+    /// create (the directory, how many times it was asked for) instead of success.
+    async fn dir_creates(
+        known: usize,
+        answer: impl Fn(&str, usize) -> Option<CommandOutput> + Send + Sync + 'static,
+    ) -> Vec<Vec<String>> {
         let mut runner = MockCommandRunner::new();
         let seen = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
-        let log = seen.clone();
-        runner.expect_run().returning(move |cmd| {
-            let a = args(cmd);
-            log.lock().unwrap().push(a.clone());
-            if a.iter().any(|s| s == "/k8s") && a.iter().any(|s| s == "directory") {
-                return Ok(CommandOutput {
-                    status: Some(1),
-                    stdout: "/k8s: exists already\n".into(),
-                    stderr: String::new(),
-                });
-            }
-            Ok(ok(""))
-        });
-        let ctl = Ctl::new(Arc::new(runner), tools());
-        ctl.create_dir_all(
-            &target(false, false),
-            &path("/k8s/all/v"),
-            0o750,
-            Some(5),
-            Some(6),
-            0,
-        )
-        .await
-        .unwrap();
-        let calls = seen.lock().unwrap();
-        let creates: Vec<_> = calls
-            .iter()
-            .filter(|a| a.contains(&"directory".to_string()))
-            .collect();
-        assert_eq!(creates.len(), 3);
-        assert_eq!(creates[0].last().unwrap(), "/k8s");
-        assert!(
-            creates[1].contains(&"--permissions=755".to_string())
-                && !creates[1].iter().any(|s| s.starts_with("--uid"))
-        );
-        assert_eq!(creates[2].last().unwrap(), "/k8s/all/v");
-        assert!(
-            creates[2].contains(&"--permissions=750".to_string())
-                && creates[2].contains(&"--uid=5".to_string())
-        );
-    }
-
-    /// The directory paths `create_dir_all` asked the tool to create, in order, with the
-    /// first create of `fail_first` answered as a missing parent is.
-    async fn created_dirs(known: usize, fail_first: Option<&'static str>) -> Vec<String> {
-        let mut runner = MockCommandRunner::new();
-        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let log = seen.clone();
         runner.expect_run().returning(move |cmd| {
             let a = args(cmd);
             if !a.iter().any(|s| s == "directory") {
                 return Ok(ok(""));
             }
-            let dir = a.last().unwrap().clone();
             let mut seen = log.lock().unwrap();
-            seen.push(dir.clone());
-            if Some(dir.as_str()) == fail_first && seen.iter().filter(|d| **d == dir).count() == 1 {
-                return Ok(CommandOutput {
-                    status: Some(1),
-                    stdout: String::new(),
-                    stderr: format!(
-                        "Unable to find metadata node for path: {dir}\nError: Path does not exist\n"
-                    ),
-                });
-            }
-            Ok(ok(""))
+            seen.push(a.clone());
+            let dir = a.last().unwrap();
+            let asked = seen.iter().filter(|c| c.last() == Some(dir)).count();
+            Ok(answer(dir, asked).unwrap_or_else(|| ok("")))
         });
         let ctl = Ctl::new(Arc::new(runner), tools());
-        ctl.create_dir_all(
-            &target(false, false),
-            &path("/k8s/all/v"),
-            0o750,
-            None,
-            None,
-            known,
-        )
-        .await
-        .unwrap();
+        let target = target(false, false);
+        ctl.create_dir_all(&target, &path("/k8s/all/v"), 0o750, Some(5), Some(6), known)
+            .await
+            .unwrap();
         seen.lock().unwrap().clone()
+    }
+
+    /// A failed call's output.
+    fn failed(stdout: &str, stderr: &str) -> CommandOutput {
+        CommandOutput {
+            status: Some(1),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
+    }
+
+    /// The directories of `creates`, in order.
+    fn dirs(creates: &[Vec<String>]) -> Vec<&str> {
+        creates.iter().map(|a| a.last().unwrap().as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn directories_are_created_top_down_and_existing_ones_are_fine() {
+        let creates = dir_creates(0, |dir, _| {
+            (dir == "/k8s").then(|| failed("/k8s: exists already\n", ""))
+        })
+        .await;
+        assert_eq!(dirs(&creates), ["/k8s", "/k8s/all", "/k8s/all/v"]);
+        assert!(
+            creates[1].contains(&"--permissions=755".to_string())
+                && !creates[1].iter().any(|s| s.starts_with("--uid"))
+        );
+        assert!(
+            creates[2].contains(&"--permissions=750".to_string())
+                && creates[2].contains(&"--uid=5".to_string())
+        );
     }
 
     #[tokio::test]
     async fn known_parents_are_not_created_again_unless_one_went_away() {
+        let created = |known| async move { dirs(&dir_creates(known, |_, _| None).await).join(" ") };
         // Parents seen through the mount: one tool run, for the volume's own directory.
-        assert_eq!(created_dirs(2, None).await, ["/k8s/all/v"]);
-        assert_eq!(created_dirs(1, None).await, ["/k8s/all", "/k8s/all/v"]);
+        assert_eq!(created(2).await, "/k8s/all/v");
+        assert_eq!(created(1).await, "/k8s/all /k8s/all/v");
         // The directory itself is created even when it was seen too.
-        assert_eq!(created_dirs(3, None).await, ["/k8s/all/v"]);
+        assert_eq!(created(3).await, "/k8s/all/v");
         // A parent removed since it was seen: the chain is made again from the top.
+        let creates = dir_creates(2, |dir, asked| {
+            (dir == "/k8s/all/v" && asked == 1).then(|| {
+                let missing = format!(
+                    "Unable to find metadata node for path: {dir}\nError: Path does not exist\n"
+                );
+                failed("", &missing)
+            })
+        })
+        .await;
         assert_eq!(
-            created_dirs(2, Some("/k8s/all/v")).await,
+            dirs(&creates),
             ["/k8s/all/v", "/k8s", "/k8s/all", "/k8s/all/v"]
         );
     }

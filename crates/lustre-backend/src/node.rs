@@ -629,15 +629,22 @@ mod tests {
         assert!(call.contains(" 10.0.0.1@tcp:/fs1/old "), "{call}");
     }
 
+    /// The directory of volume `exa1:/pvc-1`, in project 5 with a 1 MiB limit.
+    fn project_volume(h: &Harness) -> PathBuf {
+        let dir = h.fs("exa1").join("pvc-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lfs = h.lfs.lock().unwrap();
+        lfs.projects.insert(dir.clone(), 5);
+        lfs.limits.insert(5, 1024);
+        dir
+    }
+
     #[tokio::test]
     async fn stats_come_from_the_project_quota() {
         let h = Harness::node(ONE);
-        let dir = h.fs("exa1").join("pvc-1");
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = project_volume(&h);
         {
             let mut lfs = h.lfs.lock().unwrap();
-            lfs.projects.insert(dir.clone(), 5);
-            lfs.limits.insert(5, 1024);
             lfs.used_kib.insert(5, 256);
             lfs.files.insert(5, 3);
         }
@@ -668,13 +675,7 @@ mod tests {
     #[tokio::test]
     async fn a_volume_project_is_read_once_and_again_after_its_quota_failed() {
         let h = Harness::node(ONE);
-        let dir = h.fs("exa1").join("pvc-1");
-        std::fs::create_dir_all(&dir).unwrap();
-        {
-            let mut lfs = h.lfs.lock().unwrap();
-            lfs.projects.insert(dir.clone(), 5);
-            lfs.limits.insert(5, 1024);
-        }
+        let dir = project_volume(&h);
         let id = VolumeId::parse("exa1:/pvc-1").unwrap();
         let stats = || h.backend.volume_stats(&id, &dir);
         let projects_read = || {
