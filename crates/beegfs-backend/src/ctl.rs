@@ -815,8 +815,8 @@ impl Ctl {
         known: usize,
     ) -> Result<()> {
         let ancestors = path.ancestors_top_down();
-        // `path` itself is always created: a new volume's directory is the one create a
-        // volume needs.
+        // `path` itself is always created, seen or not: it is the directory a new volume
+        // needs, and its create sets the volume's mode and owner.
         let skip = known.min(ancestors.len().saturating_sub(1));
         let below_known = self
             .create_dirs(target, &ancestors[skip..], path, mode, uid, gid)
