@@ -78,6 +78,16 @@ impl FakeState {
         state
     }
 
+    /// The volume `id`, as the backend reports it; `NotFound` when there is none.
+    pub fn volume(&self, id: &VolumeId) -> csi_core::Result<Volume> {
+        self.volumes
+            .lock()
+            .unwrap()
+            .get(id.as_str())
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
+    }
+
     /// Waits (up to 5 s) for the first readiness check, which the server runs at start.
     pub async fn wait_for_first_readiness_check(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -171,26 +181,14 @@ pub fn backend(state: Arc<FakeState>) -> MockFilesystemBackend {
     });
 
     let s = state.clone();
-    b.expect_volume().returning(move |id| {
-        s.volumes
-            .lock()
-            .unwrap()
-            .get(id.as_str())
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
-    });
+    b.expect_volume().returning(move |id| s.volume(id));
 
     let s = state.clone();
     b.expect_get_volume().returning(move |id| {
-        s.volumes
-            .lock()
-            .unwrap()
-            .get(id.as_str())
-            .map(|volume| VolumeInfo {
-                volume: volume.clone(),
-                condition: VolumeCondition::healthy(),
-            })
-            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
+        s.volume(id).map(|volume| VolumeInfo {
+            volume,
+            condition: VolumeCondition::healthy(),
+        })
     });
 
     let s = state.clone();
