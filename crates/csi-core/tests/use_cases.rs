@@ -166,6 +166,36 @@ async fn an_id_no_backend_knows_is_not_found_except_for_delete() {
 }
 
 #[tokio::test]
+async fn a_delete_of_an_id_naming_an_unconfigured_filesystem_is_a_failed_precondition() {
+    // No delete expectations: a call into the backend would fail the test.
+    let mut b = MockFilesystemBackend::new();
+    b.expect_name().return_const("lustre");
+    b.expect_claim_volume_id().returning(|_| {
+        Some(Err(Error::NotFound(
+            "entry \"gone\" is not configured".into(),
+        )))
+    });
+    b.expect_claim_snapshot_id().returning(|_| {
+        Some(Err(Error::NotFound(
+            "entry \"gone\" is not configured".into(),
+        )))
+    });
+    let c = controller(b);
+    for err in [
+        c.delete_volume("gone:/pvc-1", &Secrets::default())
+            .await
+            .unwrap_err(),
+        c.delete_snapshot("gone:snapshot:s", &Secrets::default())
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("\"gone\""), "{err}");
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn a_malformed_claimed_id_is_invalid_argument_everywhere() {
     let c = controller(backend());
     let bad = "lustre:../../etc";

@@ -112,7 +112,7 @@ impl ControllerService {
     /// delete: success, as the CSI spec requires for volumes that do not exist.
     pub async fn delete_volume(&self, volume_id: &str, secrets: &Secrets) -> Result<()> {
         let id = VolumeId::parse(volume_id)?;
-        let Some(backend) = self.backends.for_volume(&id)? else {
+        let Some(backend) = self.backends.for_volume(&id).map_err(not_deletable)? else {
             info!(volume_id = %id, "no configured filesystem uses this id format: nothing to delete");
             return Ok(());
         };
@@ -267,7 +267,7 @@ impl ControllerService {
     /// DeleteSnapshot; an id no backend knows names no snapshot: success.
     pub async fn delete_snapshot(&self, snapshot_id: &str, secrets: &Secrets) -> Result<()> {
         let id = SnapshotId::parse(snapshot_id)?;
-        let Some(backend) = self.backends.for_snapshot(&id)? else {
+        let Some(backend) = self.backends.for_snapshot(&id).map_err(not_deletable)? else {
             info!(snapshot_id = %id, "no configured filesystem uses this snapshot id format: nothing to delete");
             return Ok(());
         };
@@ -316,6 +316,19 @@ pub(crate) fn check_capabilities(
         cap.check_supported(&format!("volume_capabilities[{i}]"), backend.fs_types())?;
     }
     Ok(())
+}
+
+/// A delete of an id whose backend cannot reach it (it names a filesystem no longer in the
+/// configuration) is refused rather than answered NotFound, which DeleteVolume and
+/// DeleteSnapshot may not return, or OK, which would make the CO forget data that is still
+/// on the filesystem: the CO retries until the configuration names the filesystem again.
+fn not_deletable(error: Error) -> Error {
+    match error {
+        Error::NotFound(reason) => Error::FailedPrecondition(format!(
+            "{reason}; nothing was deleted: configure that filesystem again to delete it"
+        )),
+        other => other,
+    }
 }
 
 /// Runs every backend's readiness check.
