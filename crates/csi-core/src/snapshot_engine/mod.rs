@@ -156,7 +156,13 @@ impl ArchiveSnapshotEngine {
                 let written = run_blocking(
                     self.archive_timeout.saturating_add(NATIVE_GRACE),
                     format!("archiving {}", source.display()),
-                    move || write_archive(&src, &dest, checksum, &limits),
+                    // Removed here on error too: a cancelled caller may be gone, and a
+                    // removal before the writer created the file would miss it.
+                    move || {
+                        write_archive(&src, &dest, checksum, &limits).inspect_err(|_| {
+                            let _ = remove_if_present(&dest);
+                        })
+                    },
                 )
                 .await??;
                 if written.warnings > 0 {
@@ -175,11 +181,24 @@ impl ArchiveSnapshotEngine {
         }
     }
 
-    /// Runs the archiver extracting `archive` into `dest`.
+    /// Runs the archiver extracting `archive` into `dest`, then flushes `dest`'s filesystem
+    /// to the disk: the archiver leaves what it wrote in the page cache, and a volume
+    /// reported ready must not lose its content when the controller's node crashes.
     async fn extract(&self, archive: &Path, dest: &Path, tool: &ArchiveTool) -> Result<()> {
         let command = restore_command(tool, archive, dest, self.archive_timeout);
         let output = self.runner.run(&command).await?;
-        check_archiver(tool, output, false)
+        check_archiver(tool, output, false)?;
+        let owned = dest.to_path_buf();
+        run_blocking(
+            self.archive_timeout,
+            format!("flushing {} to the disk", dest.display()),
+            move || {
+                let dir = File::open(&owned).map_err(|e| Error::io("open", &owned, e))?;
+                nix::unistd::syncfs(&dir)
+                    .map_err(|e| Error::io("syncfs", &owned, std::io::Error::from(e)))
+            },
+        )
+        .await?
     }
 
     /// Finishes a written archive: sync, checksum (`written`, or computed now), rename into
@@ -289,6 +308,47 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
     }
+}
+
+/// An archive's files (the archive and a dtar index beside it), removed when dropped while
+/// still armed: what an archive operation leaves behind when its future is dropped (a
+/// timeout, a stopped cut, a client that gave up), which no later call would find. The
+/// removal runs on a thread of its own, so a filesystem that hangs holds only that thread.
+struct LeftoverArchive(Option<PathBuf>);
+
+impl LeftoverArchive {
+    fn new(archive: &Path) -> Self {
+        Self(Some(archive.to_path_buf()))
+    }
+
+    /// Disarms the guard: the operation finished and dealt with the files itself.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for LeftoverArchive {
+    fn drop(&mut self) {
+        let Some(archive) = self.0.take() else {
+            return;
+        };
+        let removal = std::thread::Builder::new()
+            .name("archive-cleanup".into())
+            .spawn(move || {
+                if let Err(e) = remove_archive_leftovers(&archive) {
+                    warn!(archive = %archive.display(), error = %e, "could not remove an abandoned archive");
+                }
+            });
+        if let Err(e) = removal {
+            warn!(error = %e, "could not start the removal of an abandoned archive");
+        }
+    }
+}
+
+/// Removes an unfinished archive and the dtar index beside it, if present.
+fn remove_archive_leftovers(archive: &Path) -> Result<()> {
+    remove_if_present(archive)?;
+    remove_if_present(&suffixed(archive, DTAR_INDEX_SUFFIX))
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -431,8 +491,7 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
                 require_dir("snapshot source", &source)?;
                 let parent = archive.parent().unwrap_or(Path::new("/"));
                 require_dir("snapshot folder", parent)?;
-                remove_if_present(&partial)?;
-                remove_if_present(&suffixed(&partial, DTAR_INDEX_SUFFIX))
+                remove_archive_leftovers(&partial)
             })
             .await?;
         }
@@ -441,6 +500,7 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
         // stops, and a finish already on its blocking thread renames nothing into place.
         let cancel = Arc::new(AtomicBool::new(false));
         let _stop = CancelOnDrop(cancel.clone());
+        let mut leftover = LeftoverArchive::new(&partial);
         let written = match self
             .write_archive(source, &partial, &options.tool, checksum, &cancel)
             .await
@@ -457,7 +517,7 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
             }
             Err(e) => Err(e),
         };
-        match written {
+        let result = match written {
             Ok(info) => {
                 info!(source = %source.display(), archive = %archive.display(), size = info.size_bytes, checksum = ?info.checksum, "snapshot archive written");
                 Ok(info)
@@ -466,13 +526,14 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
                 let cleanup = partial.clone();
                 let _ = self
                     .io(format!("removing {}", partial.display()), move || {
-                        remove_if_present(&cleanup)?;
-                        remove_if_present(&suffixed(&cleanup, DTAR_INDEX_SUFFIX))
+                        remove_archive_leftovers(&cleanup)
                     })
                     .await;
                 Err(e)
             }
-        }
+        };
+        leftover.disarm();
+        result
     }
 
     async fn restore(&self, archive: &Path, dest: &Path, options: &ArchiveOptions) -> Result<()> {
@@ -539,6 +600,7 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
         }
         let cancel = Arc::new(AtomicBool::new(false));
         let _stop = CancelOnDrop(cancel.clone());
+        let mut leftover = LeftoverArchive::new(&temp);
         let copied = match self
             .write_archive(source, &temp, &options.tool, None, &cancel)
             .await
@@ -549,10 +611,10 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
         let cleanup = temp.clone();
         let removed = self
             .io(format!("removing {}", temp.display()), move || {
-                remove_if_present(&cleanup)?;
-                remove_if_present(&suffixed(&cleanup, DTAR_INDEX_SUFFIX))
+                remove_archive_leftovers(&cleanup)
             })
             .await;
+        leftover.disarm();
         copied?;
         if let Err(e) = removed {
             warn!(temp = %temp.display(), error = %e, "could not remove the clone's temporary archive");
@@ -687,6 +749,77 @@ mod tests {
         assert!(err.to_string().contains("Permission denied"), "{err}");
         assert!(!archive.exists());
         assert!(!suffixed(&archive, PARTIAL_SUFFIX).exists());
+    }
+
+    /// A dtar that writes its archive, then never returns.
+    struct HangingDtar;
+
+    #[async_trait]
+    impl CommandRunner for HangingDtar {
+        async fn run(&self, command: &Command) -> Result<CommandOutput> {
+            fs::write(Path::new(&command.args[5]), b"half a volume").unwrap();
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clone_given_up_leaves_no_temporary_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, dest) = (dir.path().join("vol"), dir.path().join("clone"));
+        fs::create_dir(&source).unwrap();
+        fs::create_dir(&dest).unwrap();
+        let engine = ArchiveSnapshotEngine::new(Arc::new(HangingDtar));
+        let options = ArchiveOptions {
+            tool: ArchiveTool::Dtar("/opt/dtar".into()),
+            verify: false,
+            checksum: ChecksumKind::Md5,
+        };
+        let copy = engine.copy_tree(&source, &dest, &options);
+        // Dropped by the timeout, as a client that gives up drops it.
+        tokio::time::timeout(Duration::from_millis(100), copy)
+            .await
+            .unwrap_err();
+        let names = || -> Vec<String> {
+            fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        // The removal runs on a thread of its own: give it a few seconds.
+        for _ in 0..500 {
+            if names().len() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut left = names();
+        left.sort();
+        assert_eq!(left, ["clone", "vol"]);
+    }
+
+    #[tokio::test]
+    async fn a_restore_is_done_only_once_its_files_are_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("restored");
+        fs::create_dir(&dest).unwrap();
+        let archive = dir.path().join("snap.tar");
+        fs::write(&archive, b"archive bytes").unwrap();
+        let mut runner = MockCommandRunner::new();
+        let gone = dest.clone();
+        // The destination disappears under the archiver: the flush that follows the
+        // extraction cannot reach it, and the restore is not reported done.
+        runner.expect_run().times(1).returning(move |_| {
+            fs::remove_dir(&gone).unwrap();
+            Ok(ok())
+        });
+        let engine = ArchiveSnapshotEngine::new(Arc::new(runner));
+        let options = ArchiveOptions {
+            tool: ArchiveTool::Dtar("/opt/dtar".into()),
+            verify: false,
+            checksum: ChecksumKind::Md5,
+        };
+        let err = engine.restore(&archive, &dest, &options).await.unwrap_err();
+        assert!(err.to_string().contains("restored"), "{err}");
     }
 
     /// An engine that must not run any command, with verified GNU-tar options.
