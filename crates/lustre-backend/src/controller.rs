@@ -350,8 +350,9 @@ impl Inner {
         self.volume_of(&record, &entry)
     }
 
-    /// Picks the project id: the given one (refused when another volume of ours has it), or
-    /// a random free one in the range.
+    /// Picks the project id: the given one (refused when another volume of ours has it, or
+    /// when files or limits on the filesystem already use it: the volume would share that
+    /// quota and its deletion would clear it), or a random free one in the range.
     async fn reserve_project(
         &self,
         params: &VolumeParams,
@@ -373,6 +374,12 @@ impl Inner {
             if let Some(other) = owner(stores, id).await? {
                 return Err(Error::FailedPrecondition(format!(
                     "parameters[projectId]: project {id} already belongs to volume {other}"
+                )));
+            }
+            if self.quota(&target.mount_point).in_use(id).await? {
+                return Err(Error::FailedPrecondition(format!(
+                    "parameters[projectId]: project {id} is already in use on {} (files or quota limits this driver did not make); name an unused id, or leave projectId out to have one generated",
+                    target.mount_point.display()
                 )));
             }
             return Ok(reservation);
@@ -1229,6 +1236,30 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
         assert!(err.to_string().contains("volume b"), "{err}");
+        // An id someone else's files or limits use is not taken over either.
+        for (id, limit) in [(11, None), (12, Some(100))] {
+            {
+                let mut lfs = h.lfs.lock().unwrap();
+                match limit {
+                    None => lfs.used_kib.insert(id, 1),
+                    Some(kib) => lfs.limits.insert(id, kib),
+                };
+            }
+            let err = h
+                .backend
+                .create_volume(&create_request(
+                    "d",
+                    &[("projectId", &id.to_string())],
+                    1024,
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+            assert!(err.to_string().contains("already in use"), "{err}");
+            assert_eq!(h.lfs.lock().unwrap().limits.get(&id).copied(), limit);
+            assert!(!h.fs("exa1").join("d").exists());
+            assert!(!h.fs("exa1").join(".pfs-csi/volumes/d.json").exists());
+        }
     }
 
     #[tokio::test]
