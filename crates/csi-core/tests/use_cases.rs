@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 
 use csi_core::domain::{
     AccessMode, AccessType, CapacityRange, GIB, RequestMetadata, Secrets, TopologyRequirement,
-    Volume, VolumeCapability, VolumeCondition, VolumeId, VolumeStats,
+    Volume, VolumeCapability, VolumeCondition, VolumeContentSource, VolumeId, VolumeStats,
 };
 use csi_core::ports::{
     CreateVolumeRequest, MockFilesystemBackend, MockMounter, Mounter, VolumeInfo,
@@ -192,6 +192,40 @@ async fn a_delete_of_an_id_naming_an_unconfigured_filesystem_is_a_failed_precond
         assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
         assert!(err.to_string().contains("\"gone\""), "{err}");
         assert!(err.to_string().contains("nothing was deleted"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_source_on_another_filesystem_is_invalid_argument_and_creates_nothing() {
+    // The parameters pick the first backend (no create expectation: a call fails the
+    // test); the sources are the second's.
+    let mut lustre = backend();
+    lustre.expect_claim_snapshot_id().returning(|_| None);
+    let mut beegfs = MockFilesystemBackend::new();
+    beegfs.expect_name().return_const("beegfs");
+    beegfs.expect_accepts_parameters().return_const(false);
+    beegfs
+        .expect_claim_volume_id()
+        .returning(|id| id.as_str().starts_with("beegfs://").then_some(Ok(())));
+    beegfs
+        .expect_claim_snapshot_id()
+        .returning(|id| id.as_str().starts_with("beegfs-snap://").then_some(Ok(())));
+    let c = ControllerService::new(Backends::new(vec![Arc::new(lustre), Arc::new(beegfs)]));
+    for (source, field) in [
+        (
+            VolumeContentSource::Snapshot("beegfs-snap://h/base/s".into()),
+            "snapshot_id",
+        ),
+        (
+            VolumeContentSource::Volume("beegfs://h/base/v".into()),
+            "volume.volume_id",
+        ),
+    ] {
+        let mut req = request("pvc-1", 0, 0);
+        req.content_source = Some(source);
+        let err = c.create_volume(req).await.unwrap_err();
+        assert!(err.to_string().contains("on beegfs"), "{err}");
+        assert_invalid(err, field);
     }
 }
 

@@ -1,12 +1,13 @@
 //! The controller use cases: provision, delete, expand, list, capacity, snapshots.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tracing::{info, warn};
 
 use crate::domain::{
     CapacityRange, GIB, Parameters, Secrets, Snapshot, SnapshotId, Topology, Volume,
-    VolumeCapability, VolumeId,
+    VolumeCapability, VolumeContentSource, VolumeId,
 };
 use crate::error::{Error, Result};
 use crate::ports::{CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend, VolumeInfo};
@@ -90,6 +91,7 @@ impl ControllerService {
         }
         let backend = self.backends.for_parameters(&request.parameters)?;
         check_capabilities(backend.as_ref(), &request.capabilities)?;
+        self.check_source_backend(backend, request.content_source.as_ref())?;
         let _guard = self.locks.try_lock(
             format!("name:{}", request.name),
             &format!("volume name {}", request.name),
@@ -299,6 +301,39 @@ impl ControllerService {
             entries,
             next_token,
         })
+    }
+
+    /// A content source of another configured filesystem is `InvalidArgument`: no backend
+    /// restores or clones across filesystems, and a NotFound would have the CO retry
+    /// forever. A source no backend knows stays for the chosen backend to answer
+    /// (NotFound).
+    fn check_source_backend(
+        &self,
+        backend: &Arc<dyn FilesystemBackend>,
+        source: Option<&VolumeContentSource>,
+    ) -> Result<()> {
+        let (field, owner) = match source {
+            None => return Ok(()),
+            Some(VolumeContentSource::Snapshot(id)) => (
+                "volume_content_source.snapshot.snapshot_id",
+                self.backends.for_snapshot(&SnapshotId::parse(id)?),
+            ),
+            Some(VolumeContentSource::Volume(id)) => (
+                "volume_content_source.volume.volume_id",
+                self.backends.for_volume(&VolumeId::parse(id)?),
+            ),
+        };
+        match owner {
+            Ok(Some(owner)) if !Arc::ptr_eq(owner, backend) => Err(Error::invalid(
+                field,
+                format!(
+                    "it is on {}, but the parameters create the volume on {}; sources are restored or cloned within one filesystem",
+                    owner.name(),
+                    backend.name()
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn lock_volume(&self, id: &VolumeId) -> Result<super::LockGuard> {
