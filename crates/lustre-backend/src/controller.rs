@@ -755,6 +755,11 @@ impl Inner {
                 "a snapshot of volume {id} is still being written; retry once it is done"
             )));
         }
+        if let Some(clone) = self.clone_filling_from(&entry, id.as_str()).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is the source of volume {clone}, which is still being copied from it; delete it once that copy is done"
+            )));
+        }
         self.tasks.stop(&fill_key(&entry.name, &rec.name)).await;
         if rec.state != VolumeState::Deleting {
             rec.state = VolumeState::Deleting;
@@ -811,6 +816,26 @@ impl Inner {
             .await?
             .iter()
             .any(|(_, s)| s.source_volume_id == volume_id && s.state == SnapshotState::Cutting))
+    }
+
+    /// The name of a volume this controller is filling as a clone of `volume_id` right now.
+    /// (A fill interrupted by a restart does not hold the source: its CO may have given up
+    /// on it, and a retry of it finds the source gone.)
+    async fn clone_filling_from(
+        &self,
+        entry: &LustreEntry,
+        volume_id: &str,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .stores(entry)
+            .volume_list()
+            .await?
+            .into_iter()
+            .find(|(name, v)| {
+                matches!(&v.content_source, Some(ContentRecord::Volume(s)) if s == volume_id)
+                    && self.tasks.is_running(&fill_key(&entry.name, name))
+            })
+            .map(|(name, _)| name))
     }
 
     /// ControllerExpandVolume: raises the hard limit.
@@ -1778,5 +1803,48 @@ mod tests {
             .unwrap();
         assert_eq!(again.id, clone.id);
         assert!(h.fs("exa1").join("clone/a.txt").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_clone_source_stays_while_the_clone_is_filled() {
+        let h = Harness::controller(ONE);
+        let src = h
+            .backend
+            .create_volume(&create_request("src", &[], GIB as i64))
+            .await
+            .unwrap();
+        std::fs::write(h.fs("exa1").join("src/a.txt"), b"a").unwrap();
+        // The clone's copy held back: it runs in the background, and its create answers
+        // Aborted until it is done.
+        h.engine.set_open(false);
+        let clone = with_source(
+            create_request("clone", &[], GIB as i64),
+            VolumeContentSource::Volume(src.id.to_string()),
+        );
+        let err = h.backend.create_volume(&clone).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
+        let err = h
+            .backend
+            .delete_volume(&src.id, &Secrets::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("volume clone"), "{err}");
+        assert!(h.fs("exa1").join("src/a.txt").is_file());
+        h.engine.set_open(true);
+        let done = loop {
+            match h.backend.create_volume(&clone).await {
+                Err(e) if e.code() == ErrorCode::Aborted => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                done => break done.unwrap(),
+            }
+        };
+        assert!(h.fs("exa1").join("clone/a.txt").is_file(), "{done:?}");
+        h.backend
+            .delete_volume(&src.id, &Secrets::default())
+            .await
+            .unwrap();
+        assert!(!h.fs("exa1").join("src").exists());
     }
 }

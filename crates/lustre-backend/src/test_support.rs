@@ -242,6 +242,8 @@ impl SnapshotEngine for FakeEngine {
 
     async fn copy_tree(&self, source: &Path, dest: &Path, _options: &ArchiveOptions) -> Result<()> {
         self.log(format!("copy {} {}", source.display(), dest.display()));
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|o| *o).await;
         for name in names_in(source).map_err(|e| Error::io("list", source, e))? {
             std::fs::copy(source.join(&name), dest.join(&name))
                 .map_err(|e| Error::io("copy", dest, e))?;
