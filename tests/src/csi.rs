@@ -94,6 +94,11 @@ pub fn rwo() -> pb::VolumeCapability {
     mount_capability(Mode::SingleNodeWriter)
 }
 
+/// ReadWriteOncePod as a mount.
+pub fn rwop() -> pb::VolumeCapability {
+    mount_capability(Mode::SingleNodeSingleWriter)
+}
+
 /// ReadOnlyMany as a mount.
 pub fn rox() -> pb::VolumeCapability {
     mount_capability(Mode::MultiNodeReaderOnly)

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use pfs_csi_tests::csi::{
     GIB, create_request, create_volume_settled, delete_request, expect_status, publish_request,
-    rwx, stage_request, unpublish_request, unstage_request,
+    rwop, rwx, stage_request, unpublish_request, unstage_request,
 };
 use pfs_csi_tests::mounts::{is_mount_point, mounted_below};
 use pfs_csi_tests::plugin::{PluginOptions, PluginProcess, Role};
@@ -49,29 +49,36 @@ async fn a_restarted_node_plugin_unpublishes_and_unstages_what_it_had_published(
     node_plugin.wait_ready().await;
     let mut node = node_plugin.node().await;
 
-    // Two volumes bind-mounted from the shared filesystem mount, one with a Lustre mount of
-    // its own; the first also published read-only at a second target.
+    // Volumes bind-mounted from the shared filesystem mount, one with a Lustre mount of its
+    // own, one ReadWriteOncePod; the first also published read-only at a second target.
     let mut volumes = Vec::new();
-    for (name, params) in [
-        ("nr-1", vec![]),
-        ("nr-2", vec![]),
-        ("nr-3", vec![("bindMount", "false")]),
+    for (name, params, capability) in [
+        ("nr-1", vec![], rwx()),
+        ("nr-2", vec![], rwx()),
+        ("nr-3", vec![("bindMount", "false")], rwx()),
+        ("nr-4", vec![], rwop()),
     ] {
         let volume = create_volume_settled(&mut controller, create_request(name, GIB, &params))
             .await
             .unwrap();
         let staging = serve.pod_path(&format!("{name}/staging"));
         let target = serve.pod_path(&format!("{name}/target"));
-        node.node_stage_volume(stage_request(&volume, &staging, rwx()))
+        node.node_stage_volume(stage_request(&volume, &staging, capability.clone()))
             .await
             .unwrap();
-        node.node_publish_volume(publish_request(&volume, &staging, &target, rwx(), false))
-            .await
-            .unwrap();
+        node.node_publish_volume(publish_request(
+            &volume,
+            &staging,
+            &target,
+            capability.clone(),
+            false,
+        ))
+        .await
+        .unwrap();
         std::fs::write(target.join("data"), name).unwrap();
-        volumes.push((volume, staging, vec![(target, false)]));
+        volumes.push((volume, staging, vec![(target, false)], capability));
     }
-    let (first, first_staging, first_targets) = &mut volumes[0];
+    let (first, first_staging, first_targets, _) = &mut volumes[0];
     let ro_target = serve.pod_path("nr-1/target-ro");
     node.node_publish_volume(publish_request(
         first,
@@ -85,7 +92,7 @@ async fn a_restarted_node_plugin_unpublishes_and_unstages_what_it_had_published(
     first_targets.push((ro_target, true));
     let pods = serve.layout().root().join("pods");
     let mounted_before = mounted_below(&pods);
-    assert_eq!(mounted_before.len(), 7, "{mounted_before:?}");
+    assert_eq!(mounted_before.len(), 9, "{mounted_before:?}");
 
     // SIGKILL: no chance to clean up anything.
     node_plugin.kill9();
@@ -98,19 +105,41 @@ async fn a_restarted_node_plugin_unpublishes_and_unstages_what_it_had_published(
     node_plugin.wait_ready().await;
     let mut node = node_plugin.node().await;
 
-    for (volume, staging, targets) in &volumes {
+    // Known from the mount table only: a ReadWriteOncePod volume published before the
+    // restart is not published at a second target.
+    let (rwop_volume, rwop_staging, _, rwop_capability) = &volumes[3];
+    let second = serve.pod_path("nr-4/target-2");
+    expect_status(
+        node.node_publish_volume(publish_request(
+            rwop_volume,
+            rwop_staging,
+            &second,
+            rwop_capability.clone(),
+            false,
+        ))
+        .await,
+        Code::FailedPrecondition,
+        "already published at",
+    );
+    assert!(!is_mount_point(&second));
+    for (volume, staging, targets, capability) in &volumes {
         for (target, read_only) in targets {
-            // Known from the mount table only: the same publish again is fine, with the
-            // other read-only flag it conflicts.
-            node.node_publish_volume(publish_request(volume, staging, target, rwx(), *read_only))
-                .await
-                .unwrap_or_else(|s| panic!("republish {}: {s:?}", target.display()));
+            // The same publish again is fine, with the other read-only flag it conflicts.
+            node.node_publish_volume(publish_request(
+                volume,
+                staging,
+                target,
+                capability.clone(),
+                *read_only,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("republish {}: {s:?}", target.display()));
             expect_status(
                 node.node_publish_volume(publish_request(
                     volume,
                     staging,
                     target,
-                    rwx(),
+                    capability.clone(),
                     !*read_only,
                 ))
                 .await,
@@ -155,7 +184,7 @@ async fn a_restarted_node_plugin_unpublishes_and_unstages_what_it_had_published(
         Code::FailedPrecondition,
         "already a mount of",
     );
-    for (volume, staging, targets) in &volumes {
+    for (volume, staging, targets, _) in &volumes {
         for (target, _) in targets {
             node.node_unpublish_volume(unpublish_request(&volume.volume_id, target))
                 .await
@@ -174,7 +203,7 @@ async fn a_restarted_node_plugin_unpublishes_and_unstages_what_it_had_published(
     let left = mounted_below(&pods);
     assert!(left.is_empty(), "still mounted after unstage: {left:?}");
     // The data is untouched.
-    for (volume, _, _) in &volumes {
+    for (volume, _, _, _) in &volumes {
         let name = volume.volume_id.rsplit('/').next().unwrap();
         let data = serve
             .layout()

@@ -11,7 +11,7 @@ use csi_core::domain::{
     Volume, VolumeCapability, VolumeCondition, VolumeContentSource, VolumeId, VolumeStats,
 };
 use csi_core::ports::{
-    CreateVolumeRequest, MockFilesystemBackend, MockMounter, Mounter, VolumeInfo,
+    CreateVolumeRequest, MockFilesystemBackend, MockMounter, MountEntry, Mounter, VolumeInfo,
 };
 use csi_core::service::{Backends, ControllerService, NodeService, PublishVolume};
 use csi_core::{Error, ErrorCode};
@@ -375,26 +375,40 @@ async fn list_volumes_pages_through_every_volume_in_id_order() {
 
 // ---- node ----
 
-/// A mounter mock that remembers which targets are mounted, and how.
+/// A mounter mock that remembers which targets are mounted, and how. Its mount table
+/// holds the root filesystem at `/` and each bind, showing its source's directory.
+#[derive(Clone, Default)]
 struct FakeMounts {
     mounted: Arc<std::sync::Mutex<Vec<(PathBuf, bool)>>>,
+    sources: Arc<std::sync::Mutex<Vec<(PathBuf, PathBuf)>>>,
     binds: Arc<AtomicUsize>,
 }
 
 fn mounter() -> (MockMounter, FakeMounts) {
-    let mounted = Arc::new(std::sync::Mutex::new(Vec::<(PathBuf, bool)>::new()));
-    let binds = Arc::new(AtomicUsize::new(0));
+    let fake = FakeMounts::default();
+    (mounter_over(&fake), fake)
+}
+
+/// A mounter over mounts that are already there (as a restarted plugin finds them).
+fn mounter_over(fake: &FakeMounts) -> MockMounter {
     let mut m = MockMounter::new();
     {
-        let (mounted, binds) = (mounted.clone(), binds.clone());
-        m.expect_bind_mount().returning(move |_, target, ro| {
-            binds.fetch_add(1, Ordering::SeqCst);
-            mounted.lock().unwrap().push((target.to_path_buf(), ro));
+        let fake = fake.clone();
+        m.expect_bind_mount().returning(move |source, target, ro| {
+            fake.binds.fetch_add(1, Ordering::SeqCst);
+            fake.mounted
+                .lock()
+                .unwrap()
+                .push((target.to_path_buf(), ro));
+            fake.sources
+                .lock()
+                .unwrap()
+                .push((target.to_path_buf(), source.to_path_buf()));
             Ok(())
         });
     }
     {
-        let mounted = mounted.clone();
+        let mounted = fake.mounted.clone();
         m.expect_is_mount_point().returning(move |p| {
             if !p.exists() {
                 return Err(Error::NotFound(format!("{} does not exist", p.display())));
@@ -403,16 +417,39 @@ fn mounter() -> (MockMounter, FakeMounts) {
         });
     }
     {
-        let mounted = mounted.clone();
+        let fake = fake.clone();
         m.expect_unmount().returning(move |p| {
-            let mut list = mounted.lock().unwrap();
+            let mut list = fake.mounted.lock().unwrap();
             if let Some(i) = list.iter().rposition(|(t, _)| t == p) {
                 list.remove(i);
+                fake.sources.lock().unwrap().remove(i);
             }
             Ok(())
         });
     }
-    (m, FakeMounts { mounted, binds })
+    {
+        let fake = fake.clone();
+        m.expect_list_mounts().returning(move || {
+            let entry = |id, root: &Path, mount_point: &Path, ro: bool| MountEntry {
+                id,
+                parent_id: 1,
+                root: root.to_path_buf(),
+                mount_point: mount_point.to_path_buf(),
+                mount_options: vec![if ro { "ro" } else { "rw" }.into()],
+                fs_type: "ext4".into(),
+                source: "/dev/vda".into(),
+                super_options: vec!["rw".into()],
+            };
+            let mut table = vec![entry(1, Path::new("/"), Path::new("/"), false)];
+            let mounted = fake.mounted.lock().unwrap();
+            let sources = fake.sources.lock().unwrap();
+            for (i, ((target, ro), (_, source))) in mounted.iter().zip(sources.iter()).enumerate() {
+                table.push(entry(i as u32 + 2, source, target, *ro));
+            }
+            Ok(table)
+        });
+    }
+    m
 }
 
 fn node_backend(staging_source: PathBuf) -> MockFilesystemBackend {
@@ -511,6 +548,28 @@ async fn a_read_write_once_pod_volume_cannot_be_published_at_a_second_target() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
     assert!(err.to_string().contains("pod-a"), "{err}");
+    assert_eq!(fake.binds.load(Ordering::SeqCst), 1);
+
+    // A restarted plugin knows it from the mount table: the same publish again is fine,
+    // another target is still refused.
+    let n = node(node_backend(dir.path().join("staged")), mounter_over(&fake));
+    let err = n
+        .publish(publish(
+            &dir.path().join("pod-b"),
+            AccessMode::SingleNodeSingleWriter,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("pod-a"), "{err}");
+    n.publish(publish(
+        &dir.path().join("pod-a"),
+        AccessMode::SingleNodeSingleWriter,
+        false,
+    ))
+    .await
+    .unwrap();
     assert_eq!(fake.binds.load(Ordering::SeqCst), 1);
 
     // Once unpublished, another pod may have it.

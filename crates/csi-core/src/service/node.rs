@@ -199,29 +199,33 @@ impl NodeService {
             context: request.context,
             secrets: request.secrets,
         };
+        let publication = Publication {
+            target: target.clone(),
+            read_only,
+            single_writer,
+        };
         if self.prepare_target(&target).await? {
-            return self
-                .check_existing_publication(backend.as_ref(), &publish)
-                .await;
-        }
-        if let Some(other) = self.published_elsewhere(&volume_id, &target)
-            && (single_writer || other.single_writer)
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {volume_id} is single-writer (ReadWriteOncePod) and already published at {}",
-                other.target.display()
-            )));
+            self.check_existing_publication(backend.as_ref(), &publish)
+                .await?;
+            self.record_publication(&volume_id, publication);
+            return Ok(());
         }
         let source = backend.publish_source(&publish).await?;
+        let other = match self.published_elsewhere(&volume_id, &target) {
+            Some(other) => (single_writer || other.single_writer).then_some(other.target),
+            // Nothing known since this plugin started: a publication from before a restart
+            // shows in the mount table (read for single-writer publishes only).
+            None if single_writer => self.published_before_start(&source, &publish).await?,
+            None => None,
+        };
+        if let Some(other) = other {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {volume_id} is single-writer (ReadWriteOncePod) and already published at {}",
+                other.display()
+            )));
+        }
         self.mounter.bind_mount(&source, &target, read_only).await?;
-        self.publications()
-            .entry(volume_id.clone())
-            .or_default()
-            .push(Publication {
-                target: target.clone(),
-                read_only,
-                single_writer,
-            });
+        self.record_publication(&volume_id, publication);
         info!(volume_id = %volume_id, target = %target.display(), read_only, "volume published");
         Ok(())
     }
@@ -437,6 +441,32 @@ impl NodeService {
             )));
         }
         Ok(())
+    }
+
+    /// Another target that shows the volume's source in the mount table, leaving out the
+    /// staging path and what is mounted below it (the volume's own staging mounts).
+    async fn published_before_start(
+        &self,
+        source: &Path,
+        publish: &NodePublishRequest,
+    ) -> Result<Option<PathBuf>> {
+        let mounts = self.mounter.list_mounts().await?;
+        Ok(mounts
+            .iter()
+            .find(|m| {
+                m.mount_point != publish.target_path
+                    && !m.mount_point.starts_with(&publish.staging_path)
+                    && shows(&mounts, m, source)
+            })
+            .map(|m| m.mount_point.clone()))
+    }
+
+    /// Remembers a publication (again, when it was found in place after a restart).
+    fn record_publication(&self, volume_id: &VolumeId, publication: Publication) {
+        let mut publications = self.publications();
+        let list = publications.entry(volume_id.clone()).or_default();
+        list.retain(|p| p.target != publication.target);
+        list.push(publication);
     }
 
     fn published_elsewhere(&self, volume_id: &VolumeId, target: &Path) -> Option<Publication> {
