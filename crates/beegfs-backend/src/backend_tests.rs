@@ -988,3 +988,46 @@ async fn the_volume_alone_runs_no_tool_and_its_condition_reads_the_quota() {
         ErrorCode::NotFound
     );
 }
+
+#[tokio::test]
+async fn a_file_where_the_volume_would_go_is_never_removed() {
+    for version in [BeegfsVersion::V7, BeegfsVersion::V8] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, version, None);
+        let ctl = controller(&world, quota_settings(700, 800), NO_AUTH, None);
+        let root = world.fake.root(HOST);
+        std::fs::create_dir_all(root.join("k")).unwrap();
+        let file = root.join("k/x");
+        std::fs::write(&file, b"a user's data").unwrap();
+        let inode = std::fs::metadata(&file).unwrap().ino();
+        let err = ctl
+            .create_volume(&req("x", &params("/k"), GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AlreadyExists, "{version}: {err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"a user's data");
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+        assert!(!root.join("k/.pfs-csi/volumes/x.json").exists());
+
+        // A creation cut short (its record still says Creating) whose directory was
+        // replaced by a file since: finishing it fails, and the file stays.
+        ctl.create_volume(&req("y", &params("/k"), GIB as i64))
+            .await
+            .unwrap();
+        let base = crate::volume_id::VolumePath::clean("base", "/k").unwrap();
+        let store = csi_core::records::RecordStore::<crate::records::VolumeRecord>::new(
+            crate::records::volume_dir(&root, &base),
+        );
+        let mut rec = store.get("y").unwrap().unwrap();
+        rec.state = crate::records::VolumeState::Creating;
+        store.put("y", &rec).unwrap();
+        std::fs::remove_dir(root.join("k/y")).unwrap();
+        std::fs::write(root.join("k/y"), b"other data").unwrap();
+        let inode = std::fs::metadata(root.join("k/y")).unwrap().ino();
+        ctl.create_volume(&req("y", &params("/k"), GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(std::fs::read(root.join("k/y")).unwrap(), b"other data");
+        assert_eq!(std::fs::metadata(root.join("k/y")).unwrap().ino(), inode);
+    }
+}

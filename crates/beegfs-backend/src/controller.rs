@@ -272,16 +272,18 @@ impl Inner {
             }
             None => {
                 self.check_source(source.as_ref()).await?;
-                let (root, rel) = (fs.root.clone(), path.relative().to_string());
+                let (root, parent) = (fs.root.clone(), params.base.relative().to_string());
                 let dir = fs.root.join(path.relative());
+                // Anything already there (a directory, a file, a link) is not this driver's:
+                // taking it over would let a failed creation remove it.
                 let exists = blocking(self.fs_timeout(), "stat volume directory", move || {
-                    fs_tree::check_no_symlinks(&root, &rel)?;
-                    fs_tree::is_real_dir(&dir)
+                    fs_tree::check_no_symlinks(&root, &parent)?;
+                    fs_tree::entry_exists(&dir)
                 })
                 .await?;
                 if exists {
                     return Err(Error::AlreadyExists(format!(
-                        "{id_text}: a directory this driver did not create is already there; it is left untouched"
+                        "{id_text}: something this driver did not create is already there; it is left untouched"
                     )));
                 }
                 self.remember_base(&fs, &params.base).await?;
@@ -655,7 +657,12 @@ impl Inner {
                         base_dir.display()
                     )));
                 }
-                fs_tree::remove_tree(&dir)?;
+                if fs_tree::is_real_dir(&dir)? {
+                    fs_tree::remove_tree(&dir)?;
+                } else if fs_tree::entry_exists(&dir)? {
+                    // The driver made a directory here; whatever replaced it is not its own.
+                    warn!(path = %dir.display(), "not a directory, so not the volume this driver made; left in place");
+                }
                 if let Some(tracking) = tracking {
                     fs_tree::remove_tree(&tracking)?;
                 }
