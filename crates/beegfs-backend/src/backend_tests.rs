@@ -15,8 +15,10 @@ use csi_core::ports::{
 };
 
 use crate::ctl::BeegfsVersion;
+use crate::records::VolumeRecord;
 use crate::settings::{ClientMountMode, QuotaSettings};
 use crate::testing::{World, capability, create_request};
+use crate::volume_id::VolumePath;
 use crate::{BeegfsBackend, BeegfsSettings};
 
 const HOST: &str = "10.0.0.5";
@@ -1014,10 +1016,8 @@ async fn a_file_where_the_volume_would_go_is_never_removed() {
         ctl.create_volume(&req("y", &params("/k"), GIB as i64))
             .await
             .unwrap();
-        let base = crate::volume_id::VolumePath::clean("base", "/k").unwrap();
-        let store = csi_core::records::RecordStore::<crate::records::VolumeRecord>::new(
-            crate::records::volume_dir(&root, &base),
-        );
+        let base = VolumePath::clean("base", "/k").unwrap();
+        let store = crate::records::volume_store(&root, &base);
         let mut rec = store.get("y").unwrap().unwrap();
         rec.state = crate::records::VolumeState::Creating;
         store.put("y", &rec).unwrap();
@@ -1029,5 +1029,173 @@ async fn a_file_where_the_volume_would_go_is_never_removed() {
             .unwrap_err();
         assert_eq!(std::fs::read(root.join("k/y")).unwrap(), b"other data");
         assert_eq!(std::fs::metadata(root.join("k/y")).unwrap().ino(), inode);
+    }
+}
+
+/// The record the driver wrote for a volume it created at `/made/<name>`, to copy from.
+async fn genuine_record(ctl: &BeegfsBackend, root: &Path, name: &str) -> VolumeRecord {
+    ctl.create_volume(&req(name, &params("/made"), GIB as i64))
+        .await
+        .unwrap();
+    let base = VolumePath::clean("base", "/made").unwrap();
+    crate::records::volume_store(root, &base)
+        .get(name)
+        .unwrap()
+        .unwrap()
+}
+
+/// Everything below `dir`, for before/after comparisons.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let ino = std::fs::symlink_metadata(&p).unwrap().ino();
+            (p, ino)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn records_the_driver_did_not_write_are_never_believed() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let root = world.fake.root(HOST);
+    let template = genuine_record(&ctl, &root, "pvc-0").await;
+    std::fs::create_dir_all(root.join("static/data")).unwrap();
+    std::fs::write(root.join("static/data/precious"), b"keep me").unwrap();
+    let id = vid("beegfs://10.0.0.5/static/data");
+    // Already being deleted: no record is written before the removal.
+    let forged = VolumeRecord {
+        volume_id: id.to_string(),
+        name: "../../..".into(),
+        base: "/static".into(),
+        state: crate::records::VolumeState::Deleting,
+        delete_requested_at: Some(1),
+        ..template.clone()
+    };
+
+    // A user who owns the static volume's parent plants a record in a folder of their own,
+    // and the folders its name climbs out of.
+    let meta = root.join("static/.pfs-csi");
+    std::fs::create_dir_all(meta.join("volumes")).unwrap();
+    std::fs::create_dir_all(root.join("static/.csi/volumes")).unwrap();
+    std::fs::write(
+        meta.join("volumes/data.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    for path in [
+        &meta,
+        &meta.join("volumes"),
+        &meta.join("volumes/data.json"),
+    ] {
+        std::os::unix::fs::chown(path, Some(1000), Some(1000)).unwrap();
+    }
+    let before = tree(&root);
+    let err = ctl
+        .delete_volume(&id, &Secrets::default())
+        .await
+        .unwrap_err();
+    assert!(root.join("static/data/precious").exists(), "{err}");
+    assert_eq!(tree(&root), before, "nothing removed: {err}");
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("uid 1000"), "{err}");
+
+    // The same record in a folder of the driver's own, but naming another volume.
+    std::fs::remove_dir_all(&meta).unwrap();
+    let store = crate::records::volume_store(&root, &VolumePath::clean("b", "/static").unwrap());
+    for name in ["../../..", "other", "data/../.."] {
+        store
+            .put(
+                "data",
+                &VolumeRecord {
+                    name: name.into(),
+                    ..forged.clone()
+                },
+            )
+            .unwrap();
+        let before = tree(&root);
+        let errors = [
+            ctl.delete_volume(&id, &Secrets::default())
+                .await
+                .unwrap_err(),
+            ctl.expand_volume(&id, GIB, &Secrets::default())
+                .await
+                .unwrap_err(),
+        ];
+        assert_eq!(tree(&root), before, "{name}: nothing removed");
+        for err in errors {
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{name}: {err}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(root.join("static/data/precious")).unwrap(),
+        b"keep me"
+    );
+}
+
+#[tokio::test]
+async fn metadata_folders_others_made_or_can_write_are_refused() {
+    for (what, mode, owner, folder) in [
+        ("group-writable", 0o775, None, "k/.pfs-csi"),
+        ("world-writable", 0o777, None, "k/.pfs-csi/volumes"),
+        ("a user's", 0o700, Some(4321), "k/.pfs-csi"),
+        ("a user's", 0o755, Some(4321), "k/.pfs-csi/volumes"),
+        ("a user's", 0o755, Some(4321), ".pfs-csi"),
+    ] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+        let ctl = controller(&world, quota_settings(10, 20), NO_AUTH, None);
+        let root = world.fake.root(HOST);
+        let planted = root.join(folder);
+        std::fs::create_dir_all(&planted).unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&planted, owner, None).unwrap();
+        let err = ctl
+            .create_volume(&req("x", &params("/k"), GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::FailedPrecondition,
+            "{what} {folder}: {err}"
+        );
+        assert!(err.to_string().contains(".pfs-csi"), "{err}");
+        assert!(!root.join("k/x").exists(), "{what} {folder}");
+        let meta = std::fs::symlink_metadata(&planted).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "left as it was");
+        assert!(
+            std::fs::read_dir(&planted).unwrap().all(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with("volumes")),
+            "nothing written into {folder}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_drivers_metadata_folders_are_private() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let root = world.fake.root(HOST);
+    ctl.create_volume(&req("x", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    for (path, mode) in [
+        (".pfs-csi", 0o700),
+        (".pfs-csi/bases", 0o700),
+        ("k/.pfs-csi", 0o700),
+        ("k/.pfs-csi/volumes", 0o700),
+        ("k/.pfs-csi/volumes/x.json", 0o600),
+    ] {
+        let meta = std::fs::symlink_metadata(root.join(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path}");
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw(), "{path}");
     }
 }

@@ -22,8 +22,8 @@ use crate::backend::{FsAccess, Inner, now_secs, volume_context};
 use crate::fs_tree::{self, blocking};
 use crate::params::VolumeParams;
 use crate::records::{
-    BaseRecord, KnownFilesystem, SourceRecord, VolumeRecord, VolumeState, bases_dir, nodes_dir,
-    safe_key, volume_dir,
+    BaseRecord, KnownFilesystem, SourceRecord, VolumeRecord, VolumeState, base_store, nodes_dir,
+    safe_key,
 };
 use crate::settings::QuotaSettings;
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId, VolumePath};
@@ -79,10 +79,12 @@ impl Inner {
         fs: &FsAccess,
         base: &VolumePath,
     ) -> RecordStore<VolumeRecord> {
-        RecordStore::new(volume_dir(&fs.root, base))
+        crate::records::volume_store(&fs.root, base)
     }
 
-    /// The record of volume `id`; `None` for a volume the driver did not create.
+    /// The record of volume `id`; `None` for a volume the driver did not create. A record
+    /// that holds the id but not its name or base path was not written by this driver for
+    /// this volume, and is refused (`FailedPrecondition`) rather than believed.
     pub(crate) async fn volume_record(
         &self,
         fs: &FsAccess,
@@ -91,21 +93,32 @@ impl Inner {
         let Some(name) = id.name().map(str::to_string) else {
             return Ok(None);
         };
-        if check_key(&name).is_err() {
+        if check_name("name", &name).is_err() {
             return Ok(None);
         }
-        let store = self.volume_store(fs, &id.path.parent());
+        let base = id.path.parent();
+        let store = self.volume_store(fs, &base);
         let wanted = id.to_string();
+        let key = name.clone();
         let record = blocking(self.fs_timeout(), "read volume record", move || {
-            store.get(&name)
+            store.get(&key)
         })
         .await?;
-        Ok(record.filter(|r| r.volume_id == wanted))
+        let Some(record) = record.filter(|r| r.volume_id == wanted) else {
+            return Ok(None);
+        };
+        if record.name != name || record.base != base.to_string() || record.host != id.host {
+            return Err(Error::FailedPrecondition(format!(
+                "the record of volume {wanted} names {:?} in {:?} on {:?}, not this volume; it was not written by this driver and is not trusted; nothing was changed",
+                record.name, record.base, record.host
+            )));
+        }
+        Ok(Some(record))
     }
 
     /// Every base path recorded on a filesystem.
     async fn bases(&self, fs: &FsAccess) -> Result<Vec<VolumePath>> {
-        let store: RecordStore<BaseRecord> = RecordStore::new(bases_dir(&fs.root));
+        let store = base_store(&fs.root);
         let list = blocking(self.fs_timeout(), "list base paths", move || store.list()).await?;
         Ok(list
             .into_iter()
@@ -157,7 +170,7 @@ impl Inner {
                 },
             )?;
         }
-        let store: RecordStore<BaseRecord> = RecordStore::new(bases_dir(&fs.root));
+        let store = base_store(&fs.root);
         let key = safe_key(base.as_str());
         let record = BaseRecord {
             base: base.to_string(),
@@ -632,6 +645,9 @@ impl Inner {
         }
     }
 
+    /// Removes the volume's directory and its node tracking directory. Both paths are
+    /// checked first: plain names only, strictly below the base path, no symbolic link on
+    /// the way; a check that fails removes nothing.
     async fn remove_volume_data(
         &self,
         fs: &FsAccess,
@@ -639,23 +655,36 @@ impl Inner {
         base: &VolumePath,
         name: &str,
     ) -> Result<()> {
-        let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
+        check_name("name", name).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "volume {id}: the recorded name cannot be a volume's ({e}); nothing was removed"
+            ))
+        })?;
+        let root = fs.root.clone();
         let dir = fs.root.join(id.path.relative());
+        let base_dir = fs.root.join(base.relative());
         let tracking = nodes_dir(&fs.root, base, name)
             .parent()
-            .map(std::path::Path::to_path_buf);
-        let base_dir = fs.root.join(base.relative());
+            .map(std::path::Path::to_path_buf)
+            .ok_or_else(|| Error::Internal("the node tracking path has no parent".into()))?;
+        let volumes_dir = tracking
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .ok_or_else(|| Error::Internal("the node tracking path has no parent".into()))?;
         blocking(
             Duration::from_secs(3600),
             "delete volume directory",
             move || {
-                fs_tree::check_no_symlinks(&root, &rel)?;
-                if !dir.starts_with(&base_dir) || dir == base_dir {
-                    return Err(Error::Internal(format!(
-                        "{} is not below {}",
-                        dir.display(),
-                        base_dir.display()
-                    )));
+                for (path, below) in [(&dir, &base_dir), (&tracking, &volumes_dir)] {
+                    fs_tree::check_below(below, path)?;
+                    let rel = path.strip_prefix(&root).map_err(|_| {
+                        Error::Internal(format!(
+                            "{} is not below {}",
+                            path.display(),
+                            root.display()
+                        ))
+                    })?;
+                    fs_tree::check_no_symlinks(&root, &rel.to_string_lossy())?;
                 }
                 if fs_tree::is_real_dir(&dir)? {
                     fs_tree::remove_tree(&dir)?;
@@ -663,10 +692,7 @@ impl Inner {
                     // The driver made a directory here; whatever replaced it is not its own.
                     warn!(path = %dir.display(), "not a directory, so not the volume this driver made; left in place");
                 }
-                if let Some(tracking) = tracking {
-                    fs_tree::remove_tree(&tracking)?;
-                }
-                Ok(())
+                fs_tree::remove_tree(&tracking)
             },
         )
         .await

@@ -67,6 +67,24 @@ pub fn existing_dirs(root: &Path, relative: &str) -> Result<usize> {
     Ok(dirs)
 }
 
+/// Refuses `path` unless it lies strictly below `base`, reached from it by plain names
+/// only (no `..`): what the driver is about to remove must be inside what it manages.
+pub fn check_below(base: &Path, path: &Path) -> Result<()> {
+    let plain = path.strip_prefix(base).is_ok_and(|rest| {
+        rest.components().next().is_some()
+            && rest.components().all(|c| matches!(c, Component::Normal(_)))
+    });
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "{} is not a plain path below {}; refusing to remove it",
+            path.display(),
+            base.display()
+        )))
+    }
+}
+
 /// Whether `path` is a real directory (a symbolic link is not).
 pub fn is_real_dir(path: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(path) {
@@ -239,6 +257,27 @@ mod tests {
         assert!(!is_real_dir(&dir.path().join("k8s/evil")).unwrap());
         assert!(is_real_dir(&dir.path().join("k8s/all")).unwrap());
         assert!(!is_real_dir(&dir.path().join("nope")).unwrap());
+    }
+
+    #[test]
+    fn only_plain_paths_below_a_base_pass() {
+        let base = Path::new("/m/k8s");
+        check_below(base, Path::new("/m/k8s/pvc-1")).unwrap();
+        check_below(base, Path::new("/m/k8s/.csi/volumes/pvc-1")).unwrap();
+        for bad in [
+            "/m/k8s",
+            "/m/k8s/",
+            "/m/k8s/../etc",
+            "/m/k8s/a/../../x",
+            "/m/other",
+            "/",
+        ] {
+            assert_eq!(
+                check_below(base, Path::new(bad)).unwrap_err().code(),
+                ErrorCode::FailedPrecondition,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

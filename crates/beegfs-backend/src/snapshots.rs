@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::backend::{FsAccess, Inner};
 use crate::controller::check_name;
 use crate::fs_tree::blocking;
-use crate::records::{SnapshotRecord, snapshot_archive, snapshot_record_dir};
+use crate::records::{SnapshotRecord, snapshot_archive};
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId};
 
 impl SnapshotRecord {
@@ -35,7 +35,7 @@ impl SnapshotRecord {
 
 impl Inner {
     fn snapshot_store(&self, fs: &FsAccess, sid: &BeegfsSnapshotId) -> RecordStore<SnapshotRecord> {
-        RecordStore::new(snapshot_record_dir(&fs.root, &sid.base))
+        crate::records::snapshot_store(&fs.root, &sid.base)
     }
 
     /// The record of snapshot `sid`, if any.
@@ -50,11 +50,21 @@ impl Inner {
             return Ok(None);
         }
         let wanted = sid.to_string();
+        let key = name.clone();
         let rec = blocking(self.fs_timeout(), "read snapshot record", move || {
-            store.get(&name)
+            store.get(&key)
         })
         .await?;
-        Ok(rec.filter(|r| r.snapshot_id == wanted))
+        let Some(rec) = rec.filter(|r| r.snapshot_id == wanted) else {
+            return Ok(None);
+        };
+        if rec.name != name {
+            return Err(Error::FailedPrecondition(format!(
+                "the record of snapshot {wanted} names {:?}, not this snapshot; it was not written by this driver and is not trusted; nothing was changed",
+                rec.name
+            )));
+        }
+        Ok(Some(rec))
     }
 
     fn cut_running(&self, snapshot_id: &str) -> bool {
@@ -275,16 +285,14 @@ impl Inner {
                     continue;
                 }
             };
-            let store: RecordStore<crate::records::BaseRecord> =
-                RecordStore::new(crate::records::bases_dir(&fs.root));
+            let store = crate::records::base_store(&fs.root);
             let bases =
                 blocking(self.fs_timeout(), "list base paths", move || store.list()).await?;
             for (_, base) in bases {
                 let Ok(base) = crate::volume_id::VolumePath::clean("base", &base.base) else {
                     continue;
                 };
-                let store: RecordStore<SnapshotRecord> =
-                    RecordStore::new(snapshot_record_dir(&fs.root, &base));
+                let store = crate::records::snapshot_store(&fs.root, &base);
                 let records = blocking(self.fs_timeout(), "list snapshot records", move || {
                     store.list()
                 })
