@@ -767,6 +767,13 @@ async fn snapshots_restore_and_clone_into_new_volumes() {
     let root = world.fake.root(HOST);
     std::fs::create_dir_all(root.join("k/src/sub")).unwrap();
     std::fs::write(root.join("k/src/sub/file"), b"hello").unwrap();
+    // The folder as an earlier version made it.
+    std::fs::create_dir(root.join("k/.pfs-csi/snapshots")).unwrap();
+    std::fs::set_permissions(
+        root.join("k/.pfs-csi/snapshots"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let snap_req = CreateSnapshotRequest {
         name: "snap-1".into(),
         source_volume_id: src.id.clone(),
@@ -794,6 +801,10 @@ async fn snapshots_restore_and_clone_into_new_volumes() {
     assert!(ready.size_bytes > 0);
     assert_eq!(ready.creation_time, first.creation_time);
     assert!(root.join("k/.pfs-csi/snapshots/snap-1.tar").is_file());
+    // The archives hold the volumes' data: their folder is root's alone.
+    let folder = std::fs::metadata(root.join("k/.pfs-csi/snapshots")).unwrap();
+    assert_eq!(folder.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(folder.uid(), nix::unistd::geteuid().as_raw());
     assert_eq!(ctl.list_snapshots().await.unwrap(), vec![ready.clone()]);
     let mut other = snap_req.clone();
     other.source_volume_id = vid("beegfs://10.0.0.5/k/other");

@@ -6,7 +6,7 @@
 //! /.pfs-csi/bases/<key>.json                  every volDirBasePath used on this filesystem
 //! <volDirBasePath>/.pfs-csi/volumes/<name>.json           one per volume the driver created
 //! <volDirBasePath>/.pfs-csi/snapshot-records/<name>.json  one per snapshot
-//! <volDirBasePath>/.pfs-csi/snapshots/<name>.tar          the snapshot archives
+//! <volDirBasePath>/.pfs-csi/snapshots/<name>.tar          the snapshot archives (0700 folder, 0600 files)
 //! <volDirBasePath>/.csi/volumes/<name>/nodes/<nodeID>     nodes that staged the volume
 //! ```
 //!
@@ -186,11 +186,14 @@ pub fn snapshot_record_dir(root: &Path, base: &VolumePath) -> PathBuf {
     meta_dir(root, base).join("snapshot-records")
 }
 
+/// The folder of the snapshot archives of `base`.
+pub fn snapshot_folder(root: &Path, base: &VolumePath) -> PathBuf {
+    meta_dir(root, base).join("snapshots")
+}
+
 /// The archive of snapshot `name` in `base`.
 pub fn snapshot_archive(root: &Path, base: &VolumePath, name: &str) -> PathBuf {
-    meta_dir(root, base)
-        .join("snapshots")
-        .join(format!("{name}.tar"))
+    snapshot_folder(root, base).join(format!("{name}.tar"))
 }
 
 /// The base-path index of a filesystem.

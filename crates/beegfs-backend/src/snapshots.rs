@@ -11,14 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use csi_core::domain::{Snapshot, SnapshotId};
 use csi_core::ports::CreateSnapshotRequest;
-use csi_core::records::RecordStore;
+use csi_core::records::{RecordStore, ensure_private_dir};
 use csi_core::{Error, Result};
 use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner};
 use crate::controller::check_name;
 use crate::fs_tree::blocking;
-use crate::records::{SnapshotRecord, snapshot_archive};
+use crate::records::{SnapshotRecord, meta_dir, snapshot_archive, snapshot_folder};
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId};
 
 impl SnapshotRecord {
@@ -202,20 +202,29 @@ impl Inner {
         let archive = snapshot_archive(&fs.root, &sid.base, &sid.name);
         let src_dir = fs.root.join(source.path.relative());
         let name = sid.name.clone();
+        let folder = snapshot_folder(&fs.root, &sid.base);
+        let meta = meta_dir(&fs.root, &sid.base);
         tokio::spawn(async move {
             let options = inner.archive_options();
-            let result = match archive.parent() {
-                Some(dir) => match std::fs::create_dir_all(dir) {
-                    Ok(()) => {
-                        inner
-                            .ctx
-                            .snapshots
-                            .create(&src_dir, &archive, &options)
-                            .await
-                    }
-                    Err(e) => Err(Error::io("create directory", dir, e)),
+            // The archives hold the volumes' data: their folder is root's alone (0700).
+            let prepared = blocking(
+                inner.fs_timeout(),
+                "create the snapshot folder",
+                move || {
+                    ensure_private_dir(&meta)?;
+                    ensure_private_dir(&folder)
                 },
-                None => Err(Error::Internal("archive path has no parent".into())),
+            )
+            .await;
+            let result = match prepared {
+                Ok(()) => {
+                    inner
+                        .ctx
+                        .snapshots
+                        .create(&src_dir, &archive, &options)
+                        .await
+                }
+                Err(e) => Err(e),
             };
             let update = {
                 let store = store.clone();
