@@ -1210,3 +1210,51 @@ async fn the_drivers_metadata_folders_are_private() {
         assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw(), "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_delete_given_up_during_its_removal_is_finished_and_a_retry_succeeds() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(600, 650), NO_AUTH, None);
+    let v = ctl
+        .create_volume(&req("pvc-slow", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let gid: u32 = v.context["quotaGid"].parse().unwrap();
+    let root = world.fake.root(HOST);
+    std::fs::write(root.join("k/pvc-slow/data"), b"x").unwrap();
+    // The removal is held where it starts, as a slow filesystem would hold it.
+    let gate = ctl.inner.removal_gate.lock().await;
+    let call = {
+        let (ctl, id) = (ctl.clone(), v.id.clone());
+        tokio::spawn(async move { ctl.delete_volume(&id, &Secrets::default()).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctl.inner.deleting.lock().unwrap().contains(v.id.as_str()) {
+        assert!(Instant::now() < deadline, "the removal never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client gives up: the server drops the call's future.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let busy = ctl
+        .delete_volume(&v.id, &Secrets::default())
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), ErrorCode::Aborted, "{busy}");
+    drop(gate);
+    // Retries answer Aborted while the removal runs, then succeed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ctl.delete_volume(&v.id, &Secrets::default()).await {
+            Ok(()) => break,
+            Err(e) if e.code() == ErrorCode::Aborted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the retry never succeeded: {e}"),
+        }
+    }
+    assert!(!root.join("k/pvc-slow").exists());
+    assert!(!root.join("k/.pfs-csi/volumes/pvc-slow.json").exists());
+    assert_eq!(world.fake.limits(HOST, gid), None, "the quota was cleared");
+}

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use csi_core::domain::{
@@ -53,6 +54,38 @@ pub(crate) fn limits_for(quota: &QuotaSettings, capacity: u64) -> QuotaLimits {
         bytes_hard: Some(capacity),
         inodes_hard: quota.inodes_per_gib.map(|n| n.saturating_mul(gib)),
         ..QuotaLimits::default()
+    }
+}
+
+/// A volume id in [`Inner::deleting`], taken out again when dropped (a deletion that ends,
+/// fails, or panics never leaves its volume marked as being deleted).
+struct DeletionClaim {
+    inner: Arc<Inner>,
+    id: String,
+}
+
+impl DeletionClaim {
+    /// Marks `id` as being deleted; `None` when it already is.
+    fn take(inner: &Arc<Inner>, id: &str) -> Option<Self> {
+        inner
+            .deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string())
+            .then(|| Self {
+                inner: inner.clone(),
+                id: id.to_string(),
+            })
+    }
+}
+
+impl Drop for DeletionClaim {
+    fn drop(&mut self) {
+        self.inner
+            .deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -525,13 +558,13 @@ impl Inner {
     }
 
     /// DeleteVolume.
-    pub(crate) async fn delete_volume(&self, id: &BeegfsVolumeId) -> Result<()> {
+    pub(crate) async fn delete_volume(this: &Arc<Inner>, id: &BeegfsVolumeId) -> Result<()> {
         let id_text = id.to_string();
-        let fs = self.controller_fs(&id.host).await?;
-        let Some(mut record) = self.volume_record(&fs, id).await? else {
+        let fs = this.controller_fs(&id.host).await?;
+        let Some(mut record) = this.volume_record(&fs, id).await? else {
             let dir = fs.root.join(id.path.relative());
             let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
-            let exists = blocking(self.fs_timeout(), "stat volume", move || {
+            let exists = blocking(this.fs_timeout(), "stat volume", move || {
                 fs_tree::check_no_symlinks(&root, &rel)?;
                 fs_tree::is_real_dir(&dir)
             })
@@ -544,53 +577,66 @@ impl Inner {
             info!(volume_id = %id_text, "volume does not exist: nothing to delete");
             return Ok(());
         };
-        if !self.wait_for_cuts(|_, source| source == id_text).await {
+        if !this.wait_for_cuts(|_, source| source == id_text).await {
             return Err(Error::Aborted(format!(
                 "a snapshot of volume {id_text} is being cut; retry when it is done"
             )));
         }
         let base = id.path.parent();
         let name = record.name.clone();
-        let store = self.volume_store(&fs, &base);
+        let store = this.volume_store(&fs, &base);
         // The first request starts the clock of nodeUnstageTimeoutSeconds; the volume stays
         // usable until its data is actually removed.
         if record.delete_requested_at.is_none() {
             record.delete_requested_at = Some(now_secs());
-            self.put_record(&store, &record).await?;
+            this.put_record(&store, &record).await?;
         }
-        self.wait_for_nodes(&fs, &base, &name, &record).await?;
+        this.wait_for_nodes(&fs, &base, &name, &record).await?;
         if record.state != VolumeState::Deleting {
             record.state = VolumeState::Deleting;
-            self.put_record(&store, &record).await?;
+            this.put_record(&store, &record).await?;
         }
 
-        if !self
-            .deleting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id_text.clone())
-        {
+        let Some(claim) = DeletionClaim::take(this, &id_text) else {
             return Err(Error::Aborted(format!(
                 "volume {id_text} is being deleted; retry later"
             )));
-        }
-        let result = self.remove_volume_data(&fs, id, &base, &name).await;
-        self.deleting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id_text);
-        result?;
+        };
+        // The removal may outlast the caller (a client that gives up drops this call): it
+        // runs in a task of its own, which finishes the deletion and then gives the claim
+        // back, whether anyone still waits for it or not.
+        let task = {
+            let (this, id) = (this.clone(), id.clone());
+            tokio::spawn(async move {
+                let _claim = claim;
+                this.finish_deletion(&fs, &id, &base, &record, &store).await
+            })
+        };
+        task.await
+            .map_err(|e| Error::Internal(format!("deleting volume {id_text}: {e}")))?
+    }
+
+    /// Removes a volume's data, clears its quota and removes its record, in that order.
+    async fn finish_deletion(
+        &self,
+        fs: &FsAccess,
+        id: &BeegfsVolumeId,
+        base: &VolumePath,
+        record: &VolumeRecord,
+        store: &RecordStore<VolumeRecord>,
+    ) -> Result<()> {
+        self.remove_volume_data(fs, id, base, &record.name).await?;
         if let (Some(gid), Some(q)) = (record.quota_gid, &fs.quota) {
-            self.quota_manager(&fs, q).clear(gid).await?;
+            self.quota_manager(fs, q).clear(gid).await?;
         } else if let Some(gid) = record.quota_gid {
-            warn!(volume_id = %id_text, gid, "quotas are no longer configured for this filesystem; the group's limits were left as they are");
+            warn!(volume_id = %record.volume_id, gid, "quotas are no longer configured for this filesystem; the group's limits were left as they are");
         }
-        let key = name.clone();
+        let (store, key) = (store.clone(), record.name.clone());
         blocking(self.fs_timeout(), "remove volume record", move || {
             store.remove(&key)
         })
         .await?;
-        info!(volume_id = %id_text, "volume deleted");
+        info!(volume_id = %record.volume_id, "volume deleted");
         Ok(())
     }
 
@@ -671,6 +717,8 @@ impl Inner {
             .parent()
             .map(std::path::Path::to_path_buf)
             .ok_or_else(|| Error::Internal("the node tracking path has no parent".into()))?;
+        #[cfg(test)]
+        let _held = self.removal_gate.lock().await;
         blocking(
             Duration::from_secs(3600),
             "delete volume directory",
