@@ -1258,3 +1258,74 @@ async fn a_delete_given_up_during_its_removal_is_finished_and_a_retry_succeeds()
     assert!(!root.join("k/.pfs-csi/volumes/pvc-slow.json").exists());
     assert_eq!(world.fake.limits(HOST, gid), None, "the quota was cleared");
 }
+
+#[tokio::test]
+async fn restores_and_clones_into_a_smaller_limited_volume_are_out_of_range() {
+    for quotas in [true, false] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = if quotas {
+            quota_settings(900, 950)
+        } else {
+            BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings, NO_AUTH, None);
+        let root = world.fake.root(HOST);
+        let src = ctl
+            .create_volume(&req("src", &params("/k"), 2 * GIB as i64))
+            .await
+            .unwrap();
+        std::fs::write(root.join("k/src/file"), b"some data for the archive").unwrap();
+        let snap_req = CreateSnapshotRequest {
+            name: "s".into(),
+            source_volume_id: src.id.clone(),
+            parameters: Parameters::default(),
+            secrets: Secrets::default(),
+        };
+        let snap = loop {
+            let s = ctl.create_snapshot(&snap_req).await.unwrap();
+            if s.ready_to_use {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(snap.size_bytes > 1);
+        let into = |name: &str, bytes: u64, source: VolumeContentSource| {
+            let mut r = req(name, &params("/k"), bytes as i64);
+            r.content_source = Some(source);
+            r
+        };
+        let from_snapshot = VolumeContentSource::Snapshot(snap.id.to_string());
+        let from_volume = VolumeContentSource::Volume(src.id.to_string());
+        let small = [
+            into("r-small", snap.size_bytes - 1, from_snapshot.clone()),
+            into("c-small", GIB, from_volume.clone()),
+        ];
+        for request in &small {
+            let result = ctl.create_volume(request).await;
+            if quotas {
+                let err = result.unwrap_err();
+                assert_eq!(err.code(), ErrorCode::OutOfRange, "{}: {err}", request.name);
+                assert!(!root.join("k").join(&request.name).exists());
+                assert!(
+                    !root
+                        .join(format!("k/.pfs-csi/volumes/{}.json", request.name))
+                        .exists()
+                );
+            } else {
+                // Without quotas the capacity is not enforced: nothing to be out of.
+                result.unwrap();
+            }
+        }
+        ctl.create_volume(&into("r-fits", snap.size_bytes, from_snapshot))
+            .await
+            .unwrap();
+        ctl.create_volume(&into("c-fits", 2 * GIB, from_volume))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(root.join("k/c-fits/file")).unwrap(),
+            b"some data for the archive"
+        );
+    }
+}

@@ -317,7 +317,10 @@ impl Inner {
                 }
             }
             None => {
-                self.check_source(source.as_ref()).await?;
+                let limit = quota
+                    .is_some()
+                    .then(|| request.capacity.size_or(DEFAULT_VOLUME_BYTES));
+                self.check_source(source.as_ref(), limit).await?;
                 let (root, parent) = (fs.root.clone(), params.base.relative().to_string());
                 let dir = fs.root.join(path.relative());
                 // Anything already there (a directory, a file, a link) is not this driver's:
@@ -485,22 +488,37 @@ impl Inner {
     }
 
     /// Checks that a content source exists (and a snapshot is ready) before anything is made.
-    async fn check_source(&self, source: Option<&SourceRecord>) -> Result<()> {
+    /// Into a volume whose capacity is enforced (`limit`), a snapshot holding more bytes, or
+    /// a volume of ours with a larger capacity, is `OutOfRange`, as CSI asks.
+    async fn check_source(&self, source: Option<&SourceRecord>, limit: Option<u64>) -> Result<()> {
         match source {
             None => Ok(()),
             Some(SourceRecord::Snapshot(id)) => {
-                self.ready_snapshot_archive(id).await?;
-                Ok(())
+                let (_, size) = self.ready_snapshot_archive(id).await?;
+                match limit {
+                    Some(capacity) if size > capacity => Err(Error::OutOfRange(format!(
+                        "snapshot {id} holds {size} bytes, more than the {capacity} bytes requested"
+                    ))),
+                    _ => Ok(()),
+                }
             }
             Some(SourceRecord::Volume(id)) => {
-                self.source_volume_dir(id).await?;
-                Ok(())
+                let (_, source_capacity) = self.source_volume_dir(id).await?;
+                match (limit, source_capacity) {
+                    (Some(capacity), Some(size)) if size > capacity => {
+                        Err(Error::OutOfRange(format!(
+                            "source volume {id} has {size} bytes, more than the {capacity} bytes requested"
+                        )))
+                    }
+                    _ => Ok(()),
+                }
             }
         }
     }
 
-    /// The directory of an existing volume to clone.
-    async fn source_volume_dir(&self, id: &str) -> Result<PathBuf> {
+    /// The directory of an existing volume to clone, and its capacity when this driver
+    /// created it.
+    async fn source_volume_dir(&self, id: &str) -> Result<(PathBuf, Option<u64>)> {
         let vid = BeegfsVolumeId::parse(id).map_err(|_| {
             Error::NotFound(format!(
                 "source volume {id} is not a BeeGFS volume of this driver"
@@ -523,7 +541,11 @@ impl Inner {
                 "source volume {id} does not exist"
             )));
         }
-        Ok(dir)
+        let capacity = self
+            .volume_record(&fs, &vid)
+            .await?
+            .map(|r| r.capacity_bytes);
+        Ok((dir, capacity))
     }
 
     /// Fills a new volume directory from its source, then gives its content the volume's
@@ -537,11 +559,11 @@ impl Inner {
         let options = self.archive_options();
         match source {
             SourceRecord::Snapshot(id) => {
-                let archive = self.ready_snapshot_archive(id).await?;
+                let (archive, _) = self.ready_snapshot_archive(id).await?;
                 self.ctx.snapshots.restore(&archive, dir, &options).await?;
             }
             SourceRecord::Volume(id) => {
-                let src = self.source_volume_dir(id).await?;
+                let (src, _) = self.source_volume_dir(id).await?;
                 self.ctx.snapshots.copy_tree(&src, dir, &options).await?;
             }
         }
@@ -955,8 +977,8 @@ impl Inner {
         Ok(space.total.saturating_sub(promised).min(space.available))
     }
 
-    /// The archive of a snapshot that is ready to restore.
-    pub(crate) async fn ready_snapshot_archive(&self, id: &str) -> Result<PathBuf> {
+    /// The archive of a snapshot that is ready to restore, and its size in bytes.
+    pub(crate) async fn ready_snapshot_archive(&self, id: &str) -> Result<(PathBuf, u64)> {
         let sid = BeegfsSnapshotId::parse(id).map_err(|_| {
             Error::NotFound(format!(
                 "snapshot {id} is not a BeeGFS snapshot of this driver"
@@ -972,8 +994,9 @@ impl Inner {
             Some(r) if !r.ready => Err(Error::Unavailable(format!(
                 "snapshot {id} is not ready yet"
             ))),
-            Some(_) => Ok(crate::records::snapshot_archive(
-                &fs.root, &sid.base, &sid.name,
+            Some(r) => Ok((
+                crate::records::snapshot_archive(&fs.root, &sid.base, &sid.name),
+                r.size_bytes,
             )),
         }
     }
