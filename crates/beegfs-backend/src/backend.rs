@@ -344,7 +344,12 @@ impl Inner {
 
     /// Group quotas of a filesystem.
     pub fn quota_manager(&self, fs: &FsAccess, quota: &QuotaSettings) -> BeegfsQuota {
-        BeegfsQuota::new(self.ctl.clone(), fs.target.clone(), quota.storage_pool)
+        BeegfsQuota::new(
+            self.ctl.clone(),
+            fs.target.clone(),
+            quota.storage_pool,
+            self.fs_timeout(),
+        )
     }
 
     async fn check_ready(&self) -> Result<()> {
