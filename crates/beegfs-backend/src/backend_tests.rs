@@ -1329,3 +1329,77 @@ async fn restores_and_clones_into_a_smaller_limited_volume_are_out_of_range() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unreadable_record_is_skipped_by_listings_but_stops_group_id_allocation() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(20, 40), NO_AUTH, None);
+    let root = world.fake.root(HOST);
+    let bad = ctl
+        .create_volume(&req("bad", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let good = ctl
+        .create_volume(&req("good", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let snapshot = |name: &str, source: &VolumeId| CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.clone(),
+        parameters: Parameters::default(),
+        secrets: Secrets::default(),
+    };
+    let mut kept = None;
+    for (name, source) in [("s-bad", &bad.id), ("s-good", &good.id)] {
+        let request = snapshot(name, source);
+        while !ctl.create_snapshot(&request).await.unwrap().ready_to_use {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        kept = Some(ctl.create_snapshot(&request).await.unwrap());
+    }
+    let kept = kept.unwrap();
+    let record = root.join("k/.pfs-csi/volumes/bad.json");
+    std::fs::write(&record, b"{torn").unwrap();
+    std::fs::write(
+        root.join("k/.pfs-csi/snapshot-records/s-bad.json"),
+        b"{torn",
+    )
+    .unwrap();
+
+    let listed: Vec<_> = ctl
+        .list_volumes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.volume.id)
+        .collect();
+    assert_eq!(listed, vec![good.id.clone()]);
+    let snapshots: Vec<_> = ctl
+        .list_snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(snapshots, vec![kept.id]);
+    let p = Parameters::new(
+        params("/k")
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    ctl.available_capacity(&p, &Topology::new()).await.unwrap();
+
+    // The unreadable record may hold a group id: none is given out until it is repaired.
+    let err = ctl
+        .create_volume(&req("next", &params("/k"), GIB as i64))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(
+        err.to_string().contains(&record.display().to_string()),
+        "{err}"
+    );
+    assert!(!root.join("k/next").exists());
+}

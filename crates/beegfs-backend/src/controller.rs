@@ -14,7 +14,7 @@ use csi_core::domain::{
 };
 use csi_core::id_alloc::{IdRange, IdReservation};
 use csi_core::ports::{CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo};
-use csi_core::records::{RecordStore, check_key};
+use csi_core::records::{Listed, RecordStore, check_key};
 use csi_core::service::DEFAULT_VOLUME_BYTES;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -54,6 +54,35 @@ pub(crate) fn limits_for(quota: &QuotaSettings, capacity: u64) -> QuotaLimits {
         bytes_hard: Some(capacity),
         inodes_hard: quota.inodes_per_gib.map(|n| n.saturating_mul(gib)),
         ..QuotaLimits::default()
+    }
+}
+
+/// How much of a record listing a caller needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// Every record: one that cannot be read fails the listing.
+    All,
+    /// The records that can be read; the others are skipped with a warning.
+    Readable,
+}
+
+impl Listing {
+    /// The records of a listing, or, for `All`, the error of the first unreadable one.
+    pub(crate) fn take<T>(
+        self,
+        host: &str,
+        (records, unreadable): Listed<T>,
+    ) -> Result<Vec<(String, T)>> {
+        let mut unreadable = unreadable.into_iter();
+        if self == Listing::All
+            && let Some(first) = unreadable.next()
+        {
+            return Err(first);
+        }
+        for e in unreadable {
+            warn!(host, error = %e, "record skipped: it cannot be read");
+        }
+        Ok(records)
     }
 }
 
@@ -149,25 +178,44 @@ impl Inner {
         Ok(Some(record))
     }
 
-    /// Every base path recorded on a filesystem.
-    async fn bases(&self, fs: &FsAccess) -> Result<Vec<VolumePath>> {
+    /// Every base path recorded on a filesystem. `Listing::Readable` skips (with a warning)
+    /// a record that cannot be read.
+    pub(crate) async fn bases(&self, fs: &FsAccess, listing: Listing) -> Result<Vec<VolumePath>> {
         let store = base_store(&fs.root);
-        let list = blocking(self.fs_timeout(), "list base paths", move || store.list()).await?;
+        let list = blocking(self.fs_timeout(), "list base paths", move || {
+            store.list_readable()
+        })
+        .await?;
+        let list = listing.take(&fs.host, list)?;
         Ok(list
             .into_iter()
             .filter_map(|(_, b)| VolumePath::clean("base", &b.base).ok())
             .collect())
     }
 
-    /// Every volume record on a filesystem.
-    pub(crate) async fn all_volume_records(&self, fs: &FsAccess) -> Result<Vec<VolumeRecord>> {
+    /// The volume records on a filesystem: every one (`Listing::All`, an error naming the
+    /// first that cannot be read), or those that can be read (`Listing::Readable`, a base
+    /// whose records cannot be listed and each unreadable record skipped with a warning).
+    pub(crate) async fn all_volume_records(
+        &self,
+        fs: &FsAccess,
+        listing: Listing,
+    ) -> Result<Vec<VolumeRecord>> {
         let mut out = Vec::new();
-        for base in self.bases(fs).await? {
+        for base in self.bases(fs, listing).await? {
             let store = self.volume_store(fs, &base);
-            let records = blocking(self.fs_timeout(), "list volume records", move || {
-                store.list()
+            let listed = blocking(self.fs_timeout(), "list volume records", move || {
+                store.list_readable()
             })
-            .await?;
+            .await;
+            let records = match (listed, listing) {
+                (Ok(list), _) => listing.take(&fs.host, list)?,
+                (Err(e), Listing::Readable) => {
+                    warn!(host = %fs.host, base = %base, error = %e, "the volume records of this base path cannot be listed; its volumes are left out");
+                    continue;
+                }
+                (Err(e), Listing::All) => return Err(e),
+            };
             out.extend(records.into_iter().map(|(_, r)| r));
         }
         Ok(out)
@@ -220,12 +268,21 @@ impl Inner {
     /// Draws a group id no volume of this filesystem holds and the filesystem shows no usage
     /// or limits for.
     async fn allocate_gid(&self, fs: &FsAccess, quota: &QuotaSettings) -> Result<IdReservation> {
-        let used: HashSet<u32> = self
-            .all_volume_records(fs)
-            .await?
-            .iter()
-            .filter_map(|r| r.quota_gid)
-            .collect();
+        // Every record counts: one that cannot be read may hold a group id, which must not
+        // be given to another volume. Such a record stops creation until it is repaired.
+        let records = self
+            .all_volume_records(fs, Listing::All)
+            .await
+            .map_err(|e| match e.code() {
+                ErrorCode::Internal | ErrorCode::FailedPrecondition => {
+                    Error::FailedPrecondition(format!(
+                        "cannot tell which quota group ids are taken on {}: {e}. Repair or remove it: a group id it holds could otherwise be given to another volume",
+                        fs.host
+                    ))
+                }
+                _ => e,
+            })?;
+        let used: HashSet<u32> = records.iter().filter_map(|r| r.quota_gid).collect();
         let manager = self.quota_manager(fs, quota);
         let range = IdRange::new(quota.gid_min, quota.gid_max)?;
         let span = u64::from(range.max - range.min) + 1;
@@ -905,7 +962,8 @@ impl Inner {
     }
 
     /// ListVolumes: the volumes this driver created on every filesystem it knows. A
-    /// filesystem that cannot be reached is skipped with a warning.
+    /// filesystem that cannot be reached, and a record that cannot be read, are skipped
+    /// with a warning.
     pub(crate) async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
         let mut out = Vec::new();
         for host in self.known_hosts()? {
@@ -916,7 +974,7 @@ impl Inner {
                     continue;
                 }
             };
-            for record in self.all_volume_records(&fs).await? {
+            for record in self.all_volume_records(&fs, Listing::Readable).await? {
                 if record.state == VolumeState::Creating {
                     continue;
                 }
@@ -968,7 +1026,7 @@ impl Inner {
             return Ok(space.available);
         }
         let promised: u64 = self
-            .all_volume_records(&fs)
+            .all_volume_records(&fs, Listing::Readable)
             .await?
             .iter()
             .filter(|r| r.quota_gid.is_some())

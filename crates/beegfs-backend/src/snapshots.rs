@@ -16,7 +16,7 @@ use csi_core::{Error, Result};
 use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner};
-use crate::controller::check_name;
+use crate::controller::{Listing, check_name};
 use crate::fs_tree::blocking;
 use crate::records::{SnapshotRecord, meta_dir, snapshot_archive, snapshot_folder};
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId};
@@ -283,7 +283,8 @@ impl Inner {
         Ok(())
     }
 
-    /// ListSnapshots: every snapshot on every reachable known filesystem.
+    /// ListSnapshots: every snapshot on every reachable known filesystem. A record that
+    /// cannot be read is skipped with a warning.
     pub(crate) async fn list_snapshots(&self) -> Result<Vec<Snapshot>> {
         let mut out = Vec::new();
         for host in self.known_hosts()? {
@@ -294,18 +295,19 @@ impl Inner {
                     continue;
                 }
             };
-            let store = crate::records::base_store(&fs.root);
-            let bases =
-                blocking(self.fs_timeout(), "list base paths", move || store.list()).await?;
-            for (_, base) in bases {
-                let Ok(base) = crate::volume_id::VolumePath::clean("base", &base.base) else {
-                    continue;
-                };
+            for base in self.bases(&fs, Listing::Readable).await? {
                 let store = crate::records::snapshot_store(&fs.root, &base);
-                let records = blocking(self.fs_timeout(), "list snapshot records", move || {
-                    store.list()
+                let listed = blocking(self.fs_timeout(), "list snapshot records", move || {
+                    store.list_readable()
                 })
-                .await?;
+                .await;
+                let records = match listed {
+                    Ok(list) => Listing::Readable.take(&host, list)?,
+                    Err(e) => {
+                        warn!(host = %host, base = %base, error = %e, "the snapshot records of this base path cannot be listed; its snapshots are left out");
+                        continue;
+                    }
+                };
                 for (_, rec) in records {
                     out.push(rec.to_snapshot()?);
                 }

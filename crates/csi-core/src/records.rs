@@ -21,6 +21,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// A listing of what could be read: the records with their keys, in key order, and the
+/// error of each record that could not be read.
+pub type Listed<T> = (Vec<(String, T)>, Vec<Error>);
+
 /// A directory of JSON records of type `T`, keyed by a file-name-safe key.
 #[derive(Debug, Clone)]
 pub struct RecordStore<T> {
@@ -201,14 +205,28 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
         }
     }
 
-    /// Every record, with its key, in key order. Leftover temporary files are skipped.
+    /// Every record, with its key, in key order. Leftover temporary files are skipped. One
+    /// record that cannot be read fails the whole listing (its error names the file): for
+    /// callers that must see every record, such as one telling which ids are taken.
     pub fn list(&self) -> Result<Vec<(String, T)>> {
+        let (records, unreadable) = self.list_readable()?;
+        match unreadable.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(records),
+        }
+    }
+
+    /// Every record that can be read, with its key, in key order, and the errors of those
+    /// that cannot (each naming its file), for callers that can do without them. A record
+    /// directory that cannot be listed (or a private one that is not the driver's own) is
+    /// an error.
+    pub fn list_readable(&self) -> Result<Listed<T>> {
         if !self.check_dirs()? {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
             Err(e) => return Err(Error::io("list records", &self.dir, e)),
         };
         let mut keys: Vec<String> = entries
@@ -219,12 +237,15 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
             .collect();
         keys.sort();
         let mut out = Vec::with_capacity(keys.len());
+        let mut unreadable = Vec::new();
         for key in keys {
-            if let Some(record) = self.read(&key)? {
-                out.push((key, record));
+            match self.read(&key) {
+                Ok(Some(record)) => out.push((key, record)),
+                Ok(None) => {}
+                Err(e) => unreadable.push(e),
             }
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// Removes `.<key>.tmp-<pid>-<n>` files (best effort): a process killed between writing
@@ -447,6 +468,18 @@ mod tests {
         let store = RecordStore::<Rec>::new(dir.path());
         fs::write(dir.path().join("x.json"), b"{not json").unwrap();
         assert!(store.get("x").is_err());
+        let rec = Rec {
+            size: 1,
+            name: "one".into(),
+        };
+        store.put("a", &rec).unwrap();
+        // A full listing fails naming the file; a listing of what can be read goes on.
+        let err = store.list().unwrap_err();
+        assert!(err.to_string().contains("x.json"), "{err}");
+        let (readable, unreadable) = store.list_readable().unwrap();
+        assert_eq!(readable, vec![("a".to_string(), rec)]);
+        assert_eq!(unreadable.len(), 1);
+        assert!(unreadable[0].to_string().contains("x.json"));
     }
 
     fn mode_of(path: &Path) -> u32 {
