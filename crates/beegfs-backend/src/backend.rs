@@ -82,6 +82,9 @@ pub(crate) struct Inner {
     pub cuts: Mutex<HashMap<String, String>>,
     /// Volume ids whose directory is being deleted in this process.
     pub deleting: Mutex<HashSet<String>>,
+    /// Held by a test to hold volume data removals where they start.
+    #[cfg(test)]
+    pub removal_gate: tokio::sync::Mutex<()>,
 }
 
 impl BeegfsBackend {
@@ -127,6 +130,8 @@ impl BeegfsBackend {
                 node_targets: Mutex::new(HashMap::new()),
                 cuts: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashSet::new()),
+                #[cfg(test)]
+                removal_gate: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -339,7 +344,12 @@ impl Inner {
 
     /// Group quotas of a filesystem.
     pub fn quota_manager(&self, fs: &FsAccess, quota: &QuotaSettings) -> BeegfsQuota {
-        BeegfsQuota::new(self.ctl.clone(), fs.target.clone(), quota.storage_pool)
+        BeegfsQuota::new(
+            self.ctl.clone(),
+            fs.target.clone(),
+            quota.storage_pool,
+            self.fs_timeout(),
+        )
     }
 
     async fn check_ready(&self) -> Result<()> {
@@ -430,7 +440,7 @@ impl FilesystemBackend for BeegfsBackend {
     }
 
     async fn delete_volume(&self, id: &VolumeId, _secrets: &Secrets) -> Result<()> {
-        self.inner.delete_volume(&parse_volume_id(id)?).await
+        Inner::delete_volume(&self.inner, &parse_volume_id(id)?).await
     }
 
     async fn expand_volume(&self, id: &VolumeId, bytes: u64, _secrets: &Secrets) -> Result<u64> {

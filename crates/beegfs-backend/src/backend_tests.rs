@@ -15,8 +15,10 @@ use csi_core::ports::{
 };
 
 use crate::ctl::BeegfsVersion;
+use crate::records::VolumeRecord;
 use crate::settings::{ClientMountMode, QuotaSettings};
 use crate::testing::{World, capability, create_request};
+use crate::volume_id::VolumePath;
 use crate::{BeegfsBackend, BeegfsSettings};
 
 const HOST: &str = "10.0.0.5";
@@ -765,6 +767,13 @@ async fn snapshots_restore_and_clone_into_new_volumes() {
     let root = world.fake.root(HOST);
     std::fs::create_dir_all(root.join("k/src/sub")).unwrap();
     std::fs::write(root.join("k/src/sub/file"), b"hello").unwrap();
+    // The folder as an earlier version made it.
+    std::fs::create_dir(root.join("k/.pfs-csi/snapshots")).unwrap();
+    std::fs::set_permissions(
+        root.join("k/.pfs-csi/snapshots"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let snap_req = CreateSnapshotRequest {
         name: "snap-1".into(),
         source_volume_id: src.id.clone(),
@@ -792,6 +801,10 @@ async fn snapshots_restore_and_clone_into_new_volumes() {
     assert!(ready.size_bytes > 0);
     assert_eq!(ready.creation_time, first.creation_time);
     assert!(root.join("k/.pfs-csi/snapshots/snap-1.tar").is_file());
+    // The archives hold the volumes' data: their folder is root's alone.
+    let folder = std::fs::metadata(root.join("k/.pfs-csi/snapshots")).unwrap();
+    assert_eq!(folder.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(folder.uid(), nix::unistd::geteuid().as_raw());
     assert_eq!(ctl.list_snapshots().await.unwrap(), vec![ready.clone()]);
     let mut other = snap_req.clone();
     other.source_volume_id = vid("beegfs://10.0.0.5/k/other");
@@ -987,4 +1000,406 @@ async fn the_volume_alone_runs_no_tool_and_its_condition_reads_the_quota() {
         ctl.volume(&missing).await.unwrap_err().code(),
         ErrorCode::NotFound
     );
+}
+
+#[tokio::test]
+async fn a_file_where_the_volume_would_go_is_never_removed() {
+    for version in [BeegfsVersion::V7, BeegfsVersion::V8] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, version, None);
+        let ctl = controller(&world, quota_settings(700, 800), NO_AUTH, None);
+        let root = world.fake.root(HOST);
+        std::fs::create_dir_all(root.join("k")).unwrap();
+        let file = root.join("k/x");
+        std::fs::write(&file, b"a user's data").unwrap();
+        let inode = std::fs::metadata(&file).unwrap().ino();
+        let err = ctl
+            .create_volume(&req("x", &params("/k"), GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AlreadyExists, "{version}: {err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"a user's data");
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+        assert!(!root.join("k/.pfs-csi/volumes/x.json").exists());
+
+        // A creation cut short (its record still says Creating) whose directory was
+        // replaced by a file since: finishing it fails, and the file stays.
+        ctl.create_volume(&req("y", &params("/k"), GIB as i64))
+            .await
+            .unwrap();
+        let base = VolumePath::clean("base", "/k").unwrap();
+        let store = crate::records::volume_store(&root, &base);
+        let mut rec = store.get("y").unwrap().unwrap();
+        rec.state = crate::records::VolumeState::Creating;
+        store.put("y", &rec).unwrap();
+        std::fs::remove_dir(root.join("k/y")).unwrap();
+        std::fs::write(root.join("k/y"), b"other data").unwrap();
+        let inode = std::fs::metadata(root.join("k/y")).unwrap().ino();
+        ctl.create_volume(&req("y", &params("/k"), GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(std::fs::read(root.join("k/y")).unwrap(), b"other data");
+        assert_eq!(std::fs::metadata(root.join("k/y")).unwrap().ino(), inode);
+    }
+}
+
+/// The record the driver wrote for a volume it created at `/made/<name>`, to copy from.
+async fn genuine_record(ctl: &BeegfsBackend, root: &Path, name: &str) -> VolumeRecord {
+    ctl.create_volume(&req(name, &params("/made"), GIB as i64))
+        .await
+        .unwrap();
+    let base = VolumePath::clean("base", "/made").unwrap();
+    crate::records::volume_store(root, &base)
+        .get(name)
+        .unwrap()
+        .unwrap()
+}
+
+/// Everything below `dir`, for before/after comparisons.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let ino = std::fs::symlink_metadata(&p).unwrap().ino();
+            (p, ino)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn records_the_driver_did_not_write_are_never_believed() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let root = world.fake.root(HOST);
+    let template = genuine_record(&ctl, &root, "pvc-0").await;
+    std::fs::create_dir_all(root.join("static/data")).unwrap();
+    std::fs::write(root.join("static/data/precious"), b"keep me").unwrap();
+    let id = vid("beegfs://10.0.0.5/static/data");
+    // Already being deleted: no record is written before the removal.
+    let forged = VolumeRecord {
+        volume_id: id.to_string(),
+        name: "../../..".into(),
+        base: "/static".into(),
+        state: crate::records::VolumeState::Deleting,
+        delete_requested_at: Some(1),
+        ..template.clone()
+    };
+
+    // A user who owns the static volume's parent plants a record in a folder of their own,
+    // and the folders its name climbs out of.
+    let meta = root.join("static/.pfs-csi");
+    std::fs::create_dir_all(meta.join("volumes")).unwrap();
+    std::fs::create_dir_all(root.join("static/.csi/volumes")).unwrap();
+    std::fs::write(
+        meta.join("volumes/data.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    for path in [
+        &meta,
+        &meta.join("volumes"),
+        &meta.join("volumes/data.json"),
+    ] {
+        std::os::unix::fs::chown(path, Some(1000), Some(1000)).unwrap();
+    }
+    let before = tree(&root);
+    let err = ctl
+        .delete_volume(&id, &Secrets::default())
+        .await
+        .unwrap_err();
+    assert!(root.join("static/data/precious").exists(), "{err}");
+    assert_eq!(tree(&root), before, "nothing removed: {err}");
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("uid 1000"), "{err}");
+
+    // The same record in a folder of the driver's own, but naming another volume.
+    std::fs::remove_dir_all(&meta).unwrap();
+    let store = crate::records::volume_store(&root, &VolumePath::clean("b", "/static").unwrap());
+    for name in ["../../..", "other", "data/../.."] {
+        store
+            .put(
+                "data",
+                &VolumeRecord {
+                    name: name.into(),
+                    ..forged.clone()
+                },
+            )
+            .unwrap();
+        let before = tree(&root);
+        let errors = [
+            ctl.delete_volume(&id, &Secrets::default())
+                .await
+                .unwrap_err(),
+            ctl.expand_volume(&id, GIB, &Secrets::default())
+                .await
+                .unwrap_err(),
+        ];
+        assert_eq!(tree(&root), before, "{name}: nothing removed");
+        for err in errors {
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{name}: {err}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(root.join("static/data/precious")).unwrap(),
+        b"keep me"
+    );
+}
+
+#[tokio::test]
+async fn metadata_folders_others_made_or_can_write_are_refused() {
+    for (what, mode, owner, folder) in [
+        ("group-writable", 0o775, None, "k/.pfs-csi"),
+        ("world-writable", 0o777, None, "k/.pfs-csi/volumes"),
+        ("a user's", 0o700, Some(4321), "k/.pfs-csi"),
+        ("a user's", 0o755, Some(4321), "k/.pfs-csi/volumes"),
+        ("a user's", 0o755, Some(4321), ".pfs-csi"),
+    ] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+        let ctl = controller(&world, quota_settings(10, 20), NO_AUTH, None);
+        let root = world.fake.root(HOST);
+        let planted = root.join(folder);
+        std::fs::create_dir_all(&planted).unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&planted, owner, None).unwrap();
+        let err = ctl
+            .create_volume(&req("x", &params("/k"), GIB as i64))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::FailedPrecondition,
+            "{what} {folder}: {err}"
+        );
+        assert!(err.to_string().contains(".pfs-csi"), "{err}");
+        assert!(!root.join("k/x").exists(), "{what} {folder}");
+        let meta = std::fs::symlink_metadata(&planted).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "left as it was");
+        assert!(
+            std::fs::read_dir(&planted).unwrap().all(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with("volumes")),
+            "nothing written into {folder}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_drivers_metadata_folders_are_private() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let root = world.fake.root(HOST);
+    ctl.create_volume(&req("x", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    for (path, mode) in [
+        (".pfs-csi", 0o700),
+        (".pfs-csi/bases", 0o700),
+        ("k/.pfs-csi", 0o700),
+        ("k/.pfs-csi/volumes", 0o700),
+        ("k/.pfs-csi/volumes/x.json", 0o600),
+    ] {
+        let meta = std::fs::symlink_metadata(root.join(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path}");
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_delete_given_up_during_its_removal_is_finished_and_a_retry_succeeds() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(600, 650), NO_AUTH, None);
+    let v = ctl
+        .create_volume(&req("pvc-slow", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let gid: u32 = v.context["quotaGid"].parse().unwrap();
+    let root = world.fake.root(HOST);
+    std::fs::write(root.join("k/pvc-slow/data"), b"x").unwrap();
+    // The removal is held where it starts, as a slow filesystem would hold it.
+    let gate = ctl.inner.removal_gate.lock().await;
+    let call = {
+        let (ctl, id) = (ctl.clone(), v.id.clone());
+        tokio::spawn(async move { ctl.delete_volume(&id, &Secrets::default()).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctl.inner.deleting.lock().unwrap().contains(v.id.as_str()) {
+        assert!(Instant::now() < deadline, "the removal never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client gives up: the server drops the call's future.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let busy = ctl
+        .delete_volume(&v.id, &Secrets::default())
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), ErrorCode::Aborted, "{busy}");
+    drop(gate);
+    // Retries answer Aborted while the removal runs, then succeed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ctl.delete_volume(&v.id, &Secrets::default()).await {
+            Ok(()) => break,
+            Err(e) if e.code() == ErrorCode::Aborted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the retry never succeeded: {e}"),
+        }
+    }
+    assert!(!root.join("k/pvc-slow").exists());
+    assert!(!root.join("k/.pfs-csi/volumes/pvc-slow.json").exists());
+    assert_eq!(world.fake.limits(HOST, gid), None, "the quota was cleared");
+}
+
+#[tokio::test]
+async fn restores_and_clones_into_a_smaller_limited_volume_are_out_of_range() {
+    for quotas in [true, false] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = if quotas {
+            quota_settings(900, 950)
+        } else {
+            BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings, NO_AUTH, None);
+        let root = world.fake.root(HOST);
+        let src = ctl
+            .create_volume(&req("src", &params("/k"), 2 * GIB as i64))
+            .await
+            .unwrap();
+        std::fs::write(root.join("k/src/file"), b"some data for the archive").unwrap();
+        let snap_req = CreateSnapshotRequest {
+            name: "s".into(),
+            source_volume_id: src.id.clone(),
+            parameters: Parameters::default(),
+            secrets: Secrets::default(),
+        };
+        let snap = loop {
+            let s = ctl.create_snapshot(&snap_req).await.unwrap();
+            if s.ready_to_use {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(snap.size_bytes > 1);
+        let into = |name: &str, bytes: u64, source: VolumeContentSource| {
+            let mut r = req(name, &params("/k"), bytes as i64);
+            r.content_source = Some(source);
+            r
+        };
+        let from_snapshot = VolumeContentSource::Snapshot(snap.id.to_string());
+        let from_volume = VolumeContentSource::Volume(src.id.to_string());
+        let small = [
+            into("r-small", snap.size_bytes - 1, from_snapshot.clone()),
+            into("c-small", GIB, from_volume.clone()),
+        ];
+        for request in &small {
+            let result = ctl.create_volume(request).await;
+            if quotas {
+                let err = result.unwrap_err();
+                assert_eq!(err.code(), ErrorCode::OutOfRange, "{}: {err}", request.name);
+                assert!(!root.join("k").join(&request.name).exists());
+                assert!(
+                    !root
+                        .join(format!("k/.pfs-csi/volumes/{}.json", request.name))
+                        .exists()
+                );
+            } else {
+                // Without quotas the capacity is not enforced: nothing to be out of.
+                result.unwrap();
+            }
+        }
+        ctl.create_volume(&into("r-fits", snap.size_bytes, from_snapshot))
+            .await
+            .unwrap();
+        ctl.create_volume(&into("c-fits", 2 * GIB, from_volume))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(root.join("k/c-fits/file")).unwrap(),
+            b"some data for the archive"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_record_is_skipped_by_listings_but_stops_group_id_allocation() {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, quota_settings(20, 40), NO_AUTH, None);
+    let root = world.fake.root(HOST);
+    let bad = ctl
+        .create_volume(&req("bad", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let good = ctl
+        .create_volume(&req("good", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let snapshot = |name: &str, source: &VolumeId| CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.clone(),
+        parameters: Parameters::default(),
+        secrets: Secrets::default(),
+    };
+    let mut kept = None;
+    for (name, source) in [("s-bad", &bad.id), ("s-good", &good.id)] {
+        let request = snapshot(name, source);
+        while !ctl.create_snapshot(&request).await.unwrap().ready_to_use {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        kept = Some(ctl.create_snapshot(&request).await.unwrap());
+    }
+    let kept = kept.unwrap();
+    let record = root.join("k/.pfs-csi/volumes/bad.json");
+    std::fs::write(&record, b"{torn").unwrap();
+    std::fs::write(
+        root.join("k/.pfs-csi/snapshot-records/s-bad.json"),
+        b"{torn",
+    )
+    .unwrap();
+
+    let listed: Vec<_> = ctl
+        .list_volumes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.volume.id)
+        .collect();
+    assert_eq!(listed, vec![good.id.clone()]);
+    let snapshots: Vec<_> = ctl
+        .list_snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(snapshots, vec![kept.id]);
+    let p = Parameters::new(
+        params("/k")
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    ctl.available_capacity(&p, &Topology::new()).await.unwrap();
+
+    // The unreadable record may hold a group id: none is given out until it is repaired.
+    let err = ctl
+        .create_volume(&req("next", &params("/k"), GIB as i64))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(
+        err.to_string().contains(&record.display().to_string()),
+        "{err}"
+    );
+    assert!(!root.join("k/next").exists());
 }

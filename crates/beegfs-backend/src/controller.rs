@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use csi_core::domain::{
@@ -13,7 +14,7 @@ use csi_core::domain::{
 };
 use csi_core::id_alloc::{IdRange, IdReservation};
 use csi_core::ports::{CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo};
-use csi_core::records::{RecordStore, check_key};
+use csi_core::records::{Listed, RecordStore, check_key};
 use csi_core::service::DEFAULT_VOLUME_BYTES;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -22,8 +23,8 @@ use crate::backend::{FsAccess, Inner, now_secs, volume_context};
 use crate::fs_tree::{self, blocking};
 use crate::params::VolumeParams;
 use crate::records::{
-    BaseRecord, KnownFilesystem, SourceRecord, VolumeRecord, VolumeState, bases_dir, nodes_dir,
-    safe_key, volume_dir,
+    BaseRecord, KnownFilesystem, SourceRecord, VolumeRecord, VolumeState, base_store, nodes_dir,
+    safe_key,
 };
 use crate::settings::QuotaSettings;
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId, VolumePath};
@@ -56,6 +57,67 @@ pub(crate) fn limits_for(quota: &QuotaSettings, capacity: u64) -> QuotaLimits {
     }
 }
 
+/// How much of a record listing a caller needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// Every record: one that cannot be read fails the listing.
+    All,
+    /// The records that can be read; the others are skipped with a warning.
+    Readable,
+}
+
+impl Listing {
+    /// The records of a listing, or, for `All`, the error of the first unreadable one.
+    pub(crate) fn take<T>(
+        self,
+        host: &str,
+        (records, unreadable): Listed<T>,
+    ) -> Result<Vec<(String, T)>> {
+        let mut unreadable = unreadable.into_iter();
+        if self == Listing::All
+            && let Some(first) = unreadable.next()
+        {
+            return Err(first);
+        }
+        for e in unreadable {
+            warn!(host, error = %e, "record skipped: it cannot be read");
+        }
+        Ok(records)
+    }
+}
+
+/// A volume id in [`Inner::deleting`], taken out again when dropped (a deletion that ends,
+/// fails, or panics never leaves its volume marked as being deleted).
+struct DeletionClaim {
+    inner: Arc<Inner>,
+    id: String,
+}
+
+impl DeletionClaim {
+    /// Marks `id` as being deleted; `None` when it already is.
+    fn take(inner: &Arc<Inner>, id: &str) -> Option<Self> {
+        inner
+            .deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string())
+            .then(|| Self {
+                inner: inner.clone(),
+                id: id.to_string(),
+            })
+    }
+}
+
+impl Drop for DeletionClaim {
+    fn drop(&mut self) {
+        self.inner
+            .deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
 impl VolumeRecord {
     /// The volume as reported to the CO.
     pub(crate) fn to_volume(&self) -> Result<Volume> {
@@ -79,10 +141,12 @@ impl Inner {
         fs: &FsAccess,
         base: &VolumePath,
     ) -> RecordStore<VolumeRecord> {
-        RecordStore::new(volume_dir(&fs.root, base))
+        crate::records::volume_store(&fs.root, base)
     }
 
-    /// The record of volume `id`; `None` for a volume the driver did not create.
+    /// The record of volume `id`; `None` for a volume the driver did not create. A record
+    /// that holds the id but not its name or base path was not written by this driver for
+    /// this volume, and is refused (`FailedPrecondition`) rather than believed.
     pub(crate) async fn volume_record(
         &self,
         fs: &FsAccess,
@@ -91,37 +155,67 @@ impl Inner {
         let Some(name) = id.name().map(str::to_string) else {
             return Ok(None);
         };
-        if check_key(&name).is_err() {
+        if check_name("name", &name).is_err() {
             return Ok(None);
         }
-        let store = self.volume_store(fs, &id.path.parent());
+        let base = id.path.parent();
+        let store = self.volume_store(fs, &base);
         let wanted = id.to_string();
+        let key = name.clone();
         let record = blocking(self.fs_timeout(), "read volume record", move || {
-            store.get(&name)
+            store.get(&key)
         })
         .await?;
-        Ok(record.filter(|r| r.volume_id == wanted))
+        let Some(record) = record.filter(|r| r.volume_id == wanted) else {
+            return Ok(None);
+        };
+        if record.name != name || record.base != base.to_string() || record.host != id.host {
+            return Err(Error::FailedPrecondition(format!(
+                "the record of volume {wanted} names {:?} in {:?} on {:?}, not this volume; it was not written by this driver and is not trusted; nothing was changed",
+                record.name, record.base, record.host
+            )));
+        }
+        Ok(Some(record))
     }
 
-    /// Every base path recorded on a filesystem.
-    async fn bases(&self, fs: &FsAccess) -> Result<Vec<VolumePath>> {
-        let store: RecordStore<BaseRecord> = RecordStore::new(bases_dir(&fs.root));
-        let list = blocking(self.fs_timeout(), "list base paths", move || store.list()).await?;
+    /// Every base path recorded on a filesystem. `Listing::Readable` skips (with a warning)
+    /// a record that cannot be read.
+    pub(crate) async fn bases(&self, fs: &FsAccess, listing: Listing) -> Result<Vec<VolumePath>> {
+        let store = base_store(&fs.root);
+        let list = blocking(self.fs_timeout(), "list base paths", move || {
+            store.list_readable()
+        })
+        .await?;
+        let list = listing.take(&fs.host, list)?;
         Ok(list
             .into_iter()
             .filter_map(|(_, b)| VolumePath::clean("base", &b.base).ok())
             .collect())
     }
 
-    /// Every volume record on a filesystem.
-    pub(crate) async fn all_volume_records(&self, fs: &FsAccess) -> Result<Vec<VolumeRecord>> {
+    /// The volume records on a filesystem: every one (`Listing::All`, an error naming the
+    /// first that cannot be read), or those that can be read (`Listing::Readable`, a base
+    /// whose records cannot be listed and each unreadable record skipped with a warning).
+    pub(crate) async fn all_volume_records(
+        &self,
+        fs: &FsAccess,
+        listing: Listing,
+    ) -> Result<Vec<VolumeRecord>> {
         let mut out = Vec::new();
-        for base in self.bases(fs).await? {
+        for base in self.bases(fs, listing).await? {
             let store = self.volume_store(fs, &base);
-            let records = blocking(self.fs_timeout(), "list volume records", move || {
-                store.list()
+            let listed = blocking(self.fs_timeout(), "list volume records", move || {
+                store.list_readable()
             })
-            .await?;
+            .await;
+            let records = match (listed, listing) {
+                (Ok(list), _) => listing.take(&fs.host, list)?,
+                (Err(e), Listing::Readable) => {
+                    warn!(host = %fs.host, base = %base, error = %e, "the volume records of this base path cannot be listed; its volumes are left out");
+                    continue;
+                }
+                (Err(e), Listing::All) => return Err(e),
+            };
             out.extend(records.into_iter().map(|(_, r)| r));
         }
         Ok(out)
@@ -157,7 +251,7 @@ impl Inner {
                 },
             )?;
         }
-        let store: RecordStore<BaseRecord> = RecordStore::new(bases_dir(&fs.root));
+        let store = base_store(&fs.root);
         let key = safe_key(base.as_str());
         let record = BaseRecord {
             base: base.to_string(),
@@ -174,12 +268,21 @@ impl Inner {
     /// Draws a group id no volume of this filesystem holds and the filesystem shows no usage
     /// or limits for.
     async fn allocate_gid(&self, fs: &FsAccess, quota: &QuotaSettings) -> Result<IdReservation> {
-        let used: HashSet<u32> = self
-            .all_volume_records(fs)
-            .await?
-            .iter()
-            .filter_map(|r| r.quota_gid)
-            .collect();
+        // Every record counts: one that cannot be read may hold a group id, which must not
+        // be given to another volume. Such a record stops creation until it is repaired.
+        let records = self
+            .all_volume_records(fs, Listing::All)
+            .await
+            .map_err(|e| match e.code() {
+                ErrorCode::Internal | ErrorCode::FailedPrecondition => {
+                    Error::FailedPrecondition(format!(
+                        "cannot tell which quota group ids are taken on {}: {e}. Repair or remove it: a group id it holds could otherwise be given to another volume",
+                        fs.host
+                    ))
+                }
+                _ => e,
+            })?;
+        let used: HashSet<u32> = records.iter().filter_map(|r| r.quota_gid).collect();
         let manager = self.quota_manager(fs, quota);
         let range = IdRange::new(quota.gid_min, quota.gid_max)?;
         let span = u64::from(range.max - range.min) + 1;
@@ -271,17 +374,22 @@ impl Inner {
                 }
             }
             None => {
-                self.check_source(source.as_ref()).await?;
-                let (root, rel) = (fs.root.clone(), path.relative().to_string());
+                let limit = quota
+                    .is_some()
+                    .then(|| request.capacity.size_or(DEFAULT_VOLUME_BYTES));
+                self.check_source(source.as_ref(), limit).await?;
+                let (root, parent) = (fs.root.clone(), params.base.relative().to_string());
                 let dir = fs.root.join(path.relative());
+                // Anything already there (a directory, a file, a link) is not this driver's:
+                // taking it over would let a failed creation remove it.
                 let exists = blocking(self.fs_timeout(), "stat volume directory", move || {
-                    fs_tree::check_no_symlinks(&root, &rel)?;
-                    fs_tree::is_real_dir(&dir)
+                    fs_tree::check_no_symlinks(&root, &parent)?;
+                    fs_tree::entry_exists(&dir)
                 })
                 .await?;
                 if exists {
                     return Err(Error::AlreadyExists(format!(
-                        "{id_text}: a directory this driver did not create is already there; it is left untouched"
+                        "{id_text}: something this driver did not create is already there; it is left untouched"
                     )));
                 }
                 self.remember_base(&fs, &params.base).await?;
@@ -437,22 +545,37 @@ impl Inner {
     }
 
     /// Checks that a content source exists (and a snapshot is ready) before anything is made.
-    async fn check_source(&self, source: Option<&SourceRecord>) -> Result<()> {
+    /// Into a volume whose capacity is enforced (`limit`), a snapshot holding more bytes, or
+    /// a volume of ours with a larger capacity, is `OutOfRange`, as CSI asks.
+    async fn check_source(&self, source: Option<&SourceRecord>, limit: Option<u64>) -> Result<()> {
         match source {
             None => Ok(()),
             Some(SourceRecord::Snapshot(id)) => {
-                self.ready_snapshot_archive(id).await?;
-                Ok(())
+                let (_, size) = self.ready_snapshot_archive(id).await?;
+                match limit {
+                    Some(capacity) if size > capacity => Err(Error::OutOfRange(format!(
+                        "snapshot {id} holds {size} bytes, more than the {capacity} bytes requested"
+                    ))),
+                    _ => Ok(()),
+                }
             }
             Some(SourceRecord::Volume(id)) => {
-                self.source_volume_dir(id).await?;
-                Ok(())
+                let (_, source_capacity) = self.source_volume_dir(id).await?;
+                match (limit, source_capacity) {
+                    (Some(capacity), Some(size)) if size > capacity => {
+                        Err(Error::OutOfRange(format!(
+                            "source volume {id} has {size} bytes, more than the {capacity} bytes requested"
+                        )))
+                    }
+                    _ => Ok(()),
+                }
             }
         }
     }
 
-    /// The directory of an existing volume to clone.
-    async fn source_volume_dir(&self, id: &str) -> Result<PathBuf> {
+    /// The directory of an existing volume to clone, and its capacity when this driver
+    /// created it.
+    async fn source_volume_dir(&self, id: &str) -> Result<(PathBuf, Option<u64>)> {
         let vid = BeegfsVolumeId::parse(id).map_err(|_| {
             Error::NotFound(format!(
                 "source volume {id} is not a BeeGFS volume of this driver"
@@ -475,7 +598,11 @@ impl Inner {
                 "source volume {id} does not exist"
             )));
         }
-        Ok(dir)
+        let capacity = self
+            .volume_record(&fs, &vid)
+            .await?
+            .map(|r| r.capacity_bytes);
+        Ok((dir, capacity))
     }
 
     /// Fills a new volume directory from its source, then gives its content the volume's
@@ -489,11 +616,11 @@ impl Inner {
         let options = self.archive_options();
         match source {
             SourceRecord::Snapshot(id) => {
-                let archive = self.ready_snapshot_archive(id).await?;
+                let (archive, _) = self.ready_snapshot_archive(id).await?;
                 self.ctx.snapshots.restore(&archive, dir, &options).await?;
             }
             SourceRecord::Volume(id) => {
-                let src = self.source_volume_dir(id).await?;
+                let (src, _) = self.source_volume_dir(id).await?;
                 self.ctx.snapshots.copy_tree(&src, dir, &options).await?;
             }
         }
@@ -510,13 +637,13 @@ impl Inner {
     }
 
     /// DeleteVolume.
-    pub(crate) async fn delete_volume(&self, id: &BeegfsVolumeId) -> Result<()> {
+    pub(crate) async fn delete_volume(this: &Arc<Inner>, id: &BeegfsVolumeId) -> Result<()> {
         let id_text = id.to_string();
-        let fs = self.controller_fs(&id.host).await?;
-        let Some(mut record) = self.volume_record(&fs, id).await? else {
+        let fs = this.controller_fs(&id.host).await?;
+        let Some(mut record) = this.volume_record(&fs, id).await? else {
             let dir = fs.root.join(id.path.relative());
             let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
-            let exists = blocking(self.fs_timeout(), "stat volume", move || {
+            let exists = blocking(this.fs_timeout(), "stat volume", move || {
                 fs_tree::check_no_symlinks(&root, &rel)?;
                 fs_tree::is_real_dir(&dir)
             })
@@ -529,53 +656,66 @@ impl Inner {
             info!(volume_id = %id_text, "volume does not exist: nothing to delete");
             return Ok(());
         };
-        if !self.wait_for_cuts(|_, source| source == id_text).await {
+        if !this.wait_for_cuts(|_, source| source == id_text).await {
             return Err(Error::Aborted(format!(
                 "a snapshot of volume {id_text} is being cut; retry when it is done"
             )));
         }
         let base = id.path.parent();
         let name = record.name.clone();
-        let store = self.volume_store(&fs, &base);
+        let store = this.volume_store(&fs, &base);
         // The first request starts the clock of nodeUnstageTimeoutSeconds; the volume stays
         // usable until its data is actually removed.
         if record.delete_requested_at.is_none() {
             record.delete_requested_at = Some(now_secs());
-            self.put_record(&store, &record).await?;
+            this.put_record(&store, &record).await?;
         }
-        self.wait_for_nodes(&fs, &base, &name, &record).await?;
+        this.wait_for_nodes(&fs, &base, &name, &record).await?;
         if record.state != VolumeState::Deleting {
             record.state = VolumeState::Deleting;
-            self.put_record(&store, &record).await?;
+            this.put_record(&store, &record).await?;
         }
 
-        if !self
-            .deleting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id_text.clone())
-        {
+        let Some(claim) = DeletionClaim::take(this, &id_text) else {
             return Err(Error::Aborted(format!(
                 "volume {id_text} is being deleted; retry later"
             )));
-        }
-        let result = self.remove_volume_data(&fs, id, &base, &name).await;
-        self.deleting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id_text);
-        result?;
+        };
+        // The removal may outlast the caller (a client that gives up drops this call): it
+        // runs in a task of its own, which finishes the deletion and then gives the claim
+        // back, whether anyone still waits for it or not.
+        let task = {
+            let (this, id) = (this.clone(), id.clone());
+            tokio::spawn(async move {
+                let _claim = claim;
+                this.finish_deletion(&fs, &id, &base, &record, &store).await
+            })
+        };
+        task.await
+            .map_err(|e| Error::Internal(format!("deleting volume {id_text}: {e}")))?
+    }
+
+    /// Removes a volume's data, clears its quota and removes its record, in that order.
+    async fn finish_deletion(
+        &self,
+        fs: &FsAccess,
+        id: &BeegfsVolumeId,
+        base: &VolumePath,
+        record: &VolumeRecord,
+        store: &RecordStore<VolumeRecord>,
+    ) -> Result<()> {
+        self.remove_volume_data(fs, id, base, &record.name).await?;
         if let (Some(gid), Some(q)) = (record.quota_gid, &fs.quota) {
-            self.quota_manager(&fs, q).clear(gid).await?;
+            self.quota_manager(fs, q).clear(gid).await?;
         } else if let Some(gid) = record.quota_gid {
-            warn!(volume_id = %id_text, gid, "quotas are no longer configured for this filesystem; the group's limits were left as they are");
+            warn!(volume_id = %record.volume_id, gid, "quotas are no longer configured for this filesystem; the group's limits were left as they are");
         }
-        let key = name.clone();
+        let (store, key) = (store.clone(), record.name.clone());
         blocking(self.fs_timeout(), "remove volume record", move || {
             store.remove(&key)
         })
         .await?;
-        info!(volume_id = %id_text, "volume deleted");
+        info!(volume_id = %record.volume_id, "volume deleted");
         Ok(())
     }
 
@@ -630,6 +770,9 @@ impl Inner {
         }
     }
 
+    /// Removes the volume's directory and its node tracking directory. Both paths are
+    /// checked first: plain names only, strictly below the base path, no symbolic link on
+    /// the way; a check that fails removes nothing.
     async fn remove_volume_data(
         &self,
         fs: &FsAccess,
@@ -637,29 +780,46 @@ impl Inner {
         base: &VolumePath,
         name: &str,
     ) -> Result<()> {
-        let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
+        check_name("name", name).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "volume {id}: the recorded name cannot be a volume's ({e}); nothing was removed"
+            ))
+        })?;
+        let root = fs.root.clone();
         let dir = fs.root.join(id.path.relative());
+        let base_dir = fs.root.join(base.relative());
         let tracking = nodes_dir(&fs.root, base, name)
             .parent()
-            .map(std::path::Path::to_path_buf);
-        let base_dir = fs.root.join(base.relative());
+            .map(std::path::Path::to_path_buf)
+            .ok_or_else(|| Error::Internal("the node tracking path has no parent".into()))?;
+        let volumes_dir = tracking
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .ok_or_else(|| Error::Internal("the node tracking path has no parent".into()))?;
+        #[cfg(test)]
+        let _held = self.removal_gate.lock().await;
         blocking(
             Duration::from_secs(3600),
             "delete volume directory",
             move || {
-                fs_tree::check_no_symlinks(&root, &rel)?;
-                if !dir.starts_with(&base_dir) || dir == base_dir {
-                    return Err(Error::Internal(format!(
-                        "{} is not below {}",
-                        dir.display(),
-                        base_dir.display()
-                    )));
+                for (path, below) in [(&dir, &base_dir), (&tracking, &volumes_dir)] {
+                    fs_tree::check_below(below, path)?;
+                    let rel = path.strip_prefix(&root).map_err(|_| {
+                        Error::Internal(format!(
+                            "{} is not below {}",
+                            path.display(),
+                            root.display()
+                        ))
+                    })?;
+                    fs_tree::check_no_symlinks(&root, &rel.to_string_lossy())?;
                 }
-                fs_tree::remove_tree(&dir)?;
-                if let Some(tracking) = tracking {
-                    fs_tree::remove_tree(&tracking)?;
+                if fs_tree::is_real_dir(&dir)? {
+                    fs_tree::remove_tree(&dir)?;
+                } else if fs_tree::entry_exists(&dir)? {
+                    // The driver made a directory here; whatever replaced it is not its own.
+                    warn!(path = %dir.display(), "not a directory, so not the volume this driver made; left in place");
                 }
-                Ok(())
+                fs_tree::remove_tree(&tracking)
             },
         )
         .await
@@ -802,7 +962,8 @@ impl Inner {
     }
 
     /// ListVolumes: the volumes this driver created on every filesystem it knows. A
-    /// filesystem that cannot be reached is skipped with a warning.
+    /// filesystem that cannot be reached, and a record that cannot be read, are skipped
+    /// with a warning.
     pub(crate) async fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
         let mut out = Vec::new();
         for host in self.known_hosts()? {
@@ -813,7 +974,7 @@ impl Inner {
                     continue;
                 }
             };
-            for record in self.all_volume_records(&fs).await? {
+            for record in self.all_volume_records(&fs, Listing::Readable).await? {
                 if record.state == VolumeState::Creating {
                     continue;
                 }
@@ -865,7 +1026,7 @@ impl Inner {
             return Ok(space.available);
         }
         let promised: u64 = self
-            .all_volume_records(&fs)
+            .all_volume_records(&fs, Listing::Readable)
             .await?
             .iter()
             .filter(|r| r.quota_gid.is_some())
@@ -874,8 +1035,8 @@ impl Inner {
         Ok(space.total.saturating_sub(promised).min(space.available))
     }
 
-    /// The archive of a snapshot that is ready to restore.
-    pub(crate) async fn ready_snapshot_archive(&self, id: &str) -> Result<PathBuf> {
+    /// The archive of a snapshot that is ready to restore, and its size in bytes.
+    pub(crate) async fn ready_snapshot_archive(&self, id: &str) -> Result<(PathBuf, u64)> {
         let sid = BeegfsSnapshotId::parse(id).map_err(|_| {
             Error::NotFound(format!(
                 "snapshot {id} is not a BeeGFS snapshot of this driver"
@@ -891,8 +1052,9 @@ impl Inner {
             Some(r) if !r.ready => Err(Error::Unavailable(format!(
                 "snapshot {id} is not ready yet"
             ))),
-            Some(_) => Ok(crate::records::snapshot_archive(
-                &fs.root, &sid.base, &sid.name,
+            Some(r) => Ok((
+                crate::records::snapshot_archive(&fs.root, &sid.base, &sid.name),
+                r.size_bytes,
             )),
         }
     }

@@ -67,6 +67,24 @@ pub fn existing_dirs(root: &Path, relative: &str) -> Result<usize> {
     Ok(dirs)
 }
 
+/// Refuses `path` unless it lies strictly below `base`, reached from it by plain names
+/// only (no `..`): what the driver is about to remove must be inside what it manages.
+pub fn check_below(base: &Path, path: &Path) -> Result<()> {
+    let plain = path.strip_prefix(base).is_ok_and(|rest| {
+        rest.components().next().is_some()
+            && rest.components().all(|c| matches!(c, Component::Normal(_)))
+    });
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "{} is not a plain path below {}; refusing to remove it",
+            path.display(),
+            base.display()
+        )))
+    }
+}
+
 /// Whether `path` is a real directory (a symbolic link is not).
 pub fn is_real_dir(path: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(path) {
@@ -76,8 +94,19 @@ pub fn is_real_dir(path: &Path) -> Result<bool> {
     }
 }
 
+/// Whether anything (a directory, a file, a link...) is at `path`, not following a final
+/// symbolic link.
+pub fn entry_exists(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
 /// Removes directory tree `path` without following symbolic links; not an error when it
-/// does not exist. A `path` that is itself a link is refused.
+/// does not exist. Anything but a directory at `path` (a link, a file) is refused and left
+/// in place: the driver only ever makes directories there, so anything else is not its own.
 pub fn remove_tree(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -86,9 +115,10 @@ pub fn remove_tree(path: &Path) -> Result<()> {
             "{} is a symbolic link, not a volume directory; left in place",
             path.display()
         ))),
-        Ok(meta) if !meta.is_dir() => {
-            std::fs::remove_file(path).map_err(|e| Error::io("remove", path, e))
-        }
+        Ok(meta) if !meta.is_dir() => Err(Error::FailedPrecondition(format!(
+            "{} is not a directory, so not one this driver made; left in place",
+            path.display()
+        ))),
         // remove_dir_all removes links as links and never descends through them.
         Ok(_) => match std::fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
@@ -205,6 +235,15 @@ mod tests {
             ErrorCode::FailedPrecondition
         );
         assert!(outside.join("keep").exists());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"mine").unwrap();
+        assert_eq!(
+            remove_tree(&file).unwrap_err().code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+        assert!(entry_exists(&file).unwrap() && entry_exists(&link).unwrap());
+        assert!(!entry_exists(&vol).unwrap());
     }
 
     #[test]
@@ -218,6 +257,27 @@ mod tests {
         assert!(!is_real_dir(&dir.path().join("k8s/evil")).unwrap());
         assert!(is_real_dir(&dir.path().join("k8s/all")).unwrap());
         assert!(!is_real_dir(&dir.path().join("nope")).unwrap());
+    }
+
+    #[test]
+    fn only_plain_paths_below_a_base_pass() {
+        let base = Path::new("/m/k8s");
+        check_below(base, Path::new("/m/k8s/pvc-1")).unwrap();
+        check_below(base, Path::new("/m/k8s/.csi/volumes/pvc-1")).unwrap();
+        for bad in [
+            "/m/k8s",
+            "/m/k8s/",
+            "/m/k8s/../etc",
+            "/m/k8s/a/../../x",
+            "/m/other",
+            "/",
+        ] {
+            assert_eq!(
+                check_below(base, Path::new(bad)).unwrap_err().code(),
+                ErrorCode::FailedPrecondition,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -22,9 +22,11 @@
 //!
 //! # Static and dynamic volumes
 //! A volume is dynamic only when the driver's record of it exists
-//! (`<volDirBasePath>/.pfs-csi/volumes/<name>.json`). DeleteVolume of any other existing
-//! directory is `FailedPrecondition` and leaves the data in place, so a static PV with
-//! reclaim policy Delete never loses data.
+//! (`<volDirBasePath>/.pfs-csi/volumes/<name>.json`) in a folder that is the driver's own
+//! (root's, writable by nobody else) and names that volume. DeleteVolume of any other
+//! existing directory is `FailedPrecondition` and leaves the data in place, so a static PV
+//! with reclaim policy Delete never loses data; a `.pfs-csi` folder a user made or can write
+//! to is refused with `FailedPrecondition`, never believed.
 //!
 //! # Capacity
 //! With quotas enabled for a filesystem (`pfsCsi.beegfs.quotas`), each volume gets a group id

@@ -9,12 +9,14 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use csi_core::ports::{QuotaLimits, QuotaManager, QuotaUsage};
 use csi_core::{Error, Result};
 
 use crate::ctl::{Ctl, CtlTarget};
+use crate::fs_tree::blocking;
 
 /// The setgid bit.
 pub const SETGID: u32 = 0o2000;
@@ -25,12 +27,20 @@ pub struct BeegfsQuota {
     ctl: Arc<Ctl>,
     target: CtlTarget,
     pool: u16,
+    /// How long a directory operation through the client mount may take.
+    fs_timeout: Duration,
 }
 
 impl BeegfsQuota {
-    /// Quotas of `target`'s filesystem in `pool`.
-    pub fn new(ctl: Arc<Ctl>, target: CtlTarget, pool: u16) -> Self {
-        Self { ctl, target, pool }
+    /// Quotas of `target`'s filesystem in `pool`; directory operations through the client
+    /// mount give up after `fs_timeout`.
+    pub fn new(ctl: Arc<Ctl>, target: CtlTarget, pool: u16, fs_timeout: Duration) -> Self {
+        Self {
+            ctl,
+            target,
+            pool,
+            fs_timeout,
+        }
     }
 }
 
@@ -62,9 +72,10 @@ pub fn assign_group(dir: &Path, gid: u32) -> Result<()> {
 impl QuotaManager for BeegfsQuota {
     async fn assign(&self, dir: &Path, id: u32) -> Result<()> {
         let dir: PathBuf = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || assign_group(&dir, id))
-            .await
-            .map_err(|e| Error::Internal(format!("assign group: {e}")))?
+        blocking(self.fs_timeout, "assign the quota group", move || {
+            assign_group(&dir, id)
+        })
+        .await
     }
 
     async fn set_limits(&self, id: u32, limits: &QuotaLimits) -> Result<()> {
@@ -200,7 +211,10 @@ mod tests {
                 timeout: Duration::from_secs(5),
             },
         ));
-        (BeegfsQuota::new(ctl, target(), 1), seen)
+        (
+            BeegfsQuota::new(ctl, target(), 1, Duration::from_secs(5)),
+            seen,
+        )
     }
 
     #[tokio::test]
@@ -248,6 +262,30 @@ mod tests {
         assert!(quota.in_use(77).await.unwrap());
         let usage = quota.usage(77).await.unwrap();
         assert_eq!((usage.bytes_limit, usage.inodes_limit), (None, None));
+    }
+
+    #[test]
+    fn assign_gives_up_after_the_filesystem_timeout() {
+        // One blocking thread, kept busy as a hung client mount would keep it.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (quota, _) = quota_with(0);
+        let quota = BeegfsQuota {
+            fs_timeout: Duration::from_millis(200),
+            ..quota
+        };
+        let started = std::time::Instant::now();
+        let err = runtime.block_on(async {
+            let _hung = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(3)));
+            quota.assign(dir.path(), 4242).await.unwrap_err()
+        });
+        assert_eq!(err.code(), csi_core::ErrorCode::DeadlineExceeded, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        runtime.shutdown_background();
     }
 
     #[tokio::test]

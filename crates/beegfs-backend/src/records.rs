@@ -6,12 +6,15 @@
 //! /.pfs-csi/bases/<key>.json                  every volDirBasePath used on this filesystem
 //! <volDirBasePath>/.pfs-csi/volumes/<name>.json           one per volume the driver created
 //! <volDirBasePath>/.pfs-csi/snapshot-records/<name>.json  one per snapshot
-//! <volDirBasePath>/.pfs-csi/snapshots/<name>.tar          the snapshot archives
+//! <volDirBasePath>/.pfs-csi/snapshots/<name>.tar          the snapshot archives (0700 folder, 0600 files)
 //! <volDirBasePath>/.csi/volumes/<name>/nodes/<nodeID>     nodes that staged the volume
 //! ```
 //!
-//! A volume is dynamic (may be deleted by the driver) only when its record exists. The node
-//! tracking layout is the reference driver's, so volumes it created keep working.
+//! A volume is dynamic (may be deleted by the driver) only when its record exists, in a
+//! `.pfs-csi` folder that is the driver's own (root's, mode 0700, writable by nobody else:
+//! anyone who can make directories could make one), and names the volume it was looked up
+//! for. The node tracking layout is the reference driver's, so volumes it created keep
+//! working.
 //!
 //! On each node, under the plugin's state directory: one record per staged volume and one
 //! per shared filesystem mount (with the volumes using it).
@@ -19,6 +22,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use csi_core::records::RecordStore;
 use serde::{Deserialize, Serialize};
 
 use crate::params::{Permissions, StripePattern};
@@ -182,16 +186,35 @@ pub fn snapshot_record_dir(root: &Path, base: &VolumePath) -> PathBuf {
     meta_dir(root, base).join("snapshot-records")
 }
 
+/// The folder of the snapshot archives of `base`.
+pub fn snapshot_folder(root: &Path, base: &VolumePath) -> PathBuf {
+    meta_dir(root, base).join("snapshots")
+}
+
 /// The archive of snapshot `name` in `base`.
 pub fn snapshot_archive(root: &Path, base: &VolumePath, name: &str) -> PathBuf {
-    meta_dir(root, base)
-        .join("snapshots")
-        .join(format!("{name}.tar"))
+    snapshot_folder(root, base).join(format!("{name}.tar"))
 }
 
 /// The base-path index of a filesystem.
 pub fn bases_dir(root: &Path) -> PathBuf {
     root.join(META_DIR).join("bases")
+}
+
+/// The volume records of `base`. Private: users can make directories in a base path (and
+/// beside any static volume), so records count only in folders that are the driver's own.
+pub fn volume_store(root: &Path, base: &VolumePath) -> RecordStore<VolumeRecord> {
+    RecordStore::new(volume_dir(root, base)).private_from(meta_dir(root, base))
+}
+
+/// The snapshot records of `base` (private, as [`volume_store`]).
+pub fn snapshot_store(root: &Path, base: &VolumePath) -> RecordStore<SnapshotRecord> {
+    RecordStore::new(snapshot_record_dir(root, base)).private_from(meta_dir(root, base))
+}
+
+/// The base-path index of a filesystem (private, as [`volume_store`]).
+pub fn base_store(root: &Path) -> RecordStore<BaseRecord> {
+    RecordStore::new(bases_dir(root)).private_from(root.join(META_DIR))
 }
 
 /// The node tracking directory of volume `name` in `base` (the reference layout).

@@ -11,14 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use csi_core::domain::{Snapshot, SnapshotId};
 use csi_core::ports::CreateSnapshotRequest;
-use csi_core::records::RecordStore;
+use csi_core::records::{RecordStore, ensure_private_dir};
 use csi_core::{Error, Result};
 use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner};
-use crate::controller::check_name;
+use crate::controller::{Listing, check_name};
 use crate::fs_tree::blocking;
-use crate::records::{SnapshotRecord, snapshot_archive, snapshot_record_dir};
+use crate::records::{SnapshotRecord, meta_dir, snapshot_archive, snapshot_folder};
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId};
 
 impl SnapshotRecord {
@@ -35,7 +35,7 @@ impl SnapshotRecord {
 
 impl Inner {
     fn snapshot_store(&self, fs: &FsAccess, sid: &BeegfsSnapshotId) -> RecordStore<SnapshotRecord> {
-        RecordStore::new(snapshot_record_dir(&fs.root, &sid.base))
+        crate::records::snapshot_store(&fs.root, &sid.base)
     }
 
     /// The record of snapshot `sid`, if any.
@@ -50,11 +50,21 @@ impl Inner {
             return Ok(None);
         }
         let wanted = sid.to_string();
+        let key = name.clone();
         let rec = blocking(self.fs_timeout(), "read snapshot record", move || {
-            store.get(&name)
+            store.get(&key)
         })
         .await?;
-        Ok(rec.filter(|r| r.snapshot_id == wanted))
+        let Some(rec) = rec.filter(|r| r.snapshot_id == wanted) else {
+            return Ok(None);
+        };
+        if rec.name != name {
+            return Err(Error::FailedPrecondition(format!(
+                "the record of snapshot {wanted} names {:?}, not this snapshot; it was not written by this driver and is not trusted; nothing was changed",
+                rec.name
+            )));
+        }
+        Ok(Some(rec))
     }
 
     fn cut_running(&self, snapshot_id: &str) -> bool {
@@ -192,20 +202,29 @@ impl Inner {
         let archive = snapshot_archive(&fs.root, &sid.base, &sid.name);
         let src_dir = fs.root.join(source.path.relative());
         let name = sid.name.clone();
+        let folder = snapshot_folder(&fs.root, &sid.base);
+        let meta = meta_dir(&fs.root, &sid.base);
         tokio::spawn(async move {
             let options = inner.archive_options();
-            let result = match archive.parent() {
-                Some(dir) => match std::fs::create_dir_all(dir) {
-                    Ok(()) => {
-                        inner
-                            .ctx
-                            .snapshots
-                            .create(&src_dir, &archive, &options)
-                            .await
-                    }
-                    Err(e) => Err(Error::io("create directory", dir, e)),
+            // The archives hold the volumes' data: their folder is root's alone (0700).
+            let prepared = blocking(
+                inner.fs_timeout(),
+                "create the snapshot folder",
+                move || {
+                    ensure_private_dir(&meta)?;
+                    ensure_private_dir(&folder)
                 },
-                None => Err(Error::Internal("archive path has no parent".into())),
+            )
+            .await;
+            let result = match prepared {
+                Ok(()) => {
+                    inner
+                        .ctx
+                        .snapshots
+                        .create(&src_dir, &archive, &options)
+                        .await
+                }
+                Err(e) => Err(e),
             };
             let update = {
                 let store = store.clone();
@@ -264,7 +283,8 @@ impl Inner {
         Ok(())
     }
 
-    /// ListSnapshots: every snapshot on every reachable known filesystem.
+    /// ListSnapshots: every snapshot on every reachable known filesystem. A record that
+    /// cannot be read is skipped with a warning.
     pub(crate) async fn list_snapshots(&self) -> Result<Vec<Snapshot>> {
         let mut out = Vec::new();
         for host in self.known_hosts()? {
@@ -275,20 +295,19 @@ impl Inner {
                     continue;
                 }
             };
-            let store: RecordStore<crate::records::BaseRecord> =
-                RecordStore::new(crate::records::bases_dir(&fs.root));
-            let bases =
-                blocking(self.fs_timeout(), "list base paths", move || store.list()).await?;
-            for (_, base) in bases {
-                let Ok(base) = crate::volume_id::VolumePath::clean("base", &base.base) else {
-                    continue;
-                };
-                let store: RecordStore<SnapshotRecord> =
-                    RecordStore::new(snapshot_record_dir(&fs.root, &base));
-                let records = blocking(self.fs_timeout(), "list snapshot records", move || {
-                    store.list()
+            for base in self.bases(&fs, Listing::Readable).await? {
+                let store = crate::records::snapshot_store(&fs.root, &base);
+                let listed = blocking(self.fs_timeout(), "list snapshot records", move || {
+                    store.list_readable()
                 })
-                .await?;
+                .await;
+                let records = match listed {
+                    Ok(list) => Listing::Readable.take(&host, list)?,
+                    Err(e) => {
+                        warn!(host = %host, base = %base, error = %e, "the snapshot records of this base path cannot be listed; its snapshots are left out");
+                        continue;
+                    }
+                };
                 for (_, rec) in records {
                     out.push(rec.to_snapshot()?);
                 }

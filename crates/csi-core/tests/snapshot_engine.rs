@@ -97,6 +97,10 @@ fn lchown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
 }
 
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -215,6 +219,9 @@ async fn a_snapshot_round_trip_keeps_owners_modes_links_sparse_files_and_xattrs(
         .unwrap();
     assert_eq!(info.size_bytes, fs::metadata(&archive).unwrap().len());
     assert!(!suffixed(&archive, PARTIAL_SUFFIX).exists());
+    // The archive holds the volume's data: only its owner may read it, and its checksum.
+    assert_eq!(mode_of(&archive), 0o600);
+    assert_eq!(mode_of(&suffixed(&archive, XXH128_SUFFIX)), 0o600);
 
     // The checksum, computed while writing, is the XXH3-128 of the archive's bytes, in an
     // `xxh128sum -c` line naming the archive, which xxhsum itself accepts.
@@ -422,6 +429,8 @@ async fn without_the_native_writer_gnu_tar_writes_the_archive_and_it_verifies() 
     let checksum = info.checksum.expect("verification on");
     assert_eq!(checksum.kind, ChecksumKind::Xxh128);
     assert!(suffixed(&archive, XXH128_SUFFIX).exists());
+    assert_eq!(mode_of(&archive), 0o600, "GNU tar's archive too");
+    assert_eq!(mode_of(&suffixed(&archive, XXH128_SUFFIX)), 0o600);
     // GNU tar names entries `./sub/f`; the native writer would write `sub/f`.
     let listing = std::process::Command::new(tar_path())
         .arg("-tf")

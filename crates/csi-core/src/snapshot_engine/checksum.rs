@@ -5,6 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use md5::{Digest, Md5};
@@ -158,6 +159,7 @@ pub fn write_checksum_file(archive: &Path, checksum: &ArchiveChecksum) -> Result
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(content.as_bytes())?;
         f.sync_all()?;

@@ -40,6 +40,7 @@ pub mod tar_writer;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::ErrorKind;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,6 +174,13 @@ impl ArchiveSnapshotEngine {
             // dtar, and GNU tar without openat2 (it opens below directory descriptors
             // itself).
             ArchiveTool::Tar(_) | ArchiveTool::Dtar(_) => {
+                // The archiver writes into a file made readable by its owner only: an
+                // archive holds the volume's data, whatever the modes of its files were.
+                let owned = archive.to_path_buf();
+                self.io(format!("creating {}", archive.display()), move || {
+                    create_private_file(&owned)
+                })
+                .await?;
                 let command = create_command(tool, source, archive, self.archive_timeout);
                 let output = self.runner.run(&command).await?;
                 check_archiver(tool, output, true)?;
@@ -245,6 +253,12 @@ fn finish_archive(
     File::open(partial)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("sync", partial, e))?;
+    let partial_index = suffixed(partial, DTAR_INDEX_SUFFIX);
+    // Whatever wrote them, the archive and its index are readable by their owner only.
+    make_private(partial)?;
+    if partial_index.exists() {
+        make_private(&partial_index)?;
+    }
     let checksum = match checksum {
         Some(kind) => {
             let sum = match written {
@@ -267,7 +281,6 @@ fn finish_archive(
     if given_up() {
         return abandon();
     }
-    let partial_index = suffixed(partial, DTAR_INDEX_SUFFIX);
     if partial_index.exists() {
         let index = suffixed(archive, DTAR_INDEX_SUFFIX);
         fs::rename(&partial_index, &index).map_err(|e| Error::io("rename", &partial_index, e))?;
@@ -456,6 +469,32 @@ fn require_dir(what: &str, path: &Path) -> Result<()> {
         ))),
         Err(e) => Err(Error::io("stat", path, e)),
     }
+}
+
+/// Creates (or empties) file `path` with mode 0600, not following a symbolic link.
+fn create_private_file(path: &Path) -> Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    make_private(path)
+}
+
+/// Takes the group's and others' access to file `path` away.
+fn make_private(path: &Path) -> Result<()> {
+    let mode = fs::symlink_metadata(path)
+        .map_err(|e| Error::io("stat", path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7700))
+            .map_err(|e| Error::io("set mode of", path, e))?;
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
@@ -717,6 +756,14 @@ mod tests {
         assert!(suffixed(&archive, MD5_SUFFIX).exists());
         assert!(!suffixed(&archive, B3_SUFFIX).exists());
         assert!(!partial.exists());
+        for path in [archive.clone(), suffixed(&archive, MD5_SUFFIX)] {
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+                0o600,
+                "{}",
+                path.display()
+            );
+        }
         engine.restore(&archive, &dest, &options).await.unwrap();
     }
 
