@@ -51,9 +51,9 @@ pub trait Mounter: Send + Sync {
         options: &[String],
     ) -> Result<()>;
 
-    /// Bind-mounts directory `source` on `target`; with `read_only` the bind is remounted
-    /// read-only before this returns, so the target is never writable for a moment too long
-    /// to matter to the caller. A `source` or `target` that is a symbolic link or not a
+    /// Bind-mounts directory `source` on `target`; with `read_only` the bind is read-only
+    /// (keeping the source's `nosuid`/`nodev`/`noexec`) when this returns, or undone and an
+    /// error returned. A `source` or `target` that is a symbolic link or not a
     /// directory is `FailedPrecondition`, a missing one `NotFound`; links are never followed.
     async fn bind_mount(&self, source: &Path, target: &Path, read_only: bool) -> Result<()>;
 
