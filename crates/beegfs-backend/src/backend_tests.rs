@@ -988,3 +988,98 @@ async fn the_volume_alone_runs_no_tool_and_its_condition_reads_the_quota() {
         ErrorCode::NotFound
     );
 }
+
+#[tokio::test]
+async fn unstage_of_a_hung_client_unmounts_first_in_both_mount_modes() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = BeegfsSettings {
+            client_mount_mode: mode,
+            ..BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
+        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+        let v = ctl
+            .create_volume(&req("a", &params("/k"), 0))
+            .await
+            .unwrap();
+        let controller_mounts = world.mounts.client_mounts();
+        let staging = world.dir.path().join("n1/staging/a");
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        // Every mount the node made hangs: its client mount and its staging mount.
+        let made: Vec<PathBuf> = world
+            .mounts
+            .table
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.mount_point.clone())
+            .filter(|p| p.starts_with(world.dir.path().join("n1")))
+            .collect();
+        assert!(made.contains(&staging.join("mount")), "{mode:?}: {made:?}");
+        world.mounts.hung.lock().unwrap().extend(made);
+
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        assert_eq!(
+            world.mounts.client_mounts(),
+            controller_mounts,
+            "{mode:?}: the node's client mount is gone"
+        );
+        assert!(!staging.join("mount").exists(), "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_unstage_keeps_this_node_in_the_volume_tracking() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = BeegfsSettings {
+            client_mount_mode: mode,
+            ..BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
+        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+        let v = ctl
+            .create_volume(&req("a", &params("/k"), 0))
+            .await
+            .unwrap();
+        let staging = world.dir.path().join("n1/staging/a");
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        // The tracking file as the node sees it, through its client mount.
+        let client = match mode {
+            ClientMountMode::PerVolume => staging.join("mount"),
+            ClientMountMode::Shared => world
+                .state("n1")
+                .join("beegfs/node/fs")
+                .join(crate::records::safe_key(HOST))
+                .join("mount"),
+        };
+        let tracking = client.join("k/.csi/volumes/a/nodes/n1-node");
+        assert!(tracking.is_file(), "{mode:?}: {}", tracking.display());
+
+        world
+            .mounts
+            .busy
+            .lock()
+            .unwrap()
+            .insert(staging.join("mount"));
+        node.unstage_volume(&v.id, &staging).await.unwrap_err();
+        assert!(
+            tracking.is_file(),
+            "{mode:?}: DeleteVolume must still wait for this node"
+        );
+
+        world.mounts.busy.lock().unwrap().clear();
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        assert!(!staging.join("mount").exists(), "{mode:?}");
+        if mode == ClientMountMode::Shared {
+            assert!(!tracking.exists(), "{mode:?}");
+        }
+    }
+}

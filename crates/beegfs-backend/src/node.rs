@@ -16,7 +16,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use csi_core::domain::VolumeStats;
-use csi_core::ports::{NodePublishRequest, NodeStageRequest};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest, unmount_all};
 use csi_core::records::RecordStore;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -269,8 +269,13 @@ impl Inner {
                     .join(", ")
             )));
         }
-        if let Some(rel) = record.as_ref().and_then(|r| r.node_file.clone()) {
-            let file = fs_mount.join(rel);
+        // This node's tracking file goes first: a per-volume client mount is the only way
+        // to it. It comes back when the unmount fails, so DeleteVolume still waits.
+        let node_file = record
+            .as_ref()
+            .and_then(|r| r.node_file.as_ref())
+            .map(|rel| fs_mount.join(rel));
+        if let Some(file) = node_file.clone() {
             let removed = blocking(
                 self.fs_timeout(),
                 "remove this node's staging record",
@@ -285,8 +290,12 @@ impl Inner {
                 warn!(volume_id = %id_text, error = %e, "node tracking file not removed; DeleteVolume will wait for its timeout");
             }
         }
-        if self.is_mounted(&mount_point).await? {
-            self.ctx.mounter.unmount(&mount_point).await?;
+        // Unmount first, check after: a check of a hung client mount never answers.
+        if let Err(e) = unmount_all(self.ctx.mounter.as_ref(), &mount_point).await {
+            if let Some(file) = node_file {
+                self.restore_node_file(&id_text, file).await;
+            }
+            return Err(e);
         }
         match std::fs::remove_dir(&mount_point) {
             Ok(()) => {}
@@ -306,6 +315,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Puts this node's tracking file back after an unstage that failed, so DeleteVolume
+    /// keeps waiting for this node.
+    async fn restore_node_file(&self, id_text: &str, file: PathBuf) {
+        let restored = blocking(
+            self.fs_timeout(),
+            "restore this node's staging record",
+            move || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&file)
+                    .map(drop)
+                    .map_err(|e| Error::io("create", &file, e))
+            },
+        )
+        .await;
+        if let Err(e) = restored {
+            warn!(volume_id = %id_text, error = %e, "node tracking file not restored after a failed unstage; DeleteVolume may not wait for this node");
+        }
+    }
+
     /// Drops a volume from its filesystem's shared mount; the last one unmounts it.
     async fn release_shared(&self, id: &BeegfsVolumeId, id_text: &str) -> Result<()> {
         let host_key = safe_key(&id.host);
@@ -320,9 +350,7 @@ impl Inner {
             store.put(&host_key, &shared)?;
             return Ok(());
         }
-        if self.is_mounted(&shared.mount_point).await? {
-            self.ctx.mounter.unmount(&shared.mount_point).await?;
-        }
+        unmount_all(self.ctx.mounter.as_ref(), &shared.mount_point).await?;
         let _ = std::fs::remove_dir(&shared.mount_point);
         store.remove(&host_key)?;
         info!(host = %id.host, "last volume unstaged; shared client mount removed");
