@@ -1083,3 +1083,63 @@ async fn a_failed_unstage_keeps_this_node_in_the_volume_tracking() {
         }
     }
 }
+
+#[tokio::test]
+async fn without_its_record_a_publish_never_falls_back_to_the_filesystem_root() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = BeegfsSettings {
+            client_mount_mode: mode,
+            ..BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
+        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+        let v = ctl
+            .create_volume(&req("a", &params("/k"), 0))
+            .await
+            .unwrap();
+        let staging = world.dir.path().join("n1/staging/a");
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        // The state directory is lost: the mount table alone tells what is staged.
+        std::fs::remove_dir_all(world.state("n1").join("beegfs/node/staged")).unwrap();
+        let publish = publish_request(v.id.as_str(), &staging, Path::new("/t"));
+        let mount = staging.join("mount");
+        let expected = match mode {
+            ClientMountMode::PerVolume => mount.join("k/a"),
+            ClientMountMode::Shared => mount.clone(),
+        };
+        assert_eq!(
+            node.publish_source(&publish).await.unwrap(),
+            expected,
+            "{mode:?}"
+        );
+        if mode == ClientMountMode::Shared {
+            // Another directory of the filesystem mounted there is not this volume.
+            for e in world.mounts.table.lock().unwrap().iter_mut() {
+                if e.mount_point == mount {
+                    e.root = PathBuf::from("/k");
+                }
+            }
+            let err = node.publish_source(&publish).await.unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+            continue;
+        }
+        // Per-volume mode, the volume's directory gone or a link: refused, never the root.
+        std::fs::remove_dir_all(mount.join("k/a")).unwrap();
+        let err = node.publish_source(&publish).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("not on the filesystem"), "{err}");
+        std::os::unix::fs::symlink("..", mount.join("k/a")).unwrap();
+        let err = node.publish_source(&publish).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        let err = node.publish_source(&publish).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("not staged"), "{err}");
+    }
+}

@@ -21,7 +21,7 @@ use csi_core::records::RecordStore;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
 
-use crate::backend::{Inner, parse_volume_id};
+use crate::backend::{FS_TYPE, Inner, parse_volume_id};
 use crate::fs_tree::{self, blocking};
 use crate::mounts::bind_mounts_of;
 use crate::records::{SharedMount, StageMode, StagedVolume, nodes_dir, safe_key};
@@ -370,21 +370,7 @@ impl Inner {
         let (source, mount_point) = match record {
             Some(r) if r.mode == StageMode::Shared => (r.mount_point.clone(), r.mount_point),
             Some(r) => (r.mount_point.join(id.path.relative()), r.mount_point),
-            // No record (state directory lost): a per-volume mount shows the volume below
-            // the mount point, a shared-mode bind mount is the volume itself.
-            None => {
-                let mount_point = request.staging_path.join("mount");
-                let below = mount_point.join(id.path.relative());
-                let probe = below.clone();
-                let is_below = blocking(self.fs_timeout(), "stat volume", move || {
-                    fs_tree::is_real_dir(&probe)
-                })
-                .await?;
-                (
-                    if is_below { below } else { mount_point.clone() },
-                    mount_point,
-                )
-            }
+            None => return self.source_without_record(&id, &request.staging_path).await,
         };
         if !self.is_mounted(&mount_point).await? {
             return Err(Error::FailedPrecondition(format!(
@@ -393,6 +379,61 @@ impl Inner {
             )));
         }
         Ok(source)
+    }
+
+    /// The publish source of a volume whose staging record is gone (state directory lost),
+    /// from what the mount table shows at `<staging>/mount`: a mount of exactly the volume's
+    /// directory (shared mode's bind mount) is the source itself; a client mount of the
+    /// whole filesystem (per-volume mode) has the volume's directory below it, which must be
+    /// a real directory reached through no link. Anything else is refused: the root of a
+    /// filesystem is never published for a volume that is not that root.
+    async fn source_without_record(
+        &self,
+        id: &BeegfsVolumeId,
+        staging_path: &Path,
+    ) -> Result<PathBuf> {
+        let mount_point = staging_path.join("mount");
+        let mounts = self.ctx.mounter.list_mounts().await?;
+        let Some(staged) = mounts.iter().rfind(|m| m.mount_point == mount_point) else {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is not staged at {}",
+                staging_path.display()
+            )));
+        };
+        if staged.fs_type != FS_TYPE {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id}: {} is a {} mount, not BeeGFS; unstage and stage it again",
+                mount_point.display(),
+                staged.fs_type
+            )));
+        }
+        if staged.root == Path::new(id.path.as_str()) {
+            return Ok(mount_point);
+        }
+        if staged.root != Path::new("/") {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id}: {} shows {} of its filesystem, not the volume's directory {}; unstage and stage it again",
+                mount_point.display(),
+                staged.root.display(),
+                id.path
+            )));
+        }
+        let (root, rel) = (mount_point.clone(), id.path.relative().to_string());
+        let below = mount_point.join(id.path.relative());
+        let probe = below.clone();
+        let is_dir = blocking(self.fs_timeout(), "stat volume", move || {
+            fs_tree::check_no_symlinks(&root, &rel)?;
+            fs_tree::is_real_dir(&probe)
+        })
+        .await?;
+        if !is_dir {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id}: directory {} is not on the filesystem mounted at {}",
+                id.path,
+                mount_point.display()
+            )));
+        }
+        Ok(below)
     }
 
     /// NodeGetVolumeStats: from the volume's group quota when it has one, else from the
