@@ -515,6 +515,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_volume_directory_that_is_a_link_is_never_staged() {
+        let h = Harness::node(ONE);
+        std::fs::create_dir_all(h.fs("exa1").join("pvc-2")).unwrap();
+        std::os::unix::fs::symlink("pvc-2", h.fs("exa1").join("pvc-1")).unwrap();
+        let req = stage_request(
+            &h,
+            "exa1:/pvc-1",
+            "a/globalmount",
+            &[],
+            AccessMode::SingleNodeWriter,
+        );
+        let err = h.backend.stage_volume(&req).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let m = h.mounts.lock().unwrap();
+        assert!(m.mounted.is_empty(), "{:?}", m.mounted);
+    }
+
+    #[tokio::test]
     async fn own_mounts_merge_and_check_their_options() {
         let h = Harness::build(ONE, Role::Node, |e| {
             e["defaultMountOptions"] = serde_json::json!("flock,user_xattr");
