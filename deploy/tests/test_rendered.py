@@ -164,10 +164,9 @@ def volume(workload, name):
     raise Failure(f"{workload['metadata']['name']}: volumeMount of undefined volume {name!r}")
 
 
-def resolve(workload, cont, path):
-    """Where a path inside a container lives: ("host", host path) through a
-    hostPath volume, or (volume name, path inside it) for any other volume.
-    The longest mountPath prefix wins, as in the container runtime."""
+def mount_of(cont, path):
+    """The volumeMount a path inside a container is on: the longest mountPath
+    prefix wins, as in the container runtime."""
     best = None
     for mount in cont.get("volumeMounts", []):
         mount_path = mount["mountPath"].rstrip("/")
@@ -175,6 +174,13 @@ def resolve(workload, cont, path):
             if best is None or len(mount_path) > len(best["mountPath"].rstrip("/")):
                 best = mount
     expect(best is not None, f"{cont['name']}: {path} is on no volume (lost on restart)")
+    return best
+
+
+def resolve(workload, cont, path):
+    """Where a path inside a container lives: ("host", host path) through a
+    hostPath volume, or (volume name, path inside it) for any other volume."""
+    best = mount_of(cont, path)
     rest = path[len(best["mountPath"].rstrip("/")):]
     vol = volume(workload, best["name"])
     if "hostPath" in vol:
@@ -276,6 +282,41 @@ def check_propagation(render):
                     vol = volume(workload, mount["name"])
                     expect("hostPath" in vol and vol["hostPath"]["path"] == mount["mountPath"],
                            f"{mount['mountPath']}: Bidirectional mount must be the same host path")
+
+
+def check_state_dir(render):
+    """Each driver's --state-dir is a writable volume (the root filesystem is
+    read-only). The node plugin's is on the host under its plugin directory:
+    staging records, shared-mount reference counts and BeeGFS client mounts
+    must outlive restarts, and those mounts must reach the host
+    (Bidirectional). The controller's is an emptyDir whose mounts stay in the
+    pod (no propagation)."""
+    driver_name, kubelet_dir = driver_settings(render)
+    for workload in (render.controller, render.node):
+        kind = workload["kind"]
+        driver = container(workload, "driver")
+        path = flag(driver, "state-dir")
+        expect(isinstance(path, str) and path.startswith("/"),
+               f"{kind} driver: --state-dir={path!r} must be given (its default is on the read-only root)")
+        path = path.rstrip("/")
+        mount = mount_of(driver, path)
+        expect(not mount.get("readOnly"), f"{kind} driver: --state-dir {path} is on a read-only mount")
+        where = resolve(workload, driver, path)
+        vol = volume(workload, mount["name"])
+        if workload is render.node:
+            expected = f"{kubelet_dir}/plugins/{driver_name}/state"
+            expect(where == ("host", expected), f"node --state-dir {path} is {where}, want host {expected}")
+            expect(vol["hostPath"].get("type") == "DirectoryOrCreate",
+                   f"node state-dir hostPath type {vol['hostPath'].get('type')}, want DirectoryOrCreate")
+            expect(mount.get("mountPropagation") == "Bidirectional",
+                   f"node --state-dir {path}: client mounts made there need Bidirectional propagation")
+        else:
+            expect(where[0] != "host" and "emptyDir" in vol,
+                   f"controller --state-dir {path} must be an emptyDir, is {where}")
+            expect(mount.get("mountPropagation") in (None, "None"),
+                   f"controller --state-dir {path}: its mounts must not propagate")
+            expect(mount["name"] != resolve(workload, driver, unix_path(flag(driver, "endpoint")))[0],
+                   "controller --state-dir shares the socket volume with the sidecars")
 
 
 def lustre_mounts(workload):
@@ -498,6 +539,7 @@ PER_RENDER_CHECKS = [
     check_node_socket_shared,
     check_controller_socket_shared,
     check_propagation,
+    check_state_dir,
     check_filesystem_wiring,
     check_files_exist,
     check_rbac,
@@ -558,7 +600,8 @@ def check_helm_variants(helm, chart):
     render = Render("helm-lustre", yaml.safe_load_all(result.stdout))
     expect(driver_settings(render) == ("exa.csi.ddn.com", "/var/lib/k0s/kubelet"),
            "driver name / kubelet dir not applied")
-    for check in (check_csidriver, check_node_socket_shared, check_propagation, check_files_exist):
+    for check in (check_csidriver, check_node_socket_shared, check_propagation, check_state_dir,
+                  check_files_exist):
         check(render)
 
     # The EXAScaler file given as text (--set-file) is kept byte for byte.

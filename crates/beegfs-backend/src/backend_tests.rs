@@ -1331,6 +1331,49 @@ async fn restores_and_clones_into_a_smaller_limited_volume_are_out_of_range() {
 }
 
 #[tokio::test]
+async fn unstage_of_a_hung_client_unmounts_first_in_both_mount_modes() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = BeegfsSettings {
+            client_mount_mode: mode,
+            ..BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
+        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+        let v = ctl
+            .create_volume(&req("a", &params("/k"), 0))
+            .await
+            .unwrap();
+        let controller_mounts = world.mounts.client_mounts();
+        let staging = world.dir.path().join("n1/staging/a");
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        // Every mount the node made hangs: its client mount and its staging mount.
+        let made: Vec<PathBuf> = world
+            .mounts
+            .table
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.mount_point.clone())
+            .filter(|p| p.starts_with(world.dir.path().join("n1")))
+            .collect();
+        assert!(made.contains(&staging.join("mount")), "{mode:?}: {made:?}");
+        world.mounts.hung.lock().unwrap().extend(made);
+
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        assert_eq!(
+            world.mounts.client_mounts(),
+            controller_mounts,
+            "{mode:?}: the node's client mount is gone"
+        );
+        assert!(!staging.join("mount").exists(), "{mode:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_unreadable_record_is_skipped_by_listings_but_stops_group_id_allocation() {
     let world = World::new();
     world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
@@ -1402,4 +1445,116 @@ async fn an_unreadable_record_is_skipped_by_listings_but_stops_group_id_allocati
         "{err}"
     );
     assert!(!root.join("k/next").exists());
+}
+
+#[tokio::test]
+async fn a_failed_unstage_keeps_this_node_in_the_volume_tracking() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = BeegfsSettings {
+            client_mount_mode: mode,
+            ..BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
+        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+        let v = ctl
+            .create_volume(&req("a", &params("/k"), 0))
+            .await
+            .unwrap();
+        let staging = world.dir.path().join("n1/staging/a");
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        // The tracking file as the node sees it, through its client mount.
+        let client = match mode {
+            ClientMountMode::PerVolume => staging.join("mount"),
+            ClientMountMode::Shared => world
+                .state("n1")
+                .join("beegfs/node/fs")
+                .join(crate::records::safe_key(HOST))
+                .join("mount"),
+        };
+        let tracking = client.join("k/.csi/volumes/a/nodes/n1-node");
+        assert!(tracking.is_file(), "{mode:?}: {}", tracking.display());
+
+        world
+            .mounts
+            .busy
+            .lock()
+            .unwrap()
+            .insert(staging.join("mount"));
+        node.unstage_volume(&v.id, &staging).await.unwrap_err();
+        assert!(
+            tracking.is_file(),
+            "{mode:?}: DeleteVolume must still wait for this node"
+        );
+
+        world.mounts.busy.lock().unwrap().clear();
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        assert!(!staging.join("mount").exists(), "{mode:?}");
+        if mode == ClientMountMode::Shared {
+            assert!(!tracking.exists(), "{mode:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_its_record_a_publish_never_falls_back_to_the_filesystem_root() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let world = World::new();
+        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+        let settings = BeegfsSettings {
+            client_mount_mode: mode,
+            ..BeegfsSettings::default()
+        };
+        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
+        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+        let v = ctl
+            .create_volume(&req("a", &params("/k"), 0))
+            .await
+            .unwrap();
+        let staging = world.dir.path().join("n1/staging/a");
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        // The state directory is lost: the mount table alone tells what is staged.
+        std::fs::remove_dir_all(world.state("n1").join("beegfs/node/staged")).unwrap();
+        let publish = publish_request(v.id.as_str(), &staging, Path::new("/t"));
+        let mount = staging.join("mount");
+        let expected = match mode {
+            ClientMountMode::PerVolume => mount.join("k/a"),
+            ClientMountMode::Shared => mount.clone(),
+        };
+        assert_eq!(
+            node.publish_source(&publish).await.unwrap(),
+            expected,
+            "{mode:?}"
+        );
+        if mode == ClientMountMode::Shared {
+            // Another directory of the filesystem mounted there is not this volume.
+            for e in world.mounts.table.lock().unwrap().iter_mut() {
+                if e.mount_point == mount {
+                    e.root = PathBuf::from("/k");
+                }
+            }
+            let err = node.publish_source(&publish).await.unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+            continue;
+        }
+        // Per-volume mode, the volume's directory gone or a link: refused, never the root.
+        std::fs::remove_dir_all(mount.join("k/a")).unwrap();
+        let err = node.publish_source(&publish).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("not on the filesystem"), "{err}");
+        std::os::unix::fs::symlink("..", mount.join("k/a")).unwrap();
+        let err = node.publish_source(&publish).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        let err = node.publish_source(&publish).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("not staged"), "{err}");
+    }
 }

@@ -26,46 +26,7 @@ where
     }
 }
 
-/// Refuses a path below `root` whose existing components include a symbolic link, so a
-/// link planted in the filesystem cannot redirect an operation out of it.
-pub fn check_no_symlinks(root: &Path, relative: &str) -> Result<()> {
-    existing_dirs(root, relative).map(|_| ())
-}
-
-/// How many leading components of `relative` below `root` are real directories, counted
-/// from the top up to the first that is missing or not a directory. Refused like
-/// [`check_no_symlinks`] when an existing component is a symbolic link.
-pub fn existing_dirs(root: &Path, relative: &str) -> Result<usize> {
-    let mut current = root.to_path_buf();
-    let mut dirs = 0;
-    let mut all_dirs = true;
-    for component in Path::new(relative).components() {
-        match component {
-            Component::Normal(part) => current.push(part),
-            Component::CurDir | Component::RootDir => continue,
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "{relative:?} is not a clean relative path"
-                )));
-            }
-        }
-        match std::fs::symlink_metadata(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::FailedPrecondition(format!(
-                    "{} is a symbolic link; refusing to follow it",
-                    current.display()
-                )));
-            }
-            Ok(meta) => {
-                all_dirs &= meta.is_dir();
-                dirs += usize::from(all_dirs);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dirs),
-            Err(e) => return Err(Error::io("stat", &current, e)),
-        }
-    }
-    Ok(dirs)
-}
+pub use csi_core::fs_paths::{check_no_symlinks, existing_dirs};
 
 /// Refuses `path` unless it lies strictly below `base`, reached from it by plain names
 /// only (no `..`): what the driver is about to remove must be inside what it manages.
@@ -278,26 +239,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn existing_directories_are_counted_from_the_top() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("k8s/all")).unwrap();
-        std::fs::write(dir.path().join("k8s/file"), b"x").unwrap();
-        assert_eq!(existing_dirs(dir.path(), "k8s/all/v").unwrap(), 2);
-        assert_eq!(existing_dirs(dir.path(), "/k8s/all").unwrap(), 2);
-        assert_eq!(existing_dirs(dir.path(), "k8s/none/v").unwrap(), 1);
-        assert_eq!(existing_dirs(dir.path(), "none").unwrap(), 0);
-        // A file is not a directory, and nothing can be below it.
-        let err = existing_dirs(dir.path(), "k8s/file/v").unwrap_err();
-        assert_eq!(err.code(), ErrorCode::Internal, "{err}");
-        assert_eq!(existing_dirs(dir.path(), "k8s/file").unwrap(), 1);
-        std::os::unix::fs::symlink("all", dir.path().join("k8s/link")).unwrap();
-        let err = existing_dirs(dir.path(), "k8s/link/v").unwrap_err();
-        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
-        let err = existing_dirs(dir.path(), "k8s/../etc").unwrap_err();
-        assert_eq!(err.code(), ErrorCode::InvalidArgument);
     }
 
     #[test]

@@ -16,12 +16,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use csi_core::domain::VolumeStats;
-use csi_core::ports::{NodePublishRequest, NodeStageRequest};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest, unmount_all};
 use csi_core::records::RecordStore;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
 
-use crate::backend::{Inner, parse_volume_id};
+use crate::backend::{FS_TYPE, Inner, parse_volume_id};
 use crate::fs_tree::{self, blocking};
 use crate::mounts::bind_mounts_of;
 use crate::records::{SharedMount, StageMode, StagedVolume, nodes_dir, safe_key};
@@ -269,8 +269,13 @@ impl Inner {
                     .join(", ")
             )));
         }
-        if let Some(rel) = record.as_ref().and_then(|r| r.node_file.clone()) {
-            let file = fs_mount.join(rel);
+        // This node's tracking file goes first: a per-volume client mount is the only way
+        // to it. It comes back when the unmount fails, so DeleteVolume still waits.
+        let node_file = record
+            .as_ref()
+            .and_then(|r| r.node_file.as_ref())
+            .map(|rel| fs_mount.join(rel));
+        if let Some(file) = node_file.clone() {
             let removed = blocking(
                 self.fs_timeout(),
                 "remove this node's staging record",
@@ -285,8 +290,12 @@ impl Inner {
                 warn!(volume_id = %id_text, error = %e, "node tracking file not removed; DeleteVolume will wait for its timeout");
             }
         }
-        if self.is_mounted(&mount_point).await? {
-            self.ctx.mounter.unmount(&mount_point).await?;
+        // Unmount first, check after: a check of a hung client mount never answers.
+        if let Err(e) = unmount_all(self.ctx.mounter.as_ref(), &mount_point).await {
+            if let Some(file) = node_file {
+                self.restore_node_file(&id_text, file).await;
+            }
+            return Err(e);
         }
         match std::fs::remove_dir(&mount_point) {
             Ok(()) => {}
@@ -306,6 +315,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Puts this node's tracking file back after an unstage that failed, so DeleteVolume
+    /// keeps waiting for this node.
+    async fn restore_node_file(&self, id_text: &str, file: PathBuf) {
+        let restored = blocking(
+            self.fs_timeout(),
+            "restore this node's staging record",
+            move || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&file)
+                    .map(drop)
+                    .map_err(|e| Error::io("create", &file, e))
+            },
+        )
+        .await;
+        if let Err(e) = restored {
+            warn!(volume_id = %id_text, error = %e, "node tracking file not restored after a failed unstage; DeleteVolume may not wait for this node");
+        }
+    }
+
     /// Drops a volume from its filesystem's shared mount; the last one unmounts it.
     async fn release_shared(&self, id: &BeegfsVolumeId, id_text: &str) -> Result<()> {
         let host_key = safe_key(&id.host);
@@ -320,9 +350,7 @@ impl Inner {
             store.put(&host_key, &shared)?;
             return Ok(());
         }
-        if self.is_mounted(&shared.mount_point).await? {
-            self.ctx.mounter.unmount(&shared.mount_point).await?;
-        }
+        unmount_all(self.ctx.mounter.as_ref(), &shared.mount_point).await?;
         let _ = std::fs::remove_dir(&shared.mount_point);
         store.remove(&host_key)?;
         info!(host = %id.host, "last volume unstaged; shared client mount removed");
@@ -342,21 +370,7 @@ impl Inner {
         let (source, mount_point) = match record {
             Some(r) if r.mode == StageMode::Shared => (r.mount_point.clone(), r.mount_point),
             Some(r) => (r.mount_point.join(id.path.relative()), r.mount_point),
-            // No record (state directory lost): a per-volume mount shows the volume below
-            // the mount point, a shared-mode bind mount is the volume itself.
-            None => {
-                let mount_point = request.staging_path.join("mount");
-                let below = mount_point.join(id.path.relative());
-                let probe = below.clone();
-                let is_below = blocking(self.fs_timeout(), "stat volume", move || {
-                    fs_tree::is_real_dir(&probe)
-                })
-                .await?;
-                (
-                    if is_below { below } else { mount_point.clone() },
-                    mount_point,
-                )
-            }
+            None => return self.source_without_record(&id, &request.staging_path).await,
         };
         if !self.is_mounted(&mount_point).await? {
             return Err(Error::FailedPrecondition(format!(
@@ -365,6 +379,61 @@ impl Inner {
             )));
         }
         Ok(source)
+    }
+
+    /// The publish source of a volume whose staging record is gone (state directory lost),
+    /// from what the mount table shows at `<staging>/mount`: a mount of exactly the volume's
+    /// directory (shared mode's bind mount) is the source itself; a client mount of the
+    /// whole filesystem (per-volume mode) has the volume's directory below it, which must be
+    /// a real directory reached through no link. Anything else is refused: the root of a
+    /// filesystem is never published for a volume that is not that root.
+    async fn source_without_record(
+        &self,
+        id: &BeegfsVolumeId,
+        staging_path: &Path,
+    ) -> Result<PathBuf> {
+        let mount_point = staging_path.join("mount");
+        let mounts = self.ctx.mounter.list_mounts().await?;
+        let Some(staged) = mounts.iter().rfind(|m| m.mount_point == mount_point) else {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is not staged at {}",
+                staging_path.display()
+            )));
+        };
+        if staged.fs_type != FS_TYPE {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id}: {} is a {} mount, not BeeGFS; unstage and stage it again",
+                mount_point.display(),
+                staged.fs_type
+            )));
+        }
+        if staged.root == Path::new(id.path.as_str()) {
+            return Ok(mount_point);
+        }
+        if staged.root != Path::new("/") {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id}: {} shows {} of its filesystem, not the volume's directory {}; unstage and stage it again",
+                mount_point.display(),
+                staged.root.display(),
+                id.path
+            )));
+        }
+        let (root, rel) = (mount_point.clone(), id.path.relative().to_string());
+        let below = mount_point.join(id.path.relative());
+        let probe = below.clone();
+        let is_dir = blocking(self.fs_timeout(), "stat volume", move || {
+            fs_tree::check_no_symlinks(&root, &rel)?;
+            fs_tree::is_real_dir(&probe)
+        })
+        .await?;
+        if !is_dir {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id}: directory {} is not on the filesystem mounted at {}",
+                id.path,
+                mount_point.display()
+            )));
+        }
+        Ok(below)
     }
 
     /// NodeGetVolumeStats: from the volume's group quota when it has one, else from the

@@ -8,7 +8,7 @@
 //!   root the kernel would show.
 //! - [`fake_snapshots`] archives a tree into a JSON file and restores it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -411,6 +411,11 @@ pub struct FakeMounts {
     pub fake: Mutex<Option<Arc<FakeBeegfs>>>,
     /// Mount points holding a copy of a filesystem's skeleton.
     pub copies: Mutex<Vec<PathBuf>>,
+    /// Mount points whose filesystem hangs: a check of one is `DeadlineExceeded` while it
+    /// is mounted.
+    pub hung: Mutex<HashSet<PathBuf>>,
+    /// Mount points whose unmount fails.
+    pub busy: Mutex<HashSet<PathBuf>>,
 }
 
 fn copy_skeleton(from: &Path, to: &Path) {
@@ -446,6 +451,13 @@ impl FakeMounts {
             .returning(move |source, target, _ro| me.bind(source, target));
         let me = self.clone();
         m.expect_unmount().returning(move |target| {
+            if me.busy.lock().unwrap().contains(target) {
+                return Err(Error::io(
+                    "unmount",
+                    target,
+                    std::io::Error::from_raw_os_error(libc::EBUSY),
+                ));
+            }
             let mut table = me.table.lock().unwrap();
             if let Some(i) = table.iter().rposition(|e| e.mount_point == target) {
                 table.remove(i);
@@ -470,12 +482,19 @@ impl FakeMounts {
             if !path.exists() {
                 return Err(Error::NotFound(format!("{}", path.display())));
             }
-            Ok(me
+            let mounted = me
                 .table
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|e| e.mount_point == path))
+                .any(|e| e.mount_point == path);
+            if mounted && me.hung.lock().unwrap().contains(path) {
+                return Err(Error::DeadlineExceeded(format!(
+                    "stat of {} did not return",
+                    path.display()
+                )));
+            }
+            Ok(mounted)
         });
         let me = self.clone();
         m.expect_list_mounts()

@@ -10,11 +10,13 @@
 //!   validation, routing by volume id, per-volume locks and the CSI idempotency rules.
 //! - [`linux`]: the Linux implementations of the mounter and the command runner.
 //! - [`snapshot_engine`]: the [`ports::SnapshotEngine`] on GNU tar or dtar, with MD5 checks.
+//! - [`fs_paths`]: paths below a mount point checked for symbolic links.
 //! - [`error`]: the one error type and its status codes.
 
 pub mod client_tools;
 pub mod domain;
 pub mod error;
+pub mod fs_paths;
 pub mod id_alloc;
 pub mod linux;
 pub mod mount_options;

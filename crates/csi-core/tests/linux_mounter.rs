@@ -12,7 +12,7 @@ use std::time::Duration;
 use csi_core::ErrorCode;
 use csi_core::linux::{LinuxMounter, TokioCommandRunner};
 use csi_core::ports::Mounter;
-use nix::mount::{MntFlags, umount2};
+use nix::mount::{MntFlags, MsFlags, umount2};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
 mod support;
@@ -122,6 +122,56 @@ async fn a_read_only_bind_refuses_writes_and_keeps_nosuid_and_nodev() {
     m.unmount(&dst).await.unwrap();
     m.unmount(&src).await.unwrap();
     assert!(!m.is_mount_point(&src).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_read_only_bind_under_a_shared_mount_is_read_only_and_nosuid_in_every_copy() {
+    if !isolated("a_read_only_bind_under_a_shared_mount_is_read_only_and_nosuid_in_every_copy") {
+        return;
+    }
+    // `pods` is shared with `peer` (as the node plugin's pods directory is with the host's
+    // through Bidirectional propagation): a bind under one is copied under the other.
+    let (dir, src, _dst, _plain) = layout();
+    let (pods, peer) = (dir.path().join("pods"), dir.path().join("peer"));
+    fs::create_dir(&pods).unwrap();
+    fs::create_dir(&peer).unwrap();
+    let m = mounter();
+    m.mount("pods", &pods, "tmpfs", &["size=1m".into()])
+        .await
+        .unwrap();
+    let _pods_guard = MountGuard(pods.clone());
+    let shared = MsFlags::MS_SHARED;
+    nix::mount::mount(None::<&str>, &pods, None::<&str>, shared, None::<&str>).unwrap();
+    m.bind_mount(&pods, &peer, false).await.unwrap();
+    let _peer_guard = MountGuard(peer.clone());
+    fs::create_dir(pods.join("volume")).unwrap();
+    m.mount(
+        "pfs-test",
+        &src,
+        "tmpfs",
+        &["size=1m".into(), "nosuid".into(), "nodev".into()],
+    )
+    .await
+    .unwrap();
+    let _src_guard = MountGuard(src.clone());
+    fs::write(src.join("file"), b"data").unwrap();
+
+    m.bind_mount(&src, &pods.join("volume"), true)
+        .await
+        .unwrap();
+    let _guard = MountGuard(pods.join("volume"));
+    for target in [pods.join("volume"), peer.join("volume")] {
+        assert!(m.is_mount_point(&target).await.unwrap(), "{target:?}");
+        assert_eq!(fs::read(target.join("file")).unwrap(), b"data");
+        let err = fs::write(target.join("new"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{target:?}: {err}");
+        let flags = statvfs(&target).unwrap().flags();
+        for flag in [FsFlags::ST_RDONLY, FsFlags::ST_NOSUID, FsFlags::ST_NODEV] {
+            assert!(flags.contains(flag), "{target:?}: {flag:?} missing");
+        }
+    }
+    m.unmount(&pods.join("volume")).await.unwrap();
+    assert!(!m.is_mount_point(&peer.join("volume")).await.unwrap());
 }
 
 #[tokio::test]

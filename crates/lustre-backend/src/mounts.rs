@@ -113,7 +113,11 @@ impl SharedMounts {
                 continue;
             }
             if self.unmount_when_unused && state.holders.is_empty() && state.mounted.is_some() {
-                self.mounter.unmount(&mount_point).await?;
+                if let Err(e) = self.mounter.unmount(&mount_point).await {
+                    // Still held: the retried unstage tries the unmount again.
+                    state.holders.insert(holder.to_string());
+                    return Err(e);
+                }
                 state.mounted = None;
                 info!(mount_point = %mount_point.display(), "last volume unstaged; Lustre filesystem unmounted");
             }
@@ -184,6 +188,32 @@ mod tests {
         mounts.release("/stage/b").await.unwrap();
         assert!(!mounted.load(Ordering::SeqCst));
         assert_eq!(mounts.holders(&mp).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_unmount_keeps_the_holder_for_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Arc::new(AtomicBool::new(false));
+        let mut m = mounter(mounted.clone(), 1, 0);
+        let mut busy = true;
+        let flag = mounted.clone();
+        m.expect_unmount().times(2).returning(move |p| {
+            if std::mem::take(&mut busy) {
+                return Err(Error::io("unmount", p, std::io::Error::other("busy")));
+            }
+            flag.store(false, Ordering::SeqCst);
+            Ok(())
+        });
+        let mounts = SharedMounts::new(Arc::new(m), true);
+        mounts
+            .ensure(dir.path(), "10.0.0.1@tcp:/fs", &["flock".into()], Some("s"))
+            .await
+            .unwrap();
+        mounts.release("s").await.unwrap_err();
+        assert_eq!(mounts.holders(dir.path()).await, 1);
+        mounts.release("s").await.unwrap();
+        assert!(!mounted.load(Ordering::SeqCst));
+        assert_eq!(mounts.holders(dir.path()).await, 0);
     }
 
     #[tokio::test]

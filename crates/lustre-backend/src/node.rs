@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use csi_core::domain::{Topology, VolumeId, VolumeStats};
-use csi_core::ports::{NodePublishRequest, NodeStageRequest};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest, unmount_all};
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{debug, warn};
 
@@ -161,21 +161,15 @@ impl Inner {
         Ok(())
     }
 
-    /// NodeUnstageVolume: unmounts the staging path (stacked mounts one by one) and drops
-    /// the shared mount's reference.
+    /// NodeUnstageVolume: unmounts the staging path (stacked mounts one by one; unmount
+    /// first, check after, so a hung filesystem does not stop it) and drops the shared
+    /// mount's reference once nothing is mounted there.
     pub(crate) async fn unstage_volume(
         self: &Arc<Self>,
         _id: &VolumeId,
         staging: &Path,
     ) -> Result<()> {
-        for _ in 0..8 {
-            match self.ctx.mounter.is_mount_point(staging).await {
-                Ok(true) => self.ctx.mounter.unmount(staging).await?,
-                Ok(false) => break,
-                Err(e) if e.code() == ErrorCode::NotFound => break,
-                Err(e) => return Err(e),
-            }
-        }
+        unmount_all(self.ctx.mounter.as_ref(), staging).await?;
         self.mounts.release(&staging.display().to_string()).await
     }
 
@@ -481,6 +475,62 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+    }
+
+    #[tokio::test]
+    async fn unstage_of_a_hung_mount_unmounts_first_and_releases_the_shared_mount() {
+        let h = Harness::node(ONE);
+        std::fs::create_dir_all(h.fs("exa1").join("pvc-1")).unwrap();
+        for bind_mount in ["true", "false"] {
+            let req = stage_request(
+                &h,
+                "exa1:/pvc-1",
+                "a/globalmount",
+                &[("bindMount", bind_mount)],
+                AccessMode::SingleNodeWriter,
+            );
+            h.backend.stage_volume(&req).await.unwrap();
+            h.mounts
+                .lock()
+                .unwrap()
+                .hung
+                .insert(req.staging_path.clone());
+            h.backend
+                .unstage_volume(&req.volume_id, &req.staging_path)
+                .await
+                .unwrap();
+            let m = h.mounts.lock().unwrap();
+            assert!(
+                m.calls
+                    .contains(&format!("umount {}", req.staging_path.display())),
+                "bindMount {bind_mount}: {:?}",
+                m.calls
+            );
+            assert!(
+                m.mounted.is_empty(),
+                "bindMount {bind_mount}: {:?}",
+                m.mounted
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_volume_directory_that_is_a_link_is_never_staged() {
+        let h = Harness::node(ONE);
+        std::fs::create_dir_all(h.fs("exa1").join("pvc-2")).unwrap();
+        std::os::unix::fs::symlink("pvc-2", h.fs("exa1").join("pvc-1")).unwrap();
+        let req = stage_request(
+            &h,
+            "exa1:/pvc-1",
+            "a/globalmount",
+            &[],
+            AccessMode::SingleNodeWriter,
+        );
+        let err = h.backend.stage_volume(&req).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let m = h.mounts.lock().unwrap();
+        assert!(m.mounted.is_empty(), "{:?}", m.mounted);
     }
 
     #[tokio::test]

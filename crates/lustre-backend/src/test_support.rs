@@ -154,6 +154,9 @@ pub struct FakeMounts {
     pub calls: Vec<String>,
     /// Sources whose next mount fails.
     pub fail_sources: Vec<String>,
+    /// Mount points whose filesystem hangs: a check of one is `DeadlineExceeded` until it
+    /// is unmounted.
+    pub hung: HashSet<PathBuf>,
 }
 
 /// A snapshot engine that writes a list of file names as its "archive".
@@ -385,7 +388,14 @@ fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
         if !p.exists() {
             return Err(Error::NotFound(format!("{} does not exist", p.display())));
         }
-        Ok(s.lock().unwrap().mounted.contains_key(p))
+        let s = s.lock().unwrap();
+        if s.hung.contains(p) && s.mounted.contains_key(p) {
+            return Err(Error::DeadlineExceeded(format!(
+                "stat of {} did not return",
+                p.display()
+            )));
+        }
+        Ok(s.mounted.contains_key(p))
     });
     let s = state.clone();
     m.expect_mount()

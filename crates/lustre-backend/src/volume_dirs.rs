@@ -78,34 +78,30 @@ pub fn ensure_private_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("chmod", path, e))
 }
 
-/// The canonical path of directory `dir`, checked to lie inside `root` (a symbolic link on the
-/// way cannot lead out). `NotFound` when it does not exist.
+/// Directory `dir` below `root`, reached through no symbolic link: every component below
+/// `root` is checked, so a link in the filesystem can lead neither out of it nor to another
+/// volume's directory. `NotFound` when it does not exist, `FailedPrecondition` for a link
+/// or a non-directory.
 pub fn resolve_inside(root: &Path, dir: &Path) -> Result<PathBuf> {
-    let canonical = match fs::canonicalize(dir) {
-        Ok(c) => c,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(Error::NotFound(format!(
-                "volume directory {} does not exist",
-                dir.display()
-            )));
-        }
-        Err(e) => return Err(Error::io("resolve", dir, e)),
-    };
-    let root = fs::canonicalize(root).map_err(|e| Error::io("resolve", root, e))?;
-    if !canonical.starts_with(&root) {
-        return Err(Error::FailedPrecondition(format!(
-            "{} leads outside the filesystem mounted at {}",
+    let relative = dir.strip_prefix(root).map_err(|_| {
+        Error::FailedPrecondition(format!(
+            "{} is not below the filesystem mounted at {}",
             dir.display(),
             root.display()
-        )));
-    }
-    if !canonical.is_dir() {
-        return Err(Error::FailedPrecondition(format!(
+        ))
+    })?;
+    csi_core::fs_paths::check_no_symlinks(root, &relative.to_string_lossy())?;
+    match dir_state(dir)? {
+        DirState::Directory => Ok(dir.to_path_buf()),
+        DirState::Missing => Err(Error::NotFound(format!(
+            "volume directory {} does not exist",
+            dir.display()
+        ))),
+        DirState::Other => Err(Error::FailedPrecondition(format!(
             "{} is not a directory",
             dir.display()
-        )));
+        ))),
     }
-    Ok(canonical)
 }
 
 /// Moves `dir` into `trash` under a unique name (an instant rename on the same filesystem),
@@ -213,8 +209,18 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
         fs::create_dir(root.path().join("inside")).unwrap();
+        fs::create_dir_all(root.path().join("dirs/pvc-2")).unwrap();
+        fs::write(root.path().join("file"), b"x").unwrap();
+        // Links that stay inside the filesystem are refused too: the one at the volume's
+        // place, and one on the way to it.
+        std::os::unix::fs::symlink("pvc-2", root.path().join("dirs/pvc-1")).unwrap();
+        std::os::unix::fs::symlink("dirs", root.path().join("via")).unwrap();
+        for link in ["escape", "dirs/pvc-1", "via/pvc-2", "file"] {
+            let err = resolve_inside(root.path(), &root.path().join(link)).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{link}: {err}");
+        }
         assert_eq!(
-            resolve_inside(root.path(), &root.path().join("escape"))
+            resolve_inside(root.path(), outside.path())
                 .unwrap_err()
                 .code(),
             ErrorCode::FailedPrecondition

@@ -7,12 +7,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
-use nix::sys::statvfs::{FsFlags, statvfs};
+use nix::sys::statvfs::{FsFlags, Statvfs, statvfs};
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
@@ -110,6 +111,14 @@ pub(crate) fn open_dir_nofollow(path: &Path) -> std::result::Result<File, Errno>
 /// open), and no device node can be opened through it. Needs `CAP_SYS_ADMIN` and Linux
 /// 5.12 (`open_tree`, `mount_setattr`).
 pub(crate) fn nodev_copy(dir: &File) -> std::result::Result<File, Errno> {
+    detached_copy(dir, libc::MOUNT_ATTR_NODEV)
+}
+
+/// A copy of the mount that directory `dir` is on, rooted at `dir` (not recursive, as a
+/// `MS_BIND` mount), attached nowhere, with the mount attributes `attr_set` added and every
+/// other one (`nosuid`, `nodev`, `noexec`, atime) as the original has it. Needs
+/// `CAP_SYS_ADMIN` and Linux 5.12 (`open_tree`, `mount_setattr`); `ENOSYS` before.
+fn detached_copy(dir: &File, attr_set: u64) -> std::result::Result<File, Errno> {
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32;
     // SAFETY: a valid descriptor and an empty C string; the kernel returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) };
@@ -119,7 +128,7 @@ pub(crate) fn nodev_copy(dir: &File) -> std::result::Result<File, Errno> {
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
     let copy = unsafe { File::from_raw_fd(fd as RawFd) };
     let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_NODEV,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -139,6 +148,24 @@ pub(crate) fn nodev_copy(dir: &File) -> std::result::Result<File, Errno> {
         return Err(Errno::last());
     }
     Ok(copy)
+}
+
+/// Attaches the detached mount `copy` on the directory `target_dir` (`move_mount`). A copy
+/// attached under a shared mount propagates to its peers as it is, flags included.
+fn attach(copy: &File, target_dir: &File) -> std::result::Result<(), Errno> {
+    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: two valid descriptors and empty C strings.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            copy.as_raw_fd(),
+            c"".as_ptr(),
+            target_dir.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    };
+    if rc < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
 /// `/proc/self/fd/N`: the path the kernel resolves to exactly the object `file` refers to.
@@ -184,12 +211,13 @@ fn not_a_directory(what: &str, path: &Path) -> Error {
 }
 
 /// The per-mount flags a read-only remount must keep (the kernel refuses to drop locked
-/// ones, and dropping `nosuid`/`nodev`/`noexec` would loosen the mount).
-fn kept_flags(path: &Path) -> MsFlags {
-    let Ok(stat) = statvfs(path) else {
-        return MsFlags::empty();
-    };
-    let flags = stat.flags();
+/// ones, and dropping `nosuid`/`nodev`/`noexec` would loosen the mount), from `stat` of the
+/// mount.
+fn kept_flags(
+    path: &Path,
+    stat: impl FnOnce(&Path) -> nix::Result<Statvfs>,
+) -> nix::Result<MsFlags> {
+    let flags = stat(path)?.flags();
     let mut kept = MsFlags::empty();
     for (st, ms) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
@@ -203,42 +231,117 @@ fn kept_flags(path: &Path) -> MsFlags {
             kept |= ms;
         }
     }
-    kept
+    Ok(kept)
 }
 
-/// The bind mount and read-only remount, done synchronously.
+/// Set once the kernel (or a seccomp filter) refused `open_tree`/`mount_setattr`: read-only
+/// binds then go through [`bind_then_remount`] without asking again.
+static NO_DETACHED_COPIES: AtomicBool = AtomicBool::new(false);
+
+/// The bind mount, done synchronously. A read-only one is a detached copy of the source's
+/// mount made read-only before it is attached, so the target (and every copy of it that
+/// propagation makes, e.g. on the host for a Bidirectional pods directory) is never
+/// writable and keeps the source's `nosuid`/`nodev`/`noexec`; kernels before 5.12 bind,
+/// then remount read-only.
 fn bind_blocking(source: &Path, target: &Path, read_only: bool) -> Result<()> {
     let source_dir = open_source(source)?;
     let target_dir = open_target(target)?;
+    if read_only && !NO_DETACHED_COPIES.load(Ordering::Relaxed) {
+        match detached_copy(&source_dir, libc::MOUNT_ATTR_RDONLY) {
+            Ok(copy) => {
+                return attach(&copy, &target_dir)
+                    .map_err(|e| errno_error("bind mount", target, e));
+            }
+            Err(Errno::ENOSYS | Errno::EPERM) => {
+                debug!("no open_tree/mount_setattr here: read-only binds are remounted");
+                NO_DETACHED_COPIES.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                return Err(errno_error(
+                    "read-only copy of bind mount source",
+                    source,
+                    e,
+                ));
+            }
+        }
+    }
+    bind_then_remount(&source_dir, &target_dir, target, read_only, statvfs)
+}
+
+/// `MS_BIND` of `source_dir` on `target_dir` and, for `read_only`, a `MS_REMOUNT` keeping
+/// the flags `stat` reports of the new mount. Fails closed: when those flags cannot be
+/// read or the remount fails, the bind is undone and the error returned.
+fn bind_then_remount(
+    source_dir: &File,
+    target_dir: &File,
+    target: &Path,
+    read_only: bool,
+    stat: impl FnOnce(&Path) -> nix::Result<Statvfs>,
+) -> Result<()> {
     nix::mount::mount(
-        Some(&fd_path(&source_dir)),
-        &fd_path(&target_dir),
+        Some(&fd_path(source_dir)),
+        &fd_path(target_dir),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
     .map_err(|e| errno_error("bind mount", target, e))?;
-    drop(source_dir);
     if !read_only {
         return Ok(());
     }
     // Reopen: the path now leads to the new mount's root, which is what gets remounted.
-    let remount = open_target(target).and_then(|mounted| {
-        let path = fd_path(&mounted);
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(&path);
-        nix::mount::mount(None::<&str>, &path, None::<&str>, flags, None::<&str>)
-            .map_err(|e| errno_error("remount read-only", target, e))
-    });
-    if let Err(e) = remount {
-        // Never leave a writable bind behind a failed read-only publish.
-        if let Err(undo) =
-            nix::mount::umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
-        {
-            warn!(target = %target.display(), error = %undo, "could not undo the bind mount after the read-only remount failed");
+    let mounted = match open_target(target) {
+        Ok(mounted) => mounted,
+        Err(e) => {
+            undo_bind(target, MntFlags::UMOUNT_NOFOLLOW, target);
+            return Err(e);
         }
+    };
+    let path = fd_path(&mounted);
+    let remount = kept_flags(&path, stat)
+        .map_err(|e| errno_error("read the flags of the new bind mount", target, e))
+        .and_then(|kept| {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
+            nix::mount::mount(None::<&str>, &path, None::<&str>, flags, None::<&str>)
+                .map_err(|e| errno_error("remount read-only", target, e))
+        });
+    if let Err(e) = remount {
+        // Never leave a writable bind behind a failed read-only publish. An unmount
+        // detaches whatever is on top at a place, so only while that is this bind.
+        if !is_top_mount(&mounted, target) {
+            warn!(target = %target.display(), "another mount went on top of the bind mount before it was made read-only; both are left in place");
+            return Err(Error::Internal(format!(
+                "{e}; the writable bind mount at {} is covered by another mount and was not \
+                 undone",
+                target.display()
+            )));
+        }
+        undo_bind(&path, MntFlags::empty(), target);
         return Err(e);
     }
     Ok(())
+}
+
+/// Whether the mount on top at `target` is the one `mounted` (a descriptor of its root) is
+/// on: the same mount id, or before Linux 5.8 the same device and inode.
+fn is_top_mount(mounted: &File, target: &Path) -> bool {
+    let (Ok(ours), Ok(top)) = (statx_fd(mounted), statx_nofollow(target)) else {
+        return false;
+    };
+    let mnt_id = libc::STATX_MNT_ID;
+    if ours.stx_mask & top.stx_mask & mnt_id != 0 {
+        return ours.stx_mnt_id == top.stx_mnt_id;
+    }
+    let id = |s: &libc::statx| (s.stx_dev_major, s.stx_dev_minor, s.stx_ino);
+    id(&ours) == id(&top)
+}
+
+/// Detaches the mount at `path` (the bind just made at `target`; a `/proc/self/fd` link is
+/// followed, so `flags` holds no `UMOUNT_NOFOLLOW` then), logging a failure.
+fn undo_bind(path: &Path, flags: MntFlags, target: &Path) {
+    if let Err(undo) = nix::mount::umount2(path, MntFlags::MNT_DETACH | flags) {
+        warn!(target = %target.display(), error = %undo, "could not undo the bind mount after the read-only remount failed");
+    }
 }
 
 /// Whether `path` is a mount root, from one `statx` (and one of its parent on kernels that
@@ -267,15 +370,28 @@ fn is_mount_point_by_device(path: &Path, stx: &libc::statx) -> Result<bool> {
 
 fn statx_nofollow(path: &Path) -> std::result::Result<libc::statx, Errno> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    statx_at(libc::AT_FDCWD, &c_path, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// `statx` of what `file` refers to.
+fn statx_fd(file: &File) -> std::result::Result<libc::statx, Errno> {
+    statx_at(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+fn statx_at(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> std::result::Result<libc::statx, Errno> {
     // SAFETY: statx is plain old data; the kernel fills it.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: a valid C string and a valid output buffer.
     let rc = unsafe {
         libc::statx(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
-            libc::STATX_TYPE | libc::STATX_INO,
+            dir,
+            path.as_ptr(),
+            flags | libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
             &mut buf,
         )
     };
@@ -616,6 +732,118 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         m.unmount(dir.path()).await.unwrap();
         m.unmount(&dir.path().join("missing")).await.unwrap();
+    }
+
+    /// Runs `f` on a thread of its own in a new mount namespace where every mount is
+    /// private: nothing it mounts is seen elsewhere, and the namespace ends with the thread.
+    fn in_private_mount_namespace<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "this test mounts: run it as root"
+        );
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                    nix::mount::mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    /// The filesystem types mounted at `path` in this thread's namespace, bottom first.
+    fn mounted_at(path: &Path) -> Vec<String> {
+        read_mount_table(Path::new("/proc/thread-self/mountinfo"))
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.mount_point == path)
+            .map(|e| e.fs_type)
+            .collect()
+    }
+
+    /// A temporary directory with `src` (a tmpfs with `flags`, holding `file`) and `dst`.
+    fn tmpfs_source(flags: MsFlags) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        for d in [&src, &dst] {
+            std::fs::create_dir(d).unwrap();
+        }
+        nix::mount::mount(Some("src"), &src, Some("tmpfs"), flags, Some("size=1m")).unwrap();
+        std::fs::write(src.join("file"), "data").unwrap();
+        (dir, src, dst)
+    }
+
+    #[test]
+    fn a_read_only_bind_whose_flags_cannot_be_read_fails_and_leaves_nothing_mounted() {
+        in_private_mount_namespace(|| {
+            let (_dir, src, dst) = tmpfs_source(MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+            let (source_dir, target_dir) = (open_source(&src).unwrap(), open_target(&dst).unwrap());
+            let err = bind_then_remount(&source_dir, &target_dir, &dst, true, |_| Err(Errno::EIO))
+                .unwrap_err();
+            assert!(err.to_string().contains("read the flags"), "{err}");
+            assert!(mounted_at(&dst).is_empty(), "{:?}", mounted_at(&dst));
+            assert!(!dst.join("file").exists());
+        });
+    }
+
+    #[test]
+    fn a_failed_read_only_bind_never_detaches_a_mount_made_on_top_of_it() {
+        in_private_mount_namespace(|| {
+            let (_dir, src, dst) = tmpfs_source(MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+            let (source_dir, target_dir) = (open_source(&src).unwrap(), open_target(&dst).unwrap());
+            // While the flags are read, another mount goes on top of the new bind.
+            let err = bind_then_remount(&source_dir, &target_dir, &dst, true, |_| {
+                nix::mount::mount(
+                    Some("later"),
+                    &dst,
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some("size=1m"),
+                )
+                .unwrap();
+                std::fs::write(dst.join("later"), "x").unwrap();
+                Err(Errno::EIO)
+            })
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("covered by another mount"),
+                "{err}"
+            );
+            assert!(dst.join("later").exists(), "{:?}", mounted_at(&dst));
+            assert_eq!(mounted_at(&dst), ["tmpfs", "tmpfs"]);
+        });
+    }
+
+    #[test]
+    fn the_remount_fallback_keeps_nosuid_nodev_and_noexec() {
+        in_private_mount_namespace(|| {
+            let (_dir, src, dst) =
+                tmpfs_source(MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+            let (source_dir, target_dir) = (open_source(&src).unwrap(), open_target(&dst).unwrap());
+            bind_then_remount(&source_dir, &target_dir, &dst, true, statvfs).unwrap();
+            assert_eq!(mounted_at(&dst), ["tmpfs"]);
+            let flags = statvfs(&dst).unwrap().flags();
+            for flag in [
+                FsFlags::ST_RDONLY,
+                FsFlags::ST_NOSUID,
+                FsFlags::ST_NODEV,
+                FsFlags::ST_NOEXEC,
+            ] {
+                assert!(flags.contains(flag), "{flag:?} missing from {flags:?}");
+            }
+            let err = std::fs::write(dst.join("new"), "x").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        });
     }
 
     #[tokio::test]

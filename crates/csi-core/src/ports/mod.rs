@@ -15,7 +15,7 @@ pub use backend::{
     NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
 };
 pub use command::{Command, CommandOutput, CommandRunner};
-pub use mounter::{MountEntry, Mounter};
+pub use mounter::{MAX_STACKED_MOUNTS, MountEntry, Mounter, unmount_all};
 pub use quota::{QuotaLimits, QuotaManager, QuotaUsage};
 pub use snapshot::{
     ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine,

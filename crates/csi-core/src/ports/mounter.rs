@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorCode, Result};
 
 /// One line of the mount table (`/proc/self/mountinfo`), with escapes decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +51,9 @@ pub trait Mounter: Send + Sync {
         options: &[String],
     ) -> Result<()>;
 
-    /// Bind-mounts directory `source` on `target`; with `read_only` the bind is remounted
-    /// read-only before this returns, so the target is never writable for a moment too long
-    /// to matter to the caller. A `source` or `target` that is a symbolic link or not a
+    /// Bind-mounts directory `source` on `target`; with `read_only` the bind is read-only
+    /// (keeping the source's `nosuid`/`nodev`/`noexec`) when this returns, or undone and an
+    /// error returned. A `source` or `target` that is a symbolic link or not a
     /// directory is `FailedPrecondition`, a missing one `NotFound`; links are never followed.
     async fn bind_mount(&self, source: &Path, target: &Path, read_only: bool) -> Result<()>;
 
@@ -68,4 +68,77 @@ pub trait Mounter: Send + Sync {
 
     /// The whole mount table of this process's mount namespace.
     async fn list_mounts(&self) -> Result<Vec<MountEntry>>;
+}
+
+/// Most mounts [`unmount_all`] takes off one place (a stage or publish retried after a lost
+/// reply stacks one more each time).
+pub const MAX_STACKED_MOUNTS: usize = 8;
+
+/// Unmounts whatever is mounted at `path`, stacked mounts one by one. Unmounts first and
+/// checks after (nothing mounted is not an error): a check of a mount whose filesystem hangs
+/// never answers, while an unmount falls back to a lazy one; after the unmount the check
+/// stats the directory below. Returns whether `path` exists; an error when something is
+/// still mounted there after [`MAX_STACKED_MOUNTS`] unmounts.
+pub async fn unmount_all<M: Mounter + ?Sized>(mounter: &M, path: &Path) -> Result<bool> {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        mounter.unmount(path).await?;
+        match mounter.is_mount_point(path).await {
+            Ok(true) => continue,
+            Ok(false) => return Ok(true),
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::FailedPrecondition(format!(
+        "{} is still a mount point after {MAX_STACKED_MOUNTS} unmounts",
+        path.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A mounter with `stacked` mounts at every path, whose check hangs while one is there.
+    fn hung_stack(stacked: usize) -> (MockMounter, Arc<AtomicUsize>) {
+        let left = Arc::new(AtomicUsize::new(stacked));
+        let mut m = MockMounter::new();
+        let l = left.clone();
+        m.expect_unmount().returning(move |_| {
+            let _ = l.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            Ok(())
+        });
+        let l = left.clone();
+        m.expect_is_mount_point().returning(move |p| {
+            if l.load(Ordering::SeqCst) > 0 && !p.ends_with("unhung") {
+                return Err(Error::DeadlineExceeded("stat".into()));
+            }
+            Ok(l.load(Ordering::SeqCst) > 0)
+        });
+        (m, left)
+    }
+
+    #[tokio::test]
+    async fn unmount_all_unmounts_before_it_checks_and_unwinds_stacked_mounts() {
+        let (m, left) = hung_stack(1);
+        assert!(unmount_all(&m, Path::new("/staging")).await.unwrap());
+        assert_eq!(left.load(Ordering::SeqCst), 0);
+
+        let (m, left) = hung_stack(3);
+        assert!(unmount_all(&m, Path::new("/x/unhung")).await.unwrap());
+        assert_eq!(left.load(Ordering::SeqCst), 0);
+
+        let (m, _) = hung_stack(MAX_STACKED_MOUNTS + 1);
+        let err = unmount_all(&m, Path::new("/x/unhung")).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+
+        let mut gone = MockMounter::new();
+        gone.expect_unmount().returning(|_| Ok(()));
+        gone.expect_is_mount_point()
+            .returning(|p| Err(Error::NotFound(p.display().to_string())));
+        assert!(!unmount_all(&gone, Path::new("/gone")).await.unwrap());
+    }
 }

@@ -16,6 +16,7 @@ use crate::domain::{Secrets, Topology, VolumeCapability, VolumeCondition, Volume
 use crate::error::{Error, ErrorCode, Result};
 use crate::ports::{
     FilesystemBackend, MountEntry, Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider,
+    unmount_all,
 };
 use crate::service::controller::{Readiness, check_readiness};
 use crate::service::{Backends, LockGuard, OperationLocks};
@@ -243,18 +244,7 @@ impl NodeService {
         // neither unmounted through nor a mount point). Unmount first (nothing mounted is
         // not an error), then check: two calls in the common case, not three. Stacked
         // mounts (a publish retried after a lost reply) are unwound one by one.
-        let mut exists = true;
-        for _ in 0..8 {
-            self.mounter.unmount(&target).await?;
-            match self.mounter.is_mount_point(&target).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) if e.code() == ErrorCode::NotFound => exists = false,
-                Err(e) => return Err(e),
-            }
-            break;
-        }
-        if exists {
+        if unmount_all(self.mounter.as_ref(), &target).await? {
             // Nothing is mounted there now, so removing it never reaches a filesystem
             // but the kubelet's.
             match std::fs::remove_dir(&target) {

@@ -65,10 +65,24 @@ overridden by <component>.driver.image. Pass (list $ "controller"). */}}
 {{- default $root.Values.image.pullPolicy $override.pullPolicy -}}
 {{- end -}}
 
-{{/* Host directory of the node plugin: socket, per-volume state and the
+{{/* Host directory of the node plugin: socket, state (state/) and the
 filesystem client tools (client/). */}}
 {{- define "pfs-csi.pluginDir" -}}
 {{- printf "%s/plugins/%s" (.Values.kubeletDir | trimSuffix "/") .Values.driverName -}}
+{{- end -}}
+
+{{/* The node plugin's state directory (staging records, shared-mount reference
+counts, BeeGFS client files and shared client mounts): on the host, so it
+outlives restarts of the plugin, next to its socket. */}}
+{{- define "pfs-csi.nodeStateDir" -}}
+{{- printf "%s/state" (include "pfs-csi.pluginDir" .) -}}
+{{- end -}}
+
+{{/* The controller's state directory (BeeGFS client files and client mounts,
+Lustre temporary mounts): an emptyDir, kept across container restarts; what
+it holds is rebuilt on demand in a new pod. */}}
+{{- define "pfs-csi.controllerStateDir" -}}
+/var/lib/pfs-csi
 {{- end -}}
 
 {{- define "pfs-csi.nodeSocket" -}}

@@ -1,0 +1,88 @@
+//! Paths below a mount point, walked component by component without following a symbolic
+//! link: a link planted in a shared filesystem cannot redirect an operation out of the
+//! place it was meant for. Blocking calls: run them under a timeout on a mounted
+//! filesystem.
+
+use std::path::{Component, Path};
+
+use crate::error::{Error, Result};
+
+/// Refuses a path below `root` whose existing components include a symbolic link, so a
+/// link planted in the filesystem cannot redirect an operation out of it.
+pub fn check_no_symlinks(root: &Path, relative: &str) -> Result<()> {
+    existing_dirs(root, relative).map(|_| ())
+}
+
+/// How many leading components of `relative` below `root` are real directories, counted
+/// from the top up to the first that is missing or not a directory. Refused like
+/// [`check_no_symlinks`] when an existing component is a symbolic link.
+pub fn existing_dirs(root: &Path, relative: &str) -> Result<usize> {
+    let mut current = root.to_path_buf();
+    let mut dirs = 0;
+    let mut all_dirs = true;
+    for component in Path::new(relative).components() {
+        match component {
+            Component::Normal(part) => current.push(part),
+            Component::CurDir | Component::RootDir => continue,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{relative:?} is not a clean relative path"
+                )));
+            }
+        }
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a symbolic link; refusing to follow it",
+                    current.display()
+                )));
+            }
+            Ok(meta) => {
+                all_dirs &= meta.is_dir();
+                dirs += usize::from(all_dirs);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dirs),
+            Err(e) => return Err(Error::io("stat", &current, e)),
+        }
+    }
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn existing_directories_are_counted_from_the_top() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("k8s/all")).unwrap();
+        std::fs::write(dir.path().join("k8s/file"), b"x").unwrap();
+        assert_eq!(existing_dirs(dir.path(), "k8s/all/v").unwrap(), 2);
+        assert_eq!(existing_dirs(dir.path(), "/k8s/all").unwrap(), 2);
+        assert_eq!(existing_dirs(dir.path(), "k8s/none/v").unwrap(), 1);
+        assert_eq!(existing_dirs(dir.path(), "none").unwrap(), 0);
+        // A file is not a directory, and nothing can be below it.
+        let err = existing_dirs(dir.path(), "k8s/file/v").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal, "{err}");
+        assert_eq!(existing_dirs(dir.path(), "k8s/file").unwrap(), 1);
+        std::os::unix::fs::symlink("all", dir.path().join("k8s/link")).unwrap();
+        let err = existing_dirs(dir.path(), "k8s/link/v").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+        let err = existing_dirs(dir.path(), "k8s/../etc").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn every_existing_component_is_checked_for_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("k8s/all")).unwrap();
+        check_no_symlinks(dir.path(), "k8s/all/missing/deeper").unwrap();
+        std::os::unix::fs::symlink("all", dir.path().join("k8s/other")).unwrap();
+        for rel in ["k8s/other", "k8s/other/v", "/k8s/other"] {
+            let err = check_no_symlinks(dir.path(), rel).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{rel}: {err}");
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+        }
+    }
+}
