@@ -14,6 +14,7 @@ use csi_core::domain::{
     Parameters, Secrets, Snapshot, SnapshotId, Topology, Volume, VolumeId, VolumeStats,
 };
 use csi_core::id_alloc::IdAllocator;
+use csi_core::linux::StuckPaths;
 use csi_core::ports::{
     ArchiveOptions, ArchiveTool, BackendContext, CreateSnapshotRequest, CreateVolumeRequest,
     FilesystemBackend, NodePublishRequest, NodeStageRequest, VolumeInfo,
@@ -82,6 +83,8 @@ pub(crate) struct Inner {
     pub cuts: Mutex<HashMap<String, String>>,
     /// Volume ids whose directory is being deleted in this process.
     pub deleting: Mutex<HashSet<String>>,
+    /// Volume paths whose stats call is still blocked after its timeout.
+    pub stuck: StuckPaths,
     /// Held by a test to hold volume data removals where they start.
     #[cfg(test)]
     pub removal_gate: tokio::sync::Mutex<()>,
@@ -130,6 +133,7 @@ impl BeegfsBackend {
                 node_targets: Mutex::new(HashMap::new()),
                 cuts: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashSet::new()),
+                stuck: StuckPaths::default(),
                 #[cfg(test)]
                 removal_gate: tokio::sync::Mutex::new(()),
             }),

@@ -444,12 +444,20 @@ impl Inner {
         volume_path: &Path,
     ) -> Result<VolumeStats> {
         let path = volume_path.to_path_buf();
-        let (meta_gid, setgid, space) = blocking(self.fs_timeout(), "stat volume", move || {
-            let meta = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
-            let space = fs_tree::fs_space(&path)?;
-            Ok((meta.gid(), meta.permissions().mode() & 0o2000 != 0, space))
-        })
-        .await?;
+        // Kubelet asks again every minute: a hung filesystem holds one thread, not one a call.
+        let (meta_gid, setgid, space) = self
+            .stuck
+            .run(
+                volume_path,
+                self.fs_timeout(),
+                format!("stat of volume {}", volume_path.display()),
+                move || -> Result<_> {
+                    let meta = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+                    let space = fs_tree::fs_space(&path)?;
+                    Ok((meta.gid(), meta.permissions().mode() & 0o2000 != 0, space))
+                },
+            )
+            .await??;
         let quota = self
             .settings
             .quota_for(&id.host)

@@ -14,6 +14,7 @@ use csi_core::domain::{
     Parameters, Secrets, Snapshot, SnapshotId, Topology, Volume, VolumeId, VolumeStats,
 };
 use csi_core::id_alloc::IdAllocator;
+use csi_core::linux::StuckPaths;
 use csi_core::ports::{
     BackendContext, Command, CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend,
     NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
@@ -95,6 +96,8 @@ pub(crate) struct Inner {
     pub client_seen: Mutex<Option<(Instant, String)>>,
     /// Project ids of the volume paths whose stats were asked for.
     pub project_ids: ProjectIdCache,
+    /// Volume paths whose stats call is still blocked after its timeout.
+    pub stuck: StuckPaths,
 }
 
 /// How long a successful Lustre client check stands before Probe runs `lctl` again.
@@ -157,6 +160,7 @@ impl LustreBackend {
                 purge_scheduled: Mutex::new(HashSet::new()),
                 client_seen: Mutex::new(None),
                 project_ids: ProjectIdCache::new(PROJECT_ID_TTL),
+                stuck: StuckPaths::default(),
             }),
         })
     }

@@ -228,11 +228,16 @@ impl Inner {
             }
         };
         let p = path.to_path_buf();
+        // Kubelet asks again every minute: a hung filesystem holds one thread, not one a call.
         let space = self
-            .fs(format!("statvfs {}", path.display()), move || {
-                volume_dirs::statvfs(&p)
-            })
-            .await?;
+            .stuck
+            .run(
+                path,
+                self.settings.command_timeout(),
+                format!("statvfs {}", path.display()),
+                move || volume_dirs::statvfs(&p),
+            )
+            .await??;
         Ok(stats_of(report.as_ref(), &space))
     }
 

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::linux::mountinfo::{SELF_MOUNTINFO, read_mount_table};
+use crate::linux::stuck_paths::StuckPaths;
 use crate::ports::{Command, CommandRunner, MountEntry, Mounter};
 
 /// Mounts with `mount(8)` (through the [`CommandRunner`]) and with syscalls.
@@ -27,7 +28,9 @@ use crate::ports::{Command, CommandRunner, MountEntry, Mounter};
 /// - [`Mounter::bind_mount`], [`Mounter::unmount`] and [`Mounter::is_mount_point`] are
 ///   syscalls (no process spawned), each run on the blocking pool and bounded by `timeout`:
 ///   a call that does not return in time (a hung filesystem) is `DeadlineExceeded`, and the
-///   thread that made it stays blocked until the kernel lets it go.
+///   thread that made it stays blocked until the kernel lets it go. While it is blocked,
+///   further calls on its path fail at once rather than block more threads
+///   ([`StuckPaths`]); an unmount then detaches lazily.
 /// - The publish target is opened with `O_NOFOLLOW` and mounted on through its descriptor,
 ///   so a symbolic link planted at the target cannot redirect a mount.
 #[derive(Clone)]
@@ -36,6 +39,7 @@ pub struct LinuxMounter {
     mount_program: PathBuf,
     timeout: Duration,
     mountinfo: PathBuf,
+    stuck: StuckPaths,
 }
 
 impl std::fmt::Debug for LinuxMounter {
@@ -57,6 +61,7 @@ impl LinuxMounter {
             mount_program,
             timeout,
             mountinfo: PathBuf::from(SELF_MOUNTINFO),
+            stuck: StuckPaths::default(),
         }
     }
 
@@ -486,24 +491,29 @@ impl Mounter for LinuxMounter {
 
     async fn bind_mount(&self, source: &Path, target: &Path, read_only: bool) -> Result<()> {
         let (src, dst) = (source.to_path_buf(), target.to_path_buf());
-        run_blocking(
-            self.timeout,
-            format!("bind mount of {} on {}", source.display(), target.display()),
-            move || bind_blocking(&src, &dst, read_only),
-        )
-        .await??;
+        self.stuck
+            .run(
+                source,
+                self.timeout,
+                format!("bind mount of {} on {}", source.display(), target.display()),
+                move || bind_blocking(&src, &dst, read_only),
+            )
+            .await??;
         debug!(source = %source.display(), target = %target.display(), read_only, "bind mounted");
         Ok(())
     }
 
     async fn unmount(&self, target: &Path) -> Result<()> {
         let owned = target.to_path_buf();
-        let attempt = run_blocking(
-            self.timeout,
-            format!("unmount of {}", target.display()),
-            move || nix::mount::umount2(&owned, MntFlags::UMOUNT_NOFOLLOW),
-        )
-        .await;
+        let attempt = self
+            .stuck
+            .run(
+                target,
+                self.timeout,
+                format!("unmount of {}", target.display()),
+                move || nix::mount::umount2(&owned, MntFlags::UMOUNT_NOFOLLOW),
+            )
+            .await;
         match attempt {
             Ok(Ok(())) => {
                 debug!(target = %target.display(), "unmounted");
@@ -540,12 +550,14 @@ impl Mounter for LinuxMounter {
 
     async fn is_mount_point(&self, path: &Path) -> Result<bool> {
         let owned = path.to_path_buf();
-        run_blocking(
-            self.timeout,
-            format!("stat of {}", path.display()),
-            move || is_mount_point_blocking(&owned),
-        )
-        .await?
+        self.stuck
+            .run(
+                path,
+                self.timeout,
+                format!("stat of {}", path.display()),
+                move || is_mount_point_blocking(&owned),
+            )
+            .await?
     }
 
     async fn list_mounts(&self) -> Result<Vec<MountEntry>> {

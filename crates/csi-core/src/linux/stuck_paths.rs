@@ -1,0 +1,189 @@
+//! Paths whose blocking call did not return in time.
+//!
+//! A call into a filesystem whose servers are gone never returns, and its thread stays
+//! blocked until the kernel lets it go. Kubelet asks for every volume's stats each minute
+//! and retries failed publishes and unstages, so without a bound each retry would leave
+//! one more thread behind, until tokio's blocking pool is full and every call of every
+//! volume waits. [`StuckPaths`] remembers the paths whose call is still blocked after its
+//! timeout; a new call on such a path fails at once with `DeadlineExceeded`, until the
+//! blocked one returns. Other paths are served as before.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::linux::mounter::run_blocking;
+
+/// The paths with a call still blocked after its timeout (see the module documentation).
+#[derive(Debug, Default, Clone)]
+pub struct StuckPaths(Arc<Mutex<HashSet<PathBuf>>>);
+
+/// How one call ended, as seen by the call's thread and by its caller.
+#[derive(Debug, Default)]
+struct CallEnd {
+    returned: bool,
+    timed_out: bool,
+}
+
+/// Marks the call returned when its thread is done with it (a panic included), and frees
+/// its path if the caller had already given up on it.
+struct Returned {
+    end: Arc<Mutex<CallEnd>>,
+    stuck: StuckPaths,
+    path: PathBuf,
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        let mut end = lock(&self.end);
+        end.returned = true;
+        if end.timed_out {
+            self.stuck.paths().remove(&self.path);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StuckPaths {
+    /// Whether a call on `path` is still blocked after its timeout.
+    pub fn is_stuck(&self, path: &Path) -> bool {
+        self.paths().contains(path)
+    }
+
+    /// Runs `f`, which works on `path`, on the blocking pool within `timeout`, as
+    /// [`run_blocking`] does; refused at once (`DeadlineExceeded`, no thread started) while
+    /// an earlier call on `path` is still blocked.
+    pub async fn run<T, F>(&self, path: &Path, timeout: Duration, what: String, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        if self.is_stuck(path) {
+            return Err(Error::DeadlineExceeded(format!(
+                "{what}: an earlier call on {} has not returned yet (the filesystem may be hung); not trying again until it does",
+                path.display()
+            )));
+        }
+        let end = Arc::new(Mutex::new(CallEnd::default()));
+        let returned = Returned {
+            end: end.clone(),
+            stuck: self.clone(),
+            path: path.to_path_buf(),
+        };
+        let result = run_blocking(timeout, what, move || {
+            let _returned = returned;
+            f()
+        })
+        .await;
+        if let Err(e) = &result
+            && e.code() == ErrorCode::DeadlineExceeded
+        {
+            let mut end = lock(&end);
+            if !end.returned {
+                end.timed_out = true;
+                self.paths().insert(path.to_path_buf());
+            }
+        }
+        result
+    }
+
+    fn paths(&self) -> MutexGuard<'_, HashSet<PathBuf>> {
+        lock(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    #[tokio::test]
+    async fn a_path_with_a_blocked_call_is_refused_until_that_call_returns() {
+        let stuck = StuckPaths::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let hung = Path::new("/hung");
+        let (release, blocked) = mpsc::channel::<()>();
+        let (finished, returned) = mpsc::channel::<()>();
+        let counted = runs.clone();
+        let err = stuck
+            .run(hung, Duration::from_millis(50), "stat".into(), move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = blocked.recv();
+                let _ = finished.send(());
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+        assert!(stuck.is_stuck(hung));
+
+        // Retries fail at once, and start nothing.
+        for _ in 0..100 {
+            let counted = runs.clone();
+            let err = stuck
+                .run(hung, Duration::from_secs(5), "stat".into(), move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+            assert!(err.to_string().contains("has not returned yet"), "{err}");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        // Other paths are served meanwhile.
+        let other = stuck
+            .run(
+                Path::new("/fine"),
+                Duration::from_secs(5),
+                "stat".into(),
+                || 7,
+            )
+            .await
+            .unwrap();
+        assert_eq!(other, 7);
+
+        // Once the blocked call returns, the path is tried again.
+        release.send(()).unwrap();
+        returned.recv().unwrap();
+        for _ in 0..500 {
+            if !stuck.is_stuck(hung) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!stuck.is_stuck(hung));
+        let again = stuck
+            .run(hung, Duration::from_secs(5), "stat".into(), || 8)
+            .await
+            .unwrap();
+        assert_eq!(again, 8);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_fails_or_returns_in_time_leaves_nothing_marked() {
+        let stuck = StuckPaths::default();
+        let path = Path::new("/p");
+        stuck
+            .run(path, Duration::from_secs(5), "ok".into(), || ())
+            .await
+            .unwrap();
+        let failed: Result<std::result::Result<(), &str>> = stuck
+            .run(path, Duration::from_secs(5), "fails".into(), || Err("EIO"))
+            .await;
+        assert_eq!(failed.unwrap(), Err("EIO"));
+        let panicked = stuck
+            .run(path, Duration::from_secs(5), "panics".into(), || -> () {
+                panic!("boom")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(panicked.code(), ErrorCode::Internal);
+        assert!(!stuck.is_stuck(path));
+    }
+}
