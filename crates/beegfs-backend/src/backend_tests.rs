@@ -1330,26 +1330,57 @@ async fn restores_and_clones_into_a_smaller_limited_volume_are_out_of_range() {
     }
 }
 
+/// Volume `a` of `/k`, made by a controller and staged by node `n1`, with client mounts in
+/// `mode`.
+struct Staged {
+    world: World,
+    _controller: BeegfsBackend,
+    node: BeegfsBackend,
+    volume: csi_core::domain::Volume,
+    staging: PathBuf,
+    /// The client mounts before the node staged the volume.
+    controller_mounts: usize,
+}
+
+async fn staged_volume(mode: ClientMountMode) -> Staged {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
+    let settings = BeegfsSettings {
+        client_mount_mode: mode,
+        ..BeegfsSettings::default()
+    };
+    let controller = controller(&world, settings.clone(), NO_AUTH, None);
+    let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
+    let volume = controller
+        .create_volume(&req("a", &params("/k"), 0))
+        .await
+        .unwrap();
+    let controller_mounts = world.mounts.client_mounts();
+    let staging = world.dir.path().join("n1/staging/a");
+    node.stage_volume(&stage_request(volume.id.as_str(), &staging, &[]))
+        .await
+        .unwrap();
+    Staged {
+        world,
+        _controller: controller,
+        node,
+        volume,
+        staging,
+        controller_mounts,
+    }
+}
+
 #[tokio::test]
 async fn unstage_of_a_hung_client_unmounts_first_in_both_mount_modes() {
     for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
-        let world = World::new();
-        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
-        let settings = BeegfsSettings {
-            client_mount_mode: mode,
-            ..BeegfsSettings::default()
-        };
-        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
-        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
-        let v = ctl
-            .create_volume(&req("a", &params("/k"), 0))
-            .await
-            .unwrap();
-        let controller_mounts = world.mounts.client_mounts();
-        let staging = world.dir.path().join("n1/staging/a");
-        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
-            .await
-            .unwrap();
+        let Staged {
+            world,
+            node,
+            volume: v,
+            staging,
+            controller_mounts,
+            ..
+        } = staged_volume(mode).await;
         // Every mount the node made hangs: its client mount and its staging mount.
         let made: Vec<PathBuf> = world
             .mounts
@@ -1450,22 +1481,13 @@ async fn an_unreadable_record_is_skipped_by_listings_but_stops_group_id_allocati
 #[tokio::test]
 async fn a_failed_unstage_keeps_this_node_in_the_volume_tracking() {
     for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
-        let world = World::new();
-        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
-        let settings = BeegfsSettings {
-            client_mount_mode: mode,
-            ..BeegfsSettings::default()
-        };
-        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
-        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
-        let v = ctl
-            .create_volume(&req("a", &params("/k"), 0))
-            .await
-            .unwrap();
-        let staging = world.dir.path().join("n1/staging/a");
-        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
-            .await
-            .unwrap();
+        let Staged {
+            world,
+            node,
+            volume: v,
+            staging,
+            ..
+        } = staged_volume(mode).await;
         // The tracking file as the node sees it, through its client mount.
         let client = match mode {
             ClientMountMode::PerVolume => staging.join("mount"),
@@ -1502,22 +1524,13 @@ async fn a_failed_unstage_keeps_this_node_in_the_volume_tracking() {
 #[tokio::test]
 async fn without_its_record_a_publish_never_falls_back_to_the_filesystem_root() {
     for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
-        let world = World::new();
-        world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
-        let settings = BeegfsSettings {
-            client_mount_mode: mode,
-            ..BeegfsSettings::default()
-        };
-        let ctl = controller(&world, settings.clone(), NO_AUTH, None);
-        let node = world.backend("n1", Role::Node, settings, NO_AUTH, None);
-        let v = ctl
-            .create_volume(&req("a", &params("/k"), 0))
-            .await
-            .unwrap();
-        let staging = world.dir.path().join("n1/staging/a");
-        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
-            .await
-            .unwrap();
+        let Staged {
+            world,
+            node,
+            volume: v,
+            staging,
+            ..
+        } = staged_volume(mode).await;
         // The state directory is lost: the mount table alone tells what is staged.
         std::fs::remove_dir_all(world.state("n1").join("beegfs/node/staged")).unwrap();
         let publish = publish_request(v.id.as_str(), &staging, Path::new("/t"));

@@ -526,6 +526,16 @@ async fn read_only_access_modes_force_a_read_only_bind() {
     assert_eq!(*fake.mounted.lock().unwrap(), vec![(target, false)]);
 }
 
+/// A ReadWriteOncePod publish at `target`, refused: the volume is published at `elsewhere`.
+async fn refused_as_published_elsewhere(n: &NodeService, target: &Path, elsewhere: &str) {
+    let err = n
+        .publish(publish(target, AccessMode::SingleNodeSingleWriter, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains(elsewhere), "{err}");
+}
+
 #[tokio::test]
 async fn a_read_write_once_pod_volume_cannot_be_published_at_a_second_target() {
     let dir = tempfile::tempdir().unwrap();
@@ -538,31 +548,13 @@ async fn a_read_write_once_pod_volume_cannot_be_published_at_a_second_target() {
     ))
     .await
     .unwrap();
-    let err = n
-        .publish(publish(
-            &dir.path().join("pod-b"),
-            AccessMode::SingleNodeSingleWriter,
-            false,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
-    assert!(err.to_string().contains("pod-a"), "{err}");
+    refused_as_published_elsewhere(&n, &dir.path().join("pod-b"), "pod-a").await;
     assert_eq!(fake.binds.load(Ordering::SeqCst), 1);
 
     // A restarted plugin knows it from the mount table: the same publish again is fine,
     // another target is still refused.
     let n = node(node_backend(dir.path().join("staged")), mounter_over(&fake));
-    let err = n
-        .publish(publish(
-            &dir.path().join("pod-b"),
-            AccessMode::SingleNodeSingleWriter,
-            false,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
-    assert!(err.to_string().contains("pod-a"), "{err}");
+    refused_as_published_elsewhere(&n, &dir.path().join("pod-b"), "pod-a").await;
     n.publish(publish(
         &dir.path().join("pod-a"),
         AccessMode::SingleNodeSingleWriter,

@@ -1734,15 +1734,21 @@ mod tests {
         assert!(!other.join("pvc-1").exists());
     }
 
-    #[tokio::test]
-    async fn restores_and_clones_fill_in_the_background() {
-        let mut h = Harness::controller(ONE);
+    /// Volume `src`, holding `a.txt`.
+    async fn source_with_a_file(h: &Harness) -> Volume {
         let src = h
             .backend
             .create_volume(&create_request("src", &[], GIB as i64))
             .await
             .unwrap();
         std::fs::write(h.fs("exa1").join("src/a.txt"), b"a").unwrap();
+        src
+    }
+
+    #[tokio::test]
+    async fn restores_and_clones_fill_in_the_background() {
+        let mut h = Harness::controller(ONE);
+        let src = source_with_a_file(&h).await;
         let clone = h
             .backend
             .create_volume(&with_source(
@@ -1808,12 +1814,7 @@ mod tests {
     #[tokio::test]
     async fn a_clone_source_stays_while_the_clone_is_filled() {
         let h = Harness::controller(ONE);
-        let src = h
-            .backend
-            .create_volume(&create_request("src", &[], GIB as i64))
-            .await
-            .unwrap();
-        std::fs::write(h.fs("exa1").join("src/a.txt"), b"a").unwrap();
+        let src = source_with_a_file(&h).await;
         // The clone's copy held back: it runs in the background, and its create answers
         // Aborted until it is done.
         h.engine.set_open(false);
