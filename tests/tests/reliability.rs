@@ -885,3 +885,58 @@ async fn unpublishing_from_a_filesystem_that_no_longer_answers_returns_and_probe
     assert!(!still_mounted, "the dead mount is still there");
     assert!(!target.exists(), "the target directory was left behind");
 }
+
+/// Kubelet asks every volume's stats each minute. On a filesystem that no longer answers,
+/// each poll reports the volume abnormal, and all the polls together hold one blocked
+/// thread in the plugin, not one each (which would fill its blocking pool and stall the
+/// calls of every volume).
+#[tokio::test]
+async fn stats_polls_of_a_dead_filesystem_hold_one_blocked_thread_not_one_each() {
+    const POLLS: usize = 20;
+    // BeeGFS reads a volume's usage with a stat of its directory, in the plugin.
+    let serve = Serve::start(ServeOptions::beegfs8());
+    let mut node_plugin = PluginProcess::start_with(
+        Role::Node,
+        &serve,
+        &serve.base().join("dead-stats-node.sock"),
+        PluginOptions::default(),
+    );
+    node_plugin.wait_ready().await;
+    let mut node = node_plugin.node().await;
+    let target = serve.pod_path("dead-stats/target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dead = DeadMount::mount(&target);
+    let request = || pb::NodeGetVolumeStatsRequest {
+        volume_id: "beegfs://10.9.9.9/k8s/dead".into(),
+        volume_path: target.display().to_string(),
+        staging_target_path: String::new(),
+    };
+    // The first poll blocks in the dead filesystem; the client gives up on it first.
+    let baseline = held(node_plugin.pid());
+    let first = node
+        .node_get_volume_stats(bounded(request(), 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(first.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{first:?}"
+    );
+    let mut abnormal = 0;
+    for _ in 0..POLLS {
+        let stats = node
+            .node_get_volume_stats(bounded(request(), 5))
+            .await
+            .expect("a poll of a stuck volume answers at once")
+            .into_inner();
+        abnormal += usize::from(stats.volume_condition.unwrap_or_default().abnormal);
+    }
+    let after = held(node_plugin.pid());
+    drop(dead);
+    assert_eq!(abnormal, POLLS, "every poll reports the volume abnormal");
+    assert!(
+        after.threads <= baseline.threads + SLACK,
+        "{POLLS} polls of a dead filesystem: threads {} -> {}",
+        baseline.threads,
+        after.threads
+    );
+}

@@ -539,6 +539,9 @@ impl Mounter for LinuxMounter {
                 match lazy {
                     Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {
                         warn!(target = %target.display(), "lazily unmounted; the filesystem is released when its last user goes");
+                        // The path leads to the directory below now, not into the hung
+                        // filesystem: calls on it are served again.
+                        self.stuck.forget(target);
                         Ok(())
                     }
                     Err(e) => Err(Error::io("lazy unmount", target, std::io::Error::from(e))),

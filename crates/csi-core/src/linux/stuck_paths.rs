@@ -5,20 +5,29 @@
 //! and retries failed publishes and unstages, so without a bound each retry would leave
 //! one more thread behind, until tokio's blocking pool is full and every call of every
 //! volume waits. [`StuckPaths`] remembers the paths whose call is still blocked after its
-//! timeout; a new call on such a path fails at once with `DeadlineExceeded`, until the
-//! blocked one returns. Other paths are served as before.
+//! timeout (or after its caller gave up on it); a new call on such a path fails at once
+//! with `DeadlineExceeded`, until the blocked one returns. Other paths are served as
+//! before.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::linux::mounter::run_blocking;
 
 /// The paths with a call still blocked after its timeout (see the module documentation).
 #[derive(Debug, Default, Clone)]
-pub struct StuckPaths(Arc<Mutex<HashSet<PathBuf>>>);
+pub struct StuckPaths(Arc<State>);
+
+#[derive(Debug, Default)]
+struct State {
+    /// Each stuck path, with the calls on it still blocked.
+    paths: Mutex<HashMap<PathBuf, HashSet<u64>>>,
+    next_call: AtomicU64,
+}
 
 /// How one call ended, as seen by the call's thread and by its caller.
 #[derive(Debug, Default)]
@@ -33,6 +42,7 @@ struct Returned {
     end: Arc<Mutex<CallEnd>>,
     stuck: StuckPaths,
     path: PathBuf,
+    call: u64,
 }
 
 impl Drop for Returned {
@@ -40,7 +50,37 @@ impl Drop for Returned {
         let mut end = lock(&self.end);
         end.returned = true;
         if end.timed_out {
-            self.stuck.paths().remove(&self.path);
+            let mut paths = self.stuck.paths();
+            if let Some(calls) = paths.get_mut(&self.path) {
+                calls.remove(&self.call);
+                if calls.is_empty() {
+                    paths.remove(&self.path);
+                }
+            }
+        }
+    }
+}
+
+/// Held by the caller while it waits: when it stops waiting (the timeout, or the caller
+/// itself dropped, as when a client gives up on the RPC) before the call returned, the
+/// call's path is marked stuck.
+struct Waiting {
+    end: Arc<Mutex<CallEnd>>,
+    stuck: StuckPaths,
+    path: PathBuf,
+    call: u64,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut end = lock(&self.end);
+        if !end.returned {
+            end.timed_out = true;
+            self.stuck
+                .paths()
+                .entry(self.path.clone())
+                .or_default()
+                .insert(self.call);
         }
     }
 }
@@ -52,12 +92,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl StuckPaths {
     /// Whether a call on `path` is still blocked after its timeout.
     pub fn is_stuck(&self, path: &Path) -> bool {
-        self.paths().contains(path)
+        self.paths().contains_key(path)
+    }
+
+    /// Stops refusing calls on `path` though its blocked calls have not returned: for when
+    /// the path no longer leads into the hung filesystem (it was detached lazily).
+    pub fn forget(&self, path: &Path) {
+        self.paths().remove(path);
     }
 
     /// Runs `f`, which works on `path`, on the blocking pool within `timeout`, as
     /// [`run_blocking`] does; refused at once (`DeadlineExceeded`, no thread started) while
-    /// an earlier call on `path` is still blocked.
+    /// an earlier call on `path` is still blocked after its timeout or its caller's end.
     pub async fn run<T, F>(&self, path: &Path, timeout: Duration, what: String, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -70,37 +116,36 @@ impl StuckPaths {
             )));
         }
         let end = Arc::new(Mutex::new(CallEnd::default()));
+        let call = self.0.next_call.fetch_add(1, Ordering::Relaxed);
         let returned = Returned {
             end: end.clone(),
             stuck: self.clone(),
             path: path.to_path_buf(),
+            call,
         };
-        let result = run_blocking(timeout, what, move || {
+        let _waiting = Waiting {
+            end,
+            stuck: self.clone(),
+            path: path.to_path_buf(),
+            call,
+        };
+        run_blocking(timeout, what, move || {
             let _returned = returned;
             f()
         })
-        .await;
-        if let Err(e) = &result
-            && e.code() == ErrorCode::DeadlineExceeded
-        {
-            let mut end = lock(&end);
-            if !end.returned {
-                end.timed_out = true;
-                self.paths().insert(path.to_path_buf());
-            }
-        }
-        result
+        .await
     }
 
-    fn paths(&self) -> MutexGuard<'_, HashSet<PathBuf>> {
-        lock(&self.0)
+    fn paths(&self) -> MutexGuard<'_, HashMap<PathBuf, HashSet<u64>>> {
+        lock(&self.0.paths)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::error::ErrorCode;
+    use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
 
     #[tokio::test]
@@ -163,6 +208,69 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, 8);
+    }
+
+    /// A call on `path` that blocks until released, once it has timed out; and a receiver
+    /// told when it returned.
+    async fn blocked_call(
+        stuck: &StuckPaths,
+        path: &Path,
+    ) -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
+        let (release, blocked) = mpsc::channel::<()>();
+        let (finished, returned) = mpsc::channel::<()>();
+        let err = stuck
+            .run(
+                path,
+                Duration::from_millis(50),
+                "unmount".into(),
+                move || {
+                    let _ = blocked.recv();
+                    let _ = finished.send(());
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+        (release, returned)
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_path_is_served_and_an_old_return_clears_no_new_block() {
+        let stuck = StuckPaths::default();
+        let path = Path::new("/detached");
+        let (first_release, first_returned) = blocked_call(&stuck, path).await;
+        stuck.forget(path);
+        assert!(!stuck.is_stuck(path));
+        // Blocked again, then the first call returns: the path stays refused.
+        let (second_release, second_returned) = blocked_call(&stuck, path).await;
+        first_release.send(()).unwrap();
+        first_returned.recv().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(stuck.is_stuck(path));
+        second_release.send(()).unwrap();
+        second_returned.recv().unwrap();
+        for _ in 0..500 {
+            if !stuck.is_stuck(path) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!stuck.is_stuck(path));
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_before_the_timeout_marks_the_path_too() {
+        let stuck = StuckPaths::default();
+        let path = Path::new("/abandoned");
+        let (release, blocked) = mpsc::channel::<()>();
+        let call = stuck.run(path, Duration::from_secs(60), "stat".into(), move || {
+            let _ = blocked.recv();
+        });
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .unwrap_err();
+        assert!(stuck.is_stuck(path));
+        release.send(()).unwrap();
     }
 
     #[tokio::test]
