@@ -41,6 +41,19 @@ fn layout() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     (dir, src, dst, plain)
 }
 
+/// Mounts a small tmpfs with `nosuid,nodev` at `src` through mount(8) and the runner.
+async fn mount_nosuid_nodev_source(m: &LinuxMounter, src: &Path) -> MountGuard {
+    m.mount(
+        "pfs-test",
+        src,
+        "tmpfs",
+        &["size=1m".into(), "nosuid".into(), "nodev".into()],
+    )
+    .await
+    .unwrap();
+    MountGuard(src.to_path_buf())
+}
+
 #[tokio::test]
 async fn a_bind_mount_is_a_mount_point_and_unmounting_twice_succeeds() {
     if !isolated("a_bind_mount_is_a_mount_point_and_unmounting_twice_succeeds") {
@@ -87,15 +100,7 @@ async fn a_read_only_bind_refuses_writes_and_keeps_nosuid_and_nodev() {
     let (_dir, src, dst, _plain) = layout();
     let m = mounter();
     // A source filesystem with nosuid,nodev, mounted through mount(8) and the runner.
-    m.mount(
-        "pfs-test",
-        &src,
-        "tmpfs",
-        &["size=1m".into(), "nosuid".into(), "nodev".into()],
-    )
-    .await
-    .unwrap();
-    let _src_guard = MountGuard(src.clone());
+    let _src_guard = mount_nosuid_nodev_source(&m, &src).await;
     assert!(m.is_mount_point(&src).await.unwrap());
     fs::write(src.join("file"), b"data").unwrap();
 
@@ -145,15 +150,7 @@ async fn a_read_only_bind_under_a_shared_mount_is_read_only_and_nosuid_in_every_
     m.bind_mount(&pods, &peer, false).await.unwrap();
     let _peer_guard = MountGuard(peer.clone());
     fs::create_dir(pods.join("volume")).unwrap();
-    m.mount(
-        "pfs-test",
-        &src,
-        "tmpfs",
-        &["size=1m".into(), "nosuid".into(), "nodev".into()],
-    )
-    .await
-    .unwrap();
-    let _src_guard = MountGuard(src.clone());
+    let _src_guard = mount_nosuid_nodev_source(&m, &src).await;
     fs::write(src.join("file"), b"data").unwrap();
 
     m.bind_mount(&src, &pods.join("volume"), true)
