@@ -104,6 +104,22 @@ async fn dynamic_volume_lives_through_its_whole_lifecycle() {
     let refused = std::fs::write(target_ro.join("nope.txt"), b"x").unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
 
+    // Expand: Lustre quotas count whole KiB, so a range holding no multiple of 1024 bytes
+    // is out of range, and nothing changes.
+    expect_status(
+        controller
+            .controller_expand_volume(pb::ControllerExpandVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                capacity_range: Some(pb::CapacityRange {
+                    required_bytes: 2 * GIB + 1,
+                    limit_bytes: 2 * GIB + 100,
+                }),
+                ..Default::default()
+            })
+            .await,
+        Code::OutOfRange,
+        "1024",
+    );
     // Expand: no node expansion needed.
     let expanded = controller
         .controller_expand_volume(pb::ControllerExpandVolumeRequest {

@@ -57,6 +57,7 @@ fn backend() -> MockFilesystemBackend {
     b.expect_name().return_const("lustre");
     b.expect_fs_types().return_const(&["lustre"][..]);
     b.expect_accepts_parameters().return_const(true);
+    b.expect_capacity_unit().return_const(1u64);
     b.expect_claim_volume_id().returning(|id| {
         let rest = id.as_str().strip_prefix(PREFIX)?;
         Some(if rest.contains("..") {
@@ -287,6 +288,40 @@ async fn a_concurrent_create_of_the_same_name_is_aborted() {
     tokio::task::spawn_blocking(move || r.wait()).await.unwrap();
     assert_eq!(first.await.unwrap().unwrap().id.as_str(), "lustre:pvc-race");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn expansion_asks_for_whole_units_and_refuses_a_range_without_one() {
+    // A backend counting KiB (no expand expectation but the one: another call fails).
+    let mut b = MockFilesystemBackend::new();
+    b.expect_name().return_const("lustre");
+    b.expect_capacity_unit().return_const(1024u64);
+    b.expect_claim_volume_id()
+        .returning(|id| id.as_str().starts_with(PREFIX).then_some(Ok(())));
+    b.expect_volume()
+        .returning(|id| Ok(volume(id.as_str(), GIB)));
+    b.expect_expand_volume()
+        .withf(|_, bytes, _| *bytes == GIB + 1024)
+        .times(1)
+        .returning(|_, bytes, _| Ok(bytes));
+    let c = controller(b);
+    let none = Secrets::default();
+    let one_more = (GIB + 1) as i64;
+    let err = c
+        .expand_volume(
+            "lustre:v",
+            CapacityRange::new(one_more, one_more + 100).unwrap(),
+            &none,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OutOfRange, "{err}");
+    assert!(err.to_string().contains("1024"), "{err}");
+    let grown = c
+        .expand_volume("lustre:v", CapacityRange::new(one_more, 0).unwrap(), &none)
+        .await
+        .unwrap();
+    assert_eq!(grown.capacity_bytes, GIB + 1024);
 }
 
 #[tokio::test]

@@ -403,6 +403,11 @@ impl FilesystemBackend for LustreBackend {
         VolumeParams::claims(parameters.as_map())
     }
 
+    /// Lustre quotas count whole KiB.
+    fn capacity_unit(&self) -> u64 {
+        1024
+    }
+
     async fn check_ready(&self) -> Result<()> {
         let inner = &self.inner;
         let s = &inner.settings;

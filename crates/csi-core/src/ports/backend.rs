@@ -126,8 +126,16 @@ pub trait FilesystemBackend: Send + Sync {
     /// `FailedPrecondition`.
     async fn delete_volume(&self, id: &VolumeId, secrets: &Secrets) -> Result<()>;
 
-    /// Raises the volume's capacity to `bytes` (larger than the current one); returns the
-    /// new capacity. `NotFound` when the volume does not exist.
+    /// The granularity of capacities, in bytes: limits count whole units of it (Lustre
+    /// quotas count KiB). The core asks for capacities rounded up to it, and checks them
+    /// against the CO's limit before it asks. 1 (any size) by default.
+    fn capacity_unit(&self) -> u64 {
+        1
+    }
+
+    /// Raises the volume's capacity to `bytes` (larger than the current one, a multiple of
+    /// [`Self::capacity_unit`]); returns the new capacity. `NotFound` when the volume does
+    /// not exist.
     async fn expand_volume(&self, id: &VolumeId, bytes: u64, secrets: &Secrets) -> Result<u64>;
 
     /// The volume and its condition; `NotFound` when it does not exist.

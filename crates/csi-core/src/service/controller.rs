@@ -146,7 +146,21 @@ impl ControllerService {
                 capacity.limit
             )));
         }
-        let wanted = capacity.size_or(current).max(current);
+        let unit = backend.capacity_unit().max(1);
+        let wanted = capacity
+            .size_or(current)
+            .max(current)
+            .div_ceil(unit)
+            .saturating_mul(unit)
+            .max(current);
+        if capacity.limit != 0 && wanted > capacity.limit {
+            return Err(Error::OutOfRange(format!(
+                "volume {id}: {} capacities count whole units of {unit} bytes, and none lies between required_bytes {} and limit_bytes {}",
+                backend.name(),
+                capacity.required,
+                capacity.limit
+            )));
+        }
         let capacity_bytes = if wanted == current {
             current
         } else {
