@@ -5,7 +5,7 @@
 //! node tracking, deletion, snapshot archives) goes through the controller's client mount.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ use csi_core::ports::{CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo
 use csi_core::records::{Listed, RecordStore, check_key};
 use csi_core::service::DEFAULT_VOLUME_BYTES;
 use csi_core::{Error, ErrorCode, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner, now_secs, volume_context};
@@ -201,17 +203,36 @@ impl Inner {
         fs: &FsAccess,
         listing: Listing,
     ) -> Result<Vec<VolumeRecord>> {
+        self.records_in_bases(fs, listing, "volume", crate::records::volume_store)
+            .await
+    }
+
+    /// The records of every base path on a filesystem, each base's store made by
+    /// `store_of`, taken as `listing` says (see [`Self::all_volume_records`]); `kind` names
+    /// them in warnings.
+    pub(crate) async fn records_in_bases<T>(
+        &self,
+        fs: &FsAccess,
+        listing: Listing,
+        kind: &str,
+        store_of: fn(&Path, &VolumePath) -> RecordStore<T>,
+    ) -> Result<Vec<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
         let mut out = Vec::new();
         for base in self.bases(fs, listing).await? {
-            let store = self.volume_store(fs, &base);
-            let listed = blocking(self.fs_timeout(), "list volume records", move || {
-                store.list_readable()
-            })
+            let store = store_of(&fs.root, &base);
+            let listed = blocking(
+                self.fs_timeout(),
+                &format!("list {kind} records"),
+                move || store.list_readable(),
+            )
             .await;
             let records = match (listed, listing) {
                 (Ok(list), _) => listing.take(&fs.host, list)?,
                 (Err(e), Listing::Readable) => {
-                    warn!(host = %fs.host, base = %base, error = %e, "the volume records of this base path cannot be listed; its volumes are left out");
+                    warn!(host = %fs.host, base = %base, error = %e, "the {kind} records of this base path cannot be listed; they are left out");
                     continue;
                 }
                 (Err(e), Listing::All) => return Err(e),
@@ -517,12 +538,7 @@ impl Inner {
         {
             warn!(volume_id = %record.volume_id, gid, error = %e, "could not clear the quota of a half-made volume");
         }
-        let (store, key) = (store.clone(), record.name.clone());
-        match blocking(self.fs_timeout(), "remove volume record", move || {
-            store.remove(&key)
-        })
-        .await
-        {
+        match self.remove_record(store, record).await {
             Ok(()) => {
                 info!(volume_id = %record.volume_id, "half-made volume removed after a failed creation")
             }
@@ -540,6 +556,19 @@ impl Inner {
         let (store, record) = (store.clone(), record.clone());
         blocking(self.fs_timeout(), "write volume record", move || {
             store.put(&record.name, &record)
+        })
+        .await
+    }
+
+    /// Removes a volume's record, last of what the volume was.
+    async fn remove_record(
+        &self,
+        store: &RecordStore<VolumeRecord>,
+        record: &VolumeRecord,
+    ) -> Result<()> {
+        let (store, key) = (store.clone(), record.name.clone());
+        blocking(self.fs_timeout(), "remove volume record", move || {
+            store.remove(&key)
         })
         .await
     }
@@ -710,11 +739,7 @@ impl Inner {
         } else if let Some(gid) = record.quota_gid {
             warn!(volume_id = %record.volume_id, gid, "quotas are no longer configured for this filesystem; the group's limits were left as they are");
         }
-        let (store, key) = (store.clone(), record.name.clone());
-        blocking(self.fs_timeout(), "remove volume record", move || {
-            store.remove(&key)
-        })
-        .await?;
+        self.remove_record(store, record).await?;
         info!(volume_id = %record.volume_id, "volume deleted");
         Ok(())
     }

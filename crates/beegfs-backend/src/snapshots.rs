@@ -295,22 +295,16 @@ impl Inner {
                     continue;
                 }
             };
-            for base in self.bases(&fs, Listing::Readable).await? {
-                let store = crate::records::snapshot_store(&fs.root, &base);
-                let listed = blocking(self.fs_timeout(), "list snapshot records", move || {
-                    store.list_readable()
-                })
-                .await;
-                let records = match listed {
-                    Ok(list) => Listing::Readable.take(&host, list)?,
-                    Err(e) => {
-                        warn!(host = %host, base = %base, error = %e, "the snapshot records of this base path cannot be listed; its snapshots are left out");
-                        continue;
-                    }
-                };
-                for (_, rec) in records {
-                    out.push(rec.to_snapshot()?);
-                }
+            let records = self
+                .records_in_bases(
+                    &fs,
+                    Listing::Readable,
+                    "snapshot",
+                    crate::records::snapshot_store,
+                )
+                .await?;
+            for rec in records {
+                out.push(rec.to_snapshot()?);
             }
         }
         Ok(out)
