@@ -829,14 +829,7 @@ impl Inner {
             move || {
                 for (path, below) in [(&dir, &base_dir), (&tracking, &volumes_dir)] {
                     fs_tree::check_below(below, path)?;
-                    let rel = path.strip_prefix(&root).map_err(|_| {
-                        Error::Internal(format!(
-                            "{} is not below {}",
-                            path.display(),
-                            root.display()
-                        ))
-                    })?;
-                    fs_tree::check_no_symlinks(&root, &rel.to_string_lossy())?;
+                    fs_tree::check_no_symlinks_below(&root, path)?;
                 }
                 if fs_tree::is_real_dir(&dir)? {
                     fs_tree::remove_tree(&dir)?;

@@ -26,7 +26,7 @@ where
     }
 }
 
-pub use csi_core::fs_paths::{check_no_symlinks, existing_dirs};
+pub use csi_core::fs_paths::{check_no_symlinks, check_no_symlinks_below, existing_dirs};
 
 /// Refuses `path` unless it lies strictly below `base`, reached from it by plain names
 /// only (no `..`): what the driver is about to remove must be inside what it manages.

@@ -13,6 +13,19 @@ pub fn check_no_symlinks(root: &Path, relative: &str) -> Result<()> {
     existing_dirs(root, relative).map(|_| ())
 }
 
+/// [`check_no_symlinks`] for `path`, which must lie below `root`: a path elsewhere is
+/// `FailedPrecondition`.
+pub fn check_no_symlinks_below(root: &Path, path: &Path) -> Result<()> {
+    let relative = path.strip_prefix(root).map_err(|_| {
+        Error::FailedPrecondition(format!(
+            "{} is not below the filesystem mounted at {}",
+            path.display(),
+            root.display()
+        ))
+    })?;
+    check_no_symlinks(root, &relative.to_string_lossy())
+}
+
 /// How many leading components of `relative` below `root` are real directories, counted
 /// from the top up to the first that is missing or not a directory. Refused like
 /// [`check_no_symlinks`] when an existing component is a symbolic link.
@@ -84,5 +97,11 @@ mod tests {
             assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{rel}: {err}");
             assert!(err.to_string().contains("symbolic link"), "{err}");
         }
+        // The same by full path; a path outside the root is refused too.
+        let err = check_no_symlinks_below(dir.path(), &dir.path().join("k8s/other/v"));
+        assert!(err.unwrap_err().to_string().contains("symbolic link"));
+        check_no_symlinks_below(dir.path(), &dir.path().join("k8s/all/v")).unwrap();
+        let err = check_no_symlinks_below(dir.path(), Path::new("/etc")).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
     }
 }

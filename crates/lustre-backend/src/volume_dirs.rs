@@ -83,14 +83,7 @@ pub fn ensure_private_dir(path: &Path) -> Result<()> {
 /// volume's directory. `NotFound` when it does not exist, `FailedPrecondition` for a link
 /// or a non-directory.
 pub fn resolve_inside(root: &Path, dir: &Path) -> Result<PathBuf> {
-    let relative = dir.strip_prefix(root).map_err(|_| {
-        Error::FailedPrecondition(format!(
-            "{} is not below the filesystem mounted at {}",
-            dir.display(),
-            root.display()
-        ))
-    })?;
-    csi_core::fs_paths::check_no_symlinks(root, &relative.to_string_lossy())?;
+    csi_core::fs_paths::check_no_symlinks_below(root, dir)?;
     match dir_state(dir)? {
         DirState::Directory => Ok(dir.to_path_buf()),
         DirState::Missing => Err(Error::NotFound(format!(
