@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,59 +29,54 @@ struct State {
     next_call: AtomicU64,
 }
 
-/// How one call ended, as seen by the call's thread and by its caller.
-#[derive(Debug, Default)]
-struct CallEnd {
-    returned: bool,
-    timed_out: bool,
-}
-
-/// Marks the call returned when its thread is done with it (a panic included), and frees
-/// its path if the caller had already given up on it.
-struct Returned {
-    end: Arc<Mutex<CallEnd>>,
+/// One call on a path, shared by the thread that makes it and the caller that waits for it.
+/// Both ends act under the paths lock, so they agree on which came first.
+struct Call {
     stuck: StuckPaths,
     path: PathBuf,
-    call: u64,
+    id: u64,
+    returned: AtomicBool,
 }
 
-impl Drop for Returned {
-    fn drop(&mut self) {
-        let mut end = lock(&self.end);
-        end.returned = true;
-        if end.timed_out {
-            let mut paths = self.stuck.paths();
-            if let Some(calls) = paths.get_mut(&self.path) {
-                calls.remove(&self.call);
-                if calls.is_empty() {
-                    paths.remove(&self.path);
-                }
+impl Call {
+    /// The call's thread is done with it (a panic included): the call no longer holds its
+    /// path.
+    fn returned(&self) {
+        let mut paths = self.stuck.paths();
+        self.returned.store(true, Ordering::Relaxed);
+        if let Some(calls) = paths.get_mut(&self.path) {
+            calls.remove(&self.id);
+            if calls.is_empty() {
+                paths.remove(&self.path);
             }
+        }
+    }
+
+    /// The caller stopped waiting (the timeout, or the caller itself dropped, as when a
+    /// client gives up on the RPC): a call that has not returned marks its path stuck.
+    fn waited_for(&self) {
+        let mut paths = self.stuck.paths();
+        if !self.returned.load(Ordering::Relaxed) {
+            paths.entry(self.path.clone()).or_default().insert(self.id);
         }
     }
 }
 
-/// Held by the caller while it waits: when it stops waiting (the timeout, or the caller
-/// itself dropped, as when a client gives up on the RPC) before the call returned, the
-/// call's path is marked stuck.
-struct Waiting {
-    end: Arc<Mutex<CallEnd>>,
-    stuck: StuckPaths,
-    path: PathBuf,
-    call: u64,
+/// Tells [`Call::returned`] when the call's thread drops it.
+struct OnReturn(Arc<Call>);
+
+impl Drop for OnReturn {
+    fn drop(&mut self) {
+        self.0.returned();
+    }
 }
 
-impl Drop for Waiting {
+/// Tells [`Call::waited_for`] when the caller drops it.
+struct OnStopWaiting(Arc<Call>);
+
+impl Drop for OnStopWaiting {
     fn drop(&mut self) {
-        let mut end = lock(&self.end);
-        if !end.returned {
-            end.timed_out = true;
-            self.stuck
-                .paths()
-                .entry(self.path.clone())
-                .or_default()
-                .insert(self.call);
-        }
+        self.0.waited_for();
     }
 }
 
@@ -115,22 +110,16 @@ impl StuckPaths {
                 path.display()
             )));
         }
-        let end = Arc::new(Mutex::new(CallEnd::default()));
-        let call = self.0.next_call.fetch_add(1, Ordering::Relaxed);
-        let returned = Returned {
-            end: end.clone(),
+        let call = Arc::new(Call {
             stuck: self.clone(),
             path: path.to_path_buf(),
-            call,
-        };
-        let _waiting = Waiting {
-            end,
-            stuck: self.clone(),
-            path: path.to_path_buf(),
-            call,
-        };
+            id: self.0.next_call.fetch_add(1, Ordering::Relaxed),
+            returned: AtomicBool::new(false),
+        });
+        let on_return = OnReturn(call.clone());
+        let _waiting = OnStopWaiting(call);
         run_blocking(timeout, what, move || {
-            let _returned = returned;
+            let _on_return = on_return;
             f()
         })
         .await
