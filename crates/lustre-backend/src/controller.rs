@@ -369,6 +369,7 @@ impl Inner {
                 .find(|(_, r)| r.project_id == id)
                 .map(|(name, _)| name))
         }
+        let quota = self.quota(&target.mount_point);
         if let Some(id) = params.project_id {
             let reservation = self.ids.reserve(id)?;
             if let Some(other) = owner(stores, id).await? {
@@ -376,7 +377,7 @@ impl Inner {
                     "parameters[projectId]: project {id} already belongs to volume {other}"
                 )));
             }
-            if self.quota(&target.mount_point).in_use(id).await? {
+            if quota.in_use(id).await? {
                 return Err(Error::FailedPrecondition(format!(
                     "parameters[projectId]: project {id} is already in use on {} (files or quota limits this driver did not make); name an unused id, or leave projectId out to have one generated",
                     target.mount_point.display()
@@ -384,7 +385,6 @@ impl Inner {
             }
             return Ok(reservation);
         }
-        let quota = self.quota(&target.mount_point);
         let range = IdRange::new(params.min_project_id, params.max_project_id)?;
         self.ids
             .allocate(range, params.project_id_retries, |id| {
@@ -826,16 +826,19 @@ impl Inner {
         entry: &LustreEntry,
         volume_id: &str,
     ) -> Result<Option<String>> {
-        Ok(self
-            .stores(entry)
-            .volume_list()
-            .await?
-            .into_iter()
-            .find(|(name, v)| {
-                matches!(&v.content_source, Some(ContentRecord::Volume(s)) if s == volume_id)
-                    && self.tasks.is_running(&fill_key(&entry.name, name))
-            })
-            .map(|(name, _)| name))
+        // Only the records of the fills running now are read, not every volume's.
+        let prefix = fill_key(&entry.name, "");
+        let stores = self.stores(entry);
+        for key in self.tasks.running_with_prefix(&prefix) {
+            let name = &key[prefix.len()..];
+            let copies_it = stores.volume(name).await?.is_some_and(
+                |v| matches!(&v.content_source, Some(ContentRecord::Volume(s)) if s == volume_id),
+            );
+            if copies_it {
+                return Ok(Some(name.to_string()));
+            }
+        }
+        Ok(None)
     }
 
     /// ControllerExpandVolume: raises the hard limit.

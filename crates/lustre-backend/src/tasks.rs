@@ -58,6 +58,15 @@ impl Tasks {
         }
     }
 
+    /// The keys of the running tasks that start with `prefix`.
+    pub fn running_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.map()
+            .iter()
+            .filter(|(key, task)| key.starts_with(prefix) && !task.handle.is_finished())
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// Starts `work(stop)` under `key` unless a task of that key is running; `true` when
     /// started.
     pub fn spawn<F, W>(&self, key: &str, work: W) -> bool
