@@ -147,12 +147,10 @@ impl ControllerService {
             )));
         }
         let unit = backend.capacity_unit().max(1);
-        let wanted = capacity
-            .size_or(current)
-            .max(current)
-            .div_ceil(unit)
-            .saturating_mul(unit)
-            .max(current);
+        let wanted = match capacity.size_or(current) {
+            size if size <= current => current,
+            size => size.div_ceil(unit).saturating_mul(unit),
+        };
         if capacity.limit != 0 && wanted > capacity.limit {
             return Err(Error::OutOfRange(format!(
                 "volume {id}: {} capacities count whole units of {unit} bytes, and none lies between required_bytes {} and limit_bytes {}",
