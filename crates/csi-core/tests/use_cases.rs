@@ -561,12 +561,15 @@ async fn read_only_access_modes_force_a_read_only_bind() {
     assert_eq!(*fake.mounted.lock().unwrap(), vec![(target, false)]);
 }
 
+/// Publishes the volume ReadWriteOncePod at `target`.
+async fn publish_rwop(n: &NodeService, target: &Path) -> csi_core::Result<()> {
+    n.publish(publish(target, AccessMode::SingleNodeSingleWriter, false))
+        .await
+}
+
 /// A ReadWriteOncePod publish at `target`, refused: the volume is published at `elsewhere`.
 async fn refused_as_published_elsewhere(n: &NodeService, target: &Path, elsewhere: &str) {
-    let err = n
-        .publish(publish(target, AccessMode::SingleNodeSingleWriter, false))
-        .await
-        .unwrap_err();
+    let err = publish_rwop(n, target).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
     assert!(err.to_string().contains(elsewhere), "{err}");
 }
@@ -576,13 +579,7 @@ async fn a_read_write_once_pod_volume_cannot_be_published_at_a_second_target() {
     let dir = tempfile::tempdir().unwrap();
     let (m, fake) = mounter();
     let n = node(node_backend(dir.path().join("staged")), m);
-    n.publish(publish(
-        &dir.path().join("pod-a"),
-        AccessMode::SingleNodeSingleWriter,
-        false,
-    ))
-    .await
-    .unwrap();
+    publish_rwop(&n, &dir.path().join("pod-a")).await.unwrap();
     refused_as_published_elsewhere(&n, &dir.path().join("pod-b"), "pod-a").await;
     assert_eq!(fake.binds.load(Ordering::SeqCst), 1);
 
@@ -590,13 +587,7 @@ async fn a_read_write_once_pod_volume_cannot_be_published_at_a_second_target() {
     // another target is still refused.
     let n = node(node_backend(dir.path().join("staged")), mounter_over(&fake));
     refused_as_published_elsewhere(&n, &dir.path().join("pod-b"), "pod-a").await;
-    n.publish(publish(
-        &dir.path().join("pod-a"),
-        AccessMode::SingleNodeSingleWriter,
-        false,
-    ))
-    .await
-    .unwrap();
+    publish_rwop(&n, &dir.path().join("pod-a")).await.unwrap();
     assert_eq!(fake.binds.load(Ordering::SeqCst), 1);
 
     // Once unpublished, another pod may have it.
@@ -604,13 +595,7 @@ async fn a_read_write_once_pod_volume_cannot_be_published_at_a_second_target() {
         .await
         .unwrap();
     assert!(!dir.path().join("pod-a").exists());
-    n.publish(publish(
-        &dir.path().join("pod-b"),
-        AccessMode::SingleNodeSingleWriter,
-        false,
-    ))
-    .await
-    .unwrap();
+    publish_rwop(&n, &dir.path().join("pod-b")).await.unwrap();
 }
 
 #[tokio::test]
