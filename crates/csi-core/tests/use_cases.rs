@@ -298,8 +298,15 @@ async fn expansion_asks_for_whole_units_and_refuses_a_range_without_one() {
     b.expect_capacity_unit().return_const(1024u64);
     b.expect_claim_volume_id()
         .returning(|id| id.as_str().starts_with(PREFIX).then_some(Ok(())));
-    b.expect_volume()
-        .returning(|id| Ok(volume(id.as_str(), GIB)));
+    // `lustre:odd` holds no whole number of units (a size set by hand, say).
+    b.expect_volume().returning(|id| {
+        let bytes = if id.as_str() == "lustre:odd" {
+            GIB + 1
+        } else {
+            GIB
+        };
+        Ok(volume(id.as_str(), bytes))
+    });
     b.expect_expand_volume()
         .withf(|_, bytes, _| *bytes == GIB + 1024)
         .times(1)
@@ -322,6 +329,16 @@ async fn expansion_asks_for_whole_units_and_refuses_a_range_without_one() {
         .await
         .unwrap();
     assert_eq!(grown.capacity_bytes, GIB + 1024);
+    // Already as large as asked: left as it is, not rounded up.
+    let kept = c
+        .expand_volume(
+            "lustre:odd",
+            CapacityRange::new(GIB as i64, 0).unwrap(),
+            &none,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.capacity_bytes, GIB + 1);
 }
 
 #[tokio::test]
