@@ -42,6 +42,8 @@ write("volume_handle", [
     "beegfs://h/a/%2E%2E/b",
     "beegfs-snap://10.0.0.5/k8s/all/snap-1",
     "beegfs-snap://h/s",
+    # A filesystem subdirectory component longer than Lustre allows (found by fuzzing).
+    "exa2:10.3.1.200@tcp;/csi-fs/zone-2/" + "d" * 256 + ":/m:/pvc-1",
 ])
 
 write("lustre_config", [

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::LustreError;
+use crate::volume_id::VolumePath;
 
 /// Lustre limits a filesystem name to 8 characters.
 pub const MAX_FSNAME_LEN: usize = 8;
@@ -150,18 +151,11 @@ impl ExaFs {
                 "{fsname:?} is not a Lustre filesystem name (at most {MAX_FSNAME_LEN} letters, digits, '_' or '-')"
             )));
         }
-        let mut subdir = Vec::new();
-        for part in parts {
-            if part == ".." {
-                return Err(err("the subdirectory must not contain '..'".into()));
-            }
-            if part.chars().any(|c| c.is_control()) {
-                return Err(err(
-                    "the subdirectory must not contain control characters".into()
-                ));
-            }
-            subdir.push(part.to_string());
-        }
+        // The subdirectory ends up in volume directories: the same rules as theirs.
+        let subdir = VolumePath::parse(&parts.collect::<Vec<_>>().join("/"))
+            .map_err(|reason| err(format!("the subdirectory is not valid: {reason}")))?
+            .components()
+            .to_vec();
         Ok(Self {
             mgs,
             fsname,
@@ -287,6 +281,11 @@ mod tests {
             ("@tcp:/fs", "no address"),
             ("10.0.0.1@tcp 10.0.0.2@tcp:/fs", "spaces"),
             ("10.0.0.1@tcp::/fs", "no @network"),
+            ("10.0.0.1@tcp:/fs/a\u{7}b", "control characters"),
+            (
+                &format!("10.0.0.1@tcp:/fs/{}", "d".repeat(256)),
+                "longer than 255",
+            ),
         ] {
             let err = ExaFs::parse(text).unwrap_err().to_string();
             assert!(err.contains(why), "{text}: {err}");

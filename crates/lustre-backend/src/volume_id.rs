@@ -595,6 +595,20 @@ mod tests {
     }
 
     #[test]
+    fn a_233_filesystem_subdirectory_is_held_to_the_component_rules() {
+        // Its subdirectory becomes part of the volume directory: a component no Lustre
+        // directory can have must be refused there as it is in the directory part.
+        let long = "d".repeat(256);
+        let id = format!("exa2:10.3.1.200@tcp;/csi-fs/zone-2/{long}:/m:/pvc-1");
+        assert_eq!(code(&id), ErrorCode::InvalidArgument, "{id}");
+        let id = format!("exa2:10.3.1.200@tcp;/csi-fs/zone-2:/m:/{long}");
+        assert_eq!(code(&id), ErrorCode::InvalidArgument, "{id}");
+        let fits = "d".repeat(255);
+        let id = format!("exa2:10.3.1.200@tcp;/csi-fs/zone-2/{fits}:/m:/pvc-1");
+        assert_eq!(ok(&id).dir.to_string(), format!("{fits}/pvc-1"));
+    }
+
+    #[test]
     fn doubled_slashes_and_dots_do_not_escape() {
         assert_eq!(ok("exa2:/a//./b/").dir.to_string(), "a/b");
         assert_eq!(ok("exa1:/exaFS").dir, VolumePath::default());
