@@ -4,7 +4,8 @@
 //! The core validates and enforces the spec's rules; what is decided here
 //! is only what depends on the wire format: which capabilities are
 //! advertised, which RPCs are unimplemented, how a core answer fills the
-//! response (ValidateVolumeCapabilities echoes what it confirmed,
+//! response (ValidateVolumeCapabilities confirms the capabilities alone: it
+//! checks neither volume context nor parameters, so it does not echo them,
 //! GetSnapshot is a ListSnapshots by id that must find exactly one).
 
 use std::sync::Arc;
@@ -157,11 +158,11 @@ impl controller_server::Controller for CsiController {
                     .await?;
                 Ok(match outcome {
                     ValidationOutcome::Confirmed => csi::ValidateVolumeCapabilitiesResponse {
+                        // What was validated, nothing else: the spec reads an
+                        // echoed context or parameter as checked.
                         confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
-                            volume_context: request.volume_context,
                             volume_capabilities: request.volume_capabilities,
-                            parameters: request.parameters,
-                            mutable_parameters: request.mutable_parameters,
+                            ..Default::default()
                         }),
                         message: String::new(),
                     },

@@ -633,14 +633,20 @@ async fn controller_lifecycle_round_trips_volumes_and_snapshots() {
         .validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest {
             volume_id: volume.volume_id.clone(),
             volume_capabilities: vec![rwx()],
+            volume_context: [("exaFS".to_string(), "unchecked".to_string())].into(),
+            parameters: [("unchecked".to_string(), "value".to_string())].into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
+    // Only the capabilities were checked, so only they are confirmed.
     assert_eq!(
-        confirmed.confirmed.unwrap().volume_capabilities,
-        vec![rwx()]
+        confirmed.confirmed.unwrap(),
+        csi::validate_volume_capabilities_response::Confirmed {
+            volume_capabilities: vec![rwx()],
+            ..Default::default()
+        }
     );
     let block = csi::VolumeCapability {
         access_type: Some(csi::volume_capability::AccessType::Block(
