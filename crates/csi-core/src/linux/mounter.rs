@@ -777,7 +777,7 @@ mod tests {
 
     /// The filesystem types mounted at `path` in this thread's namespace, bottom first.
     fn mounted_at(path: &Path) -> Vec<String> {
-        read_mount_table(Path::new("/proc/thread-self/mountinfo"))
+        read_mount_table(Path::new(SELF_MOUNTINFO))
             .unwrap()
             .entries
             .into_iter()

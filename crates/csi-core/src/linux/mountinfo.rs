@@ -18,8 +18,10 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::ports::MountEntry;
 
-/// The mount table of this process's mount namespace.
-pub const SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
+/// The mount table of the calling thread's mount namespace. `/proc/self` would show the
+/// main thread's, which differs once a thread has entered a namespace of its own (as
+/// tests in a private mount namespace do); threads a runtime starts later inherit it.
+pub const SELF_MOUNTINFO: &str = "/proc/thread-self/mountinfo";
 
 /// How many times [`read_mount_table`] re-reads a table that changed while being read.
 const MAX_READS: usize = 5;
