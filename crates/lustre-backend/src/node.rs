@@ -84,8 +84,13 @@ impl Inner {
             || mount_options::is_read_only(&volume_options);
         let staging = req.staging_path.clone();
 
+        let bind_mount = params.bind_mount.unwrap_or(entry.bind_mount);
         match self.ctx.mounter.is_mount_point(&staging).await {
             Ok(true) => {
+                if bind_mount {
+                    self.check_staged_directory(&target, &handle, &staging)
+                        .await?;
+                }
                 debug!(staging = %staging.display(), "already staged");
                 return Ok(());
             }
@@ -97,7 +102,7 @@ impl Inner {
             Err(e) => return Err(e),
         }
 
-        if params.bind_mount.unwrap_or(entry.bind_mount) {
+        if bind_mount {
             let extra: Vec<&String> = volume_options
                 .iter()
                 .filter(|o| {
@@ -157,6 +162,36 @@ impl Inner {
                     }
                     _ => e,
                 })?;
+        }
+        Ok(())
+    }
+
+    /// With `bindMount`, refuses a staging path that holds another directory than the
+    /// volume's (a staging path given twice for two volumes would hand the first one's
+    /// data to the second one's pods). The mount table says which directory of which
+    /// filesystem the staging path shows; when the filesystem is not mounted at its mount
+    /// point there is nothing to compare with, and the stage stands. Read only when a stage
+    /// is asked again, never on publish.
+    async fn check_staged_directory(
+        self: &Arc<Self>,
+        target: &Target,
+        handle: &LustreVolumeHandle,
+        staging: &Path,
+    ) -> Result<()> {
+        let mounts = self.ctx.mounter.list_mounts().await?;
+        let top = |path: &Path| mounts.iter().rev().find(|m| m.mount_point == path);
+        let (Some(staged), Some(fs)) = (top(staging), top(&target.mount_point)) else {
+            return Ok(());
+        };
+        let expected = handle.dir.under(&fs.root);
+        if (&staged.source, &staged.fs_type, &staged.root) != (&fs.source, &fs.fs_type, &expected) {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is already staged with another directory than volume directory {} ({} {} there); unstage it first",
+                staging.display(),
+                handle.dir,
+                staged.source,
+                staged.root.display()
+            )));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! test's target directory (built with `cargo build -p pfs-sim` when missing).
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::Arc;
@@ -458,6 +458,24 @@ async fn lifecycle(dir: &Path) {
         .map(|s| s.id.to_string())
         .collect();
     assert_eq!(listed.len(), 2, "{listed:?}");
+
+    // pvc-1's staging path given for another volume: refused, pvc-1 stays staged there.
+    let other = NodeStageRequest {
+        volume_id: restored.id.clone(),
+        context: restored.context.clone(),
+        ..staged.clone()
+    };
+    let err = node.stage_volume(&other).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("another directory"), "{err}");
+    let inode = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.dev(), m.ino())
+    };
+    assert_eq!(
+        inode(&staged.staging_path),
+        inode(&world.mount_point().join("pvc-1"))
+    );
 
     // A separate, read-only Lustre mount of one volume.
     let own = stage(
