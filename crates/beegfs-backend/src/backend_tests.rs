@@ -687,6 +687,21 @@ async fn shared_mounts_are_reference_counted() {
         controller_mounts + 1,
         "one client mount for two volumes"
     );
+    // a's staging path given for c: refused, in either mode, and a stays staged there.
+    for options in [&[][..], &["noatime"]] {
+        let err = node
+            .stage_volume(&stage_request(c.id.as_str(), &sa, options))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains(a.id.as_str()), "{err}");
+    }
+    assert_eq!(
+        node.publish_source(&publish_request(a.id.as_str(), &sa, Path::new("/t")))
+            .await
+            .unwrap(),
+        sa.join("mount")
+    );
     // A volume with its own mount options gets its own client.
     node.stage_volume(&stage_request(c.id.as_str(), &sc, &["noatime"]))
         .await

@@ -87,6 +87,19 @@ impl Inner {
             warn!(volume_id = %id_text, "staging record without a mount; staging again");
         }
         let mount_point = request.staging_path.join("mount");
+        if self.is_mounted(&mount_point).await?
+            && let Some((_, other)) = store
+                .list()?
+                .into_iter()
+                .find(|(_, r)| r.staging_path == request.staging_path && r.volume_id != id_text)
+        {
+            // Taking another volume's stage over would show its data in this one's pods.
+            return Err(Error::FailedPrecondition(format!(
+                "{} is the staging path of volume {}; unstage it first",
+                request.staging_path.display(),
+                other.volume_id
+            )));
+        }
         std::fs::create_dir_all(&mount_point)
             .map_err(|e| Error::io("create directory", &mount_point, e))?;
         let shared = self.settings.client_mount_mode == ClientMountMode::Shared
