@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner, now_secs, volume_context};
-use crate::fs_tree::{self, blocking};
+use crate::fs_tree;
 use crate::params::VolumeParams;
 use crate::records::{
     BaseRecord, KnownFilesystem, SourceRecord, VolumeRecord, VolumeState, base_store, nodes_dir,
@@ -30,6 +30,7 @@ use crate::records::{
 };
 use crate::settings::QuotaSettings;
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId, VolumePath};
+use csi_core::blocking::try_blocking;
 
 /// Checks a CO name used as a directory and record name.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
@@ -164,7 +165,7 @@ impl Inner {
         let store = self.volume_store(fs, &base);
         let wanted = id.to_string();
         let key = name.clone();
-        let record = blocking(self.fs_timeout(), "read volume record", move || {
+        let record = try_blocking(self.fs_timeout(), "read volume record", move || {
             store.get(&key)
         })
         .await?;
@@ -184,7 +185,7 @@ impl Inner {
     /// a record that cannot be read.
     pub(crate) async fn bases(&self, fs: &FsAccess, listing: Listing) -> Result<Vec<VolumePath>> {
         let store = base_store(&fs.root);
-        let list = blocking(self.fs_timeout(), "list base paths", move || {
+        let list = try_blocking(self.fs_timeout(), "list base paths", move || {
             store.list_readable()
         })
         .await?;
@@ -223,7 +224,7 @@ impl Inner {
         let mut out = Vec::new();
         for base in self.bases(fs, listing).await? {
             let store = store_of(&fs.root, &base);
-            let listed = blocking(
+            let listed = try_blocking(
                 self.fs_timeout(),
                 &format!("list {kind} records"),
                 move || store.list_readable(),
@@ -277,7 +278,7 @@ impl Inner {
         let record = BaseRecord {
             base: base.to_string(),
         };
-        blocking(self.fs_timeout(), "record base path", move || {
+        try_blocking(self.fs_timeout(), "record base path", move || {
             if store.get(&key)?.is_none() {
                 store.put(&key, &record)?;
             }
@@ -363,7 +364,7 @@ impl Inner {
         let key = request.name.clone();
         let existing = {
             let store = store.clone();
-            blocking(self.fs_timeout(), "read volume record", move || {
+            try_blocking(self.fs_timeout(), "read volume record", move || {
                 store.get(&key)
             })
             .await?
@@ -403,7 +404,7 @@ impl Inner {
                 let dir = fs.root.join(path.relative());
                 // Anything already there (a directory, a file, a link) is not this driver's:
                 // taking it over would let a failed creation remove it.
-                let exists = blocking(self.fs_timeout(), "stat volume directory", move || {
+                let exists = try_blocking(self.fs_timeout(), "stat volume directory", move || {
                     fs_tree::check_no_symlinks(&root, &parent)?;
                     fs_tree::entry_exists(&dir)
                 })
@@ -449,7 +450,7 @@ impl Inner {
             // Parents already there (the base path, after the first volume) need no tool run.
             let known = {
                 let (root, rel) = (fs.root.clone(), path.relative().to_string());
-                blocking(self.fs_timeout(), "look up the volume's parents", move || {
+                try_blocking(self.fs_timeout(), "look up the volume's parents", move || {
                     fs_tree::existing_dirs(&root, &rel)
                 })
                 .await?
@@ -471,7 +472,7 @@ impl Inner {
                 );
                 let owner_uid = uid;
                 let owner_gid = group;
-                blocking(self.fs_timeout(), "prepare volume directory", move || {
+                try_blocking(self.fs_timeout(), "prepare volume directory", move || {
                     fs_tree::check_no_symlinks(&root, &rel)?;
                     if !fs_tree::is_real_dir(&dir)? {
                         return Err(Error::Internal(format!(
@@ -554,7 +555,7 @@ impl Inner {
         record: &VolumeRecord,
     ) -> Result<()> {
         let (store, record) = (store.clone(), record.clone());
-        blocking(self.fs_timeout(), "write volume record", move || {
+        try_blocking(self.fs_timeout(), "write volume record", move || {
             store.put(&record.name, &record)
         })
         .await
@@ -567,7 +568,7 @@ impl Inner {
         record: &VolumeRecord,
     ) -> Result<()> {
         let (store, key) = (store.clone(), record.name.clone());
-        blocking(self.fs_timeout(), "remove volume record", move || {
+        try_blocking(self.fs_timeout(), "remove volume record", move || {
             store.remove(&key)
         })
         .await
@@ -617,7 +618,7 @@ impl Inner {
             vid.path.relative().to_string(),
             dir.clone(),
         );
-        let exists = blocking(self.fs_timeout(), "stat source volume", move || {
+        let exists = try_blocking(self.fs_timeout(), "stat source volume", move || {
             fs_tree::check_no_symlinks(&root, &rel)?;
             fs_tree::is_real_dir(&check)
         })
@@ -655,7 +656,7 @@ impl Inner {
         }
         if let Some(gid) = gid {
             let dir = dir.to_path_buf();
-            blocking(
+            try_blocking(
                 Duration::from_secs(3600),
                 "set the quota group of restored content",
                 move || fs_tree::regroup_tree(&dir, gid),
@@ -672,7 +673,7 @@ impl Inner {
         let Some(mut record) = this.volume_record(&fs, id).await? else {
             let dir = fs.root.join(id.path.relative());
             let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
-            let exists = blocking(this.fs_timeout(), "stat volume", move || {
+            let exists = try_blocking(this.fs_timeout(), "stat volume", move || {
                 fs_tree::check_no_symlinks(&root, &rel)?;
                 fs_tree::is_real_dir(&dir)
             })
@@ -760,19 +761,18 @@ impl Inner {
         let started = Instant::now();
         loop {
             let dir = nodes.clone();
-            let staged: Vec<String> = blocking(
-                self.fs_timeout(),
-                "list staging nodes",
-                move || match std::fs::read_dir(&dir) {
-                    Ok(entries) => Ok(entries
-                        .filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                    Err(e) => Err(Error::io("list", &dir, e)),
-                },
-            )
-            .await?;
+            let staged: Vec<String> =
+                try_blocking(self.fs_timeout(), "list staging nodes", move || {
+                    match std::fs::read_dir(&dir) {
+                        Ok(entries) => Ok(entries
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                        Err(e) => Err(Error::io("list", &dir, e)),
+                    }
+                })
+                .await?;
             if staged.is_empty() {
                 return Ok(());
             }
@@ -823,7 +823,7 @@ impl Inner {
             .ok_or_else(|| Error::Internal("the node tracking path has no parent".into()))?;
         #[cfg(test)]
         let _held = self.removal_gate.lock().await;
-        blocking(
+        try_blocking(
             Duration::from_secs(3600),
             "delete volume directory",
             move || {
@@ -874,7 +874,7 @@ impl Inner {
     async fn static_volume_info(&self, fs: &FsAccess, id: &BeegfsVolumeId) -> Result<VolumeInfo> {
         let dir = fs.root.join(id.path.relative());
         let (root, rel) = (fs.root.clone(), id.path.relative().to_string());
-        let exists = blocking(self.fs_timeout(), "stat volume", move || {
+        let exists = try_blocking(self.fs_timeout(), "stat volume", move || {
             fs_tree::check_no_symlinks(&root, &rel)?;
             fs_tree::is_real_dir(&dir)
         })
@@ -906,7 +906,7 @@ impl Inner {
             return VolumeCondition::abnormal("the volume record holds an invalid id");
         };
         let dir = fs.root.join(path.relative());
-        match blocking(self.fs_timeout(), "stat volume", move || {
+        match try_blocking(self.fs_timeout(), "stat volume", move || {
             fs_tree::is_real_dir(&dir)
         })
         .await
@@ -1036,7 +1036,7 @@ impl Inner {
     async fn host_capacity(&self, host: &str) -> Result<u64> {
         let fs = self.controller_fs(host).await?;
         let root = fs.root.clone();
-        let space = blocking(self.fs_timeout(), "statvfs", move || {
+        let space = try_blocking(self.fs_timeout(), "statvfs", move || {
             fs_tree::fs_space(&root)
         })
         .await?;

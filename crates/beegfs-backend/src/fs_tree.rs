@@ -1,30 +1,13 @@
 //! Directory operations on a client mount: bounded in time, never following symbolic links.
 //!
-//! A BeeGFS mount whose servers are gone blocks system calls, so every operation runs on a
-//! blocking thread and the caller stops waiting after a timeout (`DeadlineExceeded`); the
-//! thread finishes or stays blocked on its own.
+//! A BeeGFS mount whose servers are gone blocks system calls, so callers run these with
+//! [`csi_core::blocking::try_blocking`]: the caller stops waiting after a timeout
+//! (`DeadlineExceeded`); the thread finishes or stays blocked on its own.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path};
-use std::time::Duration;
 
 use csi_core::{Error, Result};
-
-/// Runs `f` on a blocking thread; gives up waiting after `timeout`.
-pub async fn blocking<T, F>(timeout: Duration, what: &str, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(Error::Internal(format!("{what}: {e}"))),
-        Err(_) => Err(Error::DeadlineExceeded(format!(
-            "{what} did not finish within {:.0}s (is the filesystem reachable?)",
-            timeout.as_secs_f64()
-        ))),
-    }
-}
 
 pub use csi_core::fs_paths::{check_no_symlinks, check_no_symlinks_below, existing_dirs};
 
@@ -269,22 +252,5 @@ mod tests {
         set_owner(&vol, Some(12), None).unwrap();
         assert_eq!(std::fs::metadata(&vol).unwrap().uid(), 12);
         assert!(fs_space(dir.path()).unwrap().total > 0);
-    }
-
-    #[tokio::test]
-    async fn slow_operations_time_out() {
-        let err = blocking(Duration::from_millis(20), "stat x", || {
-            std::thread::sleep(Duration::from_millis(300));
-            Ok(())
-        })
-        .await
-        .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
-        assert_eq!(
-            blocking(Duration::from_secs(5), "x", || Ok(3))
-                .await
-                .unwrap(),
-            3
-        );
     }
 }

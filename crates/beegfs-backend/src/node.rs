@@ -22,11 +22,12 @@ use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
 
 use crate::backend::{FS_TYPE, Inner, parse_volume_id};
-use crate::fs_tree::{self, blocking};
+use crate::fs_tree;
 use crate::mounts::bind_mounts_of;
 use crate::records::{SharedMount, StageMode, StagedVolume, nodes_dir, safe_key};
 use crate::settings::ClientMountMode;
 use crate::volume_id::BeegfsVolumeId;
+use csi_core::blocking::try_blocking;
 
 impl Inner {
     fn staged_store(&self) -> RecordStore<StagedVolume> {
@@ -54,7 +55,7 @@ impl Inner {
         let nodes = nodes_dir(fs_mount, &id.path.parent(), name);
         let file = nodes.join(&self.ctx.node_id);
         let relative = file.strip_prefix(fs_mount).map(Path::to_path_buf).ok();
-        blocking(self.fs_timeout(), "record this node's staging", move || {
+        try_blocking(self.fs_timeout(), "record this node's staging", move || {
             if !fs_tree::is_real_dir(&nodes)? {
                 return Ok(None);
             }
@@ -144,7 +145,7 @@ impl Inner {
         }
         let dir = mount_point.join(id.path.relative());
         let (root, rel) = (mount_point.to_path_buf(), id.path.relative().to_string());
-        let exists = blocking(self.fs_timeout(), "stat volume", move || {
+        let exists = try_blocking(self.fs_timeout(), "stat volume", move || {
             fs_tree::check_no_symlinks(&root, &rel)?;
             fs_tree::is_real_dir(&dir)
         })
@@ -194,7 +195,7 @@ impl Inner {
             id.path.relative().to_string(),
             volume_dir.clone(),
         );
-        let exists = blocking(self.fs_timeout(), "stat volume", move || {
+        let exists = try_blocking(self.fs_timeout(), "stat volume", move || {
             fs_tree::check_no_symlinks(&root, &rel)?;
             fs_tree::is_real_dir(&check)
         })
@@ -289,7 +290,7 @@ impl Inner {
             .and_then(|r| r.node_file.as_ref())
             .map(|rel| fs_mount.join(rel));
         if let Some(file) = node_file.clone() {
-            let removed = blocking(
+            let removed = try_blocking(
                 self.fs_timeout(),
                 "remove this node's staging record",
                 move || match std::fs::remove_file(&file) {
@@ -331,7 +332,7 @@ impl Inner {
     /// Puts this node's tracking file back after an unstage that failed, so DeleteVolume
     /// keeps waiting for this node.
     async fn restore_node_file(&self, id_text: &str, file: PathBuf) {
-        let restored = blocking(
+        let restored = try_blocking(
             self.fs_timeout(),
             "restore this node's staging record",
             move || {
@@ -434,7 +435,7 @@ impl Inner {
         let (root, rel) = (mount_point.clone(), id.path.relative().to_string());
         let below = mount_point.join(id.path.relative());
         let probe = below.clone();
-        let is_dir = blocking(self.fs_timeout(), "stat volume", move || {
+        let is_dir = try_blocking(self.fs_timeout(), "stat volume", move || {
             fs_tree::check_no_symlinks(&root, &rel)?;
             fs_tree::is_real_dir(&probe)
         })

@@ -16,7 +16,7 @@ use csi_core::ports::{QuotaLimits, QuotaManager, QuotaUsage};
 use csi_core::{Error, Result};
 
 use crate::ctl::{Ctl, CtlTarget};
-use crate::fs_tree::blocking;
+use csi_core::blocking::try_blocking;
 
 /// The setgid bit.
 pub const SETGID: u32 = 0o2000;
@@ -72,7 +72,7 @@ pub fn assign_group(dir: &Path, gid: u32) -> Result<()> {
 impl QuotaManager for BeegfsQuota {
     async fn assign(&self, dir: &Path, id: u32) -> Result<()> {
         let dir: PathBuf = dir.to_path_buf();
-        blocking(self.fs_timeout, "assign the quota group", move || {
+        try_blocking(self.fs_timeout, "assign the quota group", move || {
             assign_group(&dir, id)
         })
         .await

@@ -17,9 +17,9 @@ use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner};
 use crate::controller::{Listing, check_name};
-use crate::fs_tree::blocking;
 use crate::records::{SnapshotRecord, meta_dir, snapshot_archive, snapshot_folder};
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId};
+use csi_core::blocking::try_blocking;
 
 impl SnapshotRecord {
     fn to_snapshot(&self) -> Result<Snapshot> {
@@ -51,7 +51,7 @@ impl Inner {
         }
         let wanted = sid.to_string();
         let key = name.clone();
-        let rec = blocking(self.fs_timeout(), "read snapshot record", move || {
+        let rec = try_blocking(self.fs_timeout(), "read snapshot record", move || {
             store.get(&key)
         })
         .await?;
@@ -175,7 +175,7 @@ impl Inner {
         rec: &SnapshotRecord,
     ) -> Result<()> {
         let (store, rec) = (store.clone(), rec.clone());
-        blocking(self.fs_timeout(), "write snapshot record", move || {
+        try_blocking(self.fs_timeout(), "write snapshot record", move || {
             store.put(&rec.name, &rec)
         })
         .await
@@ -207,7 +207,7 @@ impl Inner {
         tokio::spawn(async move {
             let options = inner.archive_options();
             // The archives hold the volumes' data: their folder is root's alone (0700).
-            let prepared = blocking(
+            let prepared = try_blocking(
                 inner.fs_timeout(),
                 "create the snapshot folder",
                 move || {
@@ -229,7 +229,7 @@ impl Inner {
             let update = {
                 let store = store.clone();
                 let name = name.clone();
-                blocking(inner.fs_timeout(), "update snapshot record", move || {
+                try_blocking(inner.fs_timeout(), "update snapshot record", move || {
                     let Some(mut rec) = store.get(&name)? else {
                         return Ok(());
                     };
@@ -275,7 +275,7 @@ impl Inner {
         self.ctx.snapshots.delete(&archive).await?;
         let store = self.snapshot_store(&fs, sid);
         let name = sid.name.clone();
-        blocking(self.fs_timeout(), "remove snapshot record", move || {
+        try_blocking(self.fs_timeout(), "remove snapshot record", move || {
             store.remove(&name)
         })
         .await?;

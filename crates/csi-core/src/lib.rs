@@ -11,8 +11,10 @@
 //! - [`linux`]: the Linux implementations of the mounter and the command runner.
 //! - [`snapshot_engine`]: the [`ports::SnapshotEngine`] on GNU tar or dtar, with MD5 checks.
 //! - [`fs_paths`]: paths below a mount point checked for symbolic links.
+//! - [`blocking`]: blocking filesystem work under a timeout.
 //! - [`error`]: the one error type and its status codes.
 
+pub mod blocking;
 pub mod client_tools;
 pub mod domain;
 pub mod error;

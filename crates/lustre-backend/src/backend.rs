@@ -220,7 +220,7 @@ impl Inner {
         T: Send + 'static,
         F: FnOnce() -> Result<T> + Send + 'static,
     {
-        volume_dirs::blocking(self.settings.command_timeout(), &what, work).await
+        csi_core::blocking::try_blocking(self.settings.command_timeout(), &what, work).await
     }
 
     /// The entry's topology segment.

@@ -18,7 +18,6 @@ use csi_core::records::RecordStore;
 use serde::{Deserialize, Serialize};
 
 use crate::exafs::ExaFs;
-use crate::volume_dirs;
 use crate::volume_id::{Location, VolumePath};
 
 /// Version of the record layout.
@@ -280,7 +279,7 @@ impl Stores {
         R: Send + 'static,
         F: FnOnce() -> Result<R> + Send + 'static,
     {
-        volume_dirs::blocking(self.timeout, &what, work).await
+        csi_core::blocking::try_blocking(self.timeout, &what, work).await
     }
 
     /// The volume record `name`.

@@ -1,32 +1,14 @@
 //! Directory work on a mounted filesystem: volume directories, the metadata directory, the
-//! trash, free space. Every call runs on a blocking thread under a timeout, so a filesystem
-//! that hangs gives `DeadlineExceeded` instead of a stuck RPC.
+//! trash, free space. Callers run them with [`csi_core::blocking::try_blocking`], so a
+//! filesystem that hangs gives `DeadlineExceeded` instead of a stuck RPC.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use csi_core::{Error, Result};
 use tracing::{info, warn};
-
-/// Runs `work` on a blocking thread; `DeadlineExceeded` naming `what` after `timeout` (the
-/// thread may stay blocked in the kernel, but the caller is free).
-pub async fn blocking<T, F>(timeout: Duration, what: &str, work: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(work)).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(Error::Internal(format!("{what}: {join}"))),
-        Err(_) => Err(Error::DeadlineExceeded(format!(
-            "{what} did not finish within {}s; the filesystem does not answer",
-            timeout.as_secs()
-        ))),
-    }
-}
 
 /// What a path is, without following a final symbolic link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,23 +234,5 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), &vol).unwrap();
         assert!(move_to_trash(&vol, &trash).unwrap());
         assert!(outside.path().join("precious").exists());
-    }
-
-    #[tokio::test]
-    async fn a_hanging_call_is_a_deadline() {
-        let err = blocking(Duration::from_millis(20), "stat /exaFS", || {
-            std::thread::sleep(Duration::from_millis(300));
-            Ok(())
-        })
-        .await
-        .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
-        assert!(err.to_string().contains("stat /exaFS"));
-        let space = blocking(Duration::from_secs(5), "statvfs", || {
-            statvfs(Path::new("/"))
-        })
-        .await
-        .unwrap();
-        assert!(space.bytes_total >= space.bytes_available);
     }
 }

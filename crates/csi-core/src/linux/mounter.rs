@@ -16,6 +16,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::{FsFlags, Statvfs, statvfs};
 use tracing::{debug, warn};
 
+use crate::blocking::{run_blocking, try_blocking};
 use crate::error::{Error, Result};
 use crate::linux::mountinfo::{SELF_MOUNTINFO, read_mount_table};
 use crate::linux::stuck_paths::StuckPaths;
@@ -74,23 +75,6 @@ impl LinuxMounter {
     /// The timeout of each operation.
     pub fn timeout(&self) -> Duration {
         self.timeout
-    }
-}
-
-/// Runs `f` on the blocking pool, giving up after `timeout` with `DeadlineExceeded`
-/// describing `what`.
-pub(crate) async fn run_blocking<T, F>(timeout: Duration, what: String, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(join)) => Err(Error::Internal(format!("{what} failed: {join}"))),
-        Err(_) => Err(Error::DeadlineExceeded(format!(
-            "{what} did not return within {:.1}s (the filesystem may be hung)",
-            timeout.as_secs_f64()
-        ))),
     }
 }
 
@@ -565,12 +549,12 @@ impl Mounter for LinuxMounter {
 
     async fn list_mounts(&self) -> Result<Vec<MountEntry>> {
         let path = self.mountinfo.clone();
-        let table = run_blocking(
+        let table = try_blocking(
             self.timeout,
             format!("reading {}", self.mountinfo.display()),
             move || read_mount_table(&path),
         )
-        .await??;
+        .await?;
         Ok(table.entries)
     }
 }
@@ -587,21 +571,6 @@ mod tests {
             PathBuf::from("/sbin/mount.test"),
             Duration::from_secs(5),
         )
-    }
-
-    #[tokio::test]
-    async fn a_blocking_call_past_its_timeout_is_deadline_exceeded() {
-        let err = run_blocking(Duration::from_millis(50), "stat of /hung".into(), || {
-            std::thread::sleep(Duration::from_millis(500))
-        })
-        .await
-        .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
-        assert!(err.to_string().contains("stat of /hung"), "{err}");
-        let ok = run_blocking(Duration::from_secs(5), "quick".into(), || 7)
-            .await
-            .unwrap();
-        assert_eq!(ok, 7);
     }
 
     #[tokio::test]

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
-use crate::linux::mounter::run_blocking;
 
 /// The paths with a call still blocked after its timeout (see the module documentation).
 #[derive(Debug, Default, Clone)]

@@ -54,8 +54,8 @@ pub use self::checksum::{
 };
 use self::checksum::{hash_file, remove_checksum_file, verify_archive, write_checksum_file};
 use self::tar_writer::{WriteLimits, write_archive};
+use crate::blocking::try_blocking;
 use crate::error::{Error, Result};
-use crate::linux::mounter::run_blocking;
 use crate::ports::{
     ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, Command,
     CommandOutput, CommandRunner, SnapshotEngine,
@@ -136,7 +136,7 @@ impl ArchiveSnapshotEngine {
         T: Send + 'static,
         F: FnOnce() -> Result<T> + Send + 'static,
     {
-        run_blocking(self.command_timeout, what, f).await?
+        try_blocking(self.command_timeout, what, f).await
     }
 
     /// Writes `source` into `archive` (which must not be final yet): natively for GNU tar,
@@ -154,7 +154,7 @@ impl ArchiveSnapshotEngine {
             ArchiveTool::Tar(_) if self.native => {
                 let limits = WriteLimits::new(self.archive_timeout, cancel.clone());
                 let (src, dest) = (source.to_path_buf(), archive.to_path_buf());
-                let written = run_blocking(
+                let written = try_blocking(
                     self.archive_timeout.saturating_add(NATIVE_GRACE),
                     format!("archiving {}", source.display()),
                     // Removed here on error too: a cancelled caller may be gone, and a
@@ -165,7 +165,7 @@ impl ArchiveSnapshotEngine {
                         })
                     },
                 )
-                .await??;
+                .await?;
                 if written.warnings > 0 {
                     warn!(source = %source.display(), warnings = written.warnings, "files changed while they were archived; the snapshot holds the state that was read");
                 }
@@ -197,7 +197,7 @@ impl ArchiveSnapshotEngine {
         let output = self.runner.run(&command).await?;
         check_archiver(tool, output, false)?;
         let owned = dest.to_path_buf();
-        run_blocking(
+        try_blocking(
             self.archive_timeout,
             format!("flushing {} to the disk", dest.display()),
             move || {
@@ -206,7 +206,7 @@ impl ArchiveSnapshotEngine {
                     .map_err(|e| Error::io("syncfs", &owned, std::io::Error::from(e)))
             },
         )
-        .await?
+        .await
     }
 
     /// Finishes a written archive: sync, checksum (`written`, or computed now), rename into
@@ -224,12 +224,12 @@ impl ArchiveSnapshotEngine {
     ) -> Result<ArchiveInfo> {
         let (verify, kind) = (options.verify, options.checksum);
         let what = format!("finishing snapshot archive {}", archive.display());
-        run_blocking(self.archive_timeout, what, move || {
+        try_blocking(self.archive_timeout, what, move || {
             finish_archive(&partial, &archive, verify.then_some(kind), written, || {
                 cancel.load(Ordering::SeqCst)
             })
         })
-        .await?
+        .await
     }
 }
 
@@ -603,12 +603,12 @@ impl SnapshotEngine for ArchiveSnapshotEngine {
         }
         if options.verify {
             let owned = archive.to_path_buf();
-            run_blocking(
+            try_blocking(
                 self.archive_timeout,
                 format!("checksumming {}", archive.display()),
                 move || verify_archive(&owned),
             )
-            .await??;
+            .await?;
         }
         self.extract(archive, dest, &options.tool).await?;
         info!(archive = %archive.display(), dest = %dest.display(), verified = options.verify, "snapshot archive restored");
