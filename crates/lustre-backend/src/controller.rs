@@ -749,11 +749,11 @@ impl Inner {
         };
         if self.snapshot_cutting_from(&entry, id.as_str()).await? {
             self.wait_for_cuts_from(&entry, id.as_str()).await?;
-        }
-        if self.snapshot_cutting_from(&entry, id.as_str()).await? {
-            return Err(Error::Aborted(format!(
-                "a snapshot of volume {id} is still being written; retry once it is done"
-            )));
+            if self.snapshot_cutting_from(&entry, id.as_str()).await? {
+                return Err(Error::Aborted(format!(
+                    "a snapshot of volume {id} is still being written; retry once it is done"
+                )));
+            }
         }
         if let Some(clone) = self.clone_filling_from(&entry, id.as_str()).await? {
             return Err(Error::FailedPrecondition(format!(
