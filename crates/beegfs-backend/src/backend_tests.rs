@@ -90,6 +90,15 @@ fn controller(
     world.backend("ctl", Role::Controller, settings, config, auth)
 }
 
+/// A world with one BeeGFS 7 filesystem and its controller (default configuration, no
+/// authentication).
+fn v7_controller(settings: BeegfsSettings) -> (World, BeegfsBackend) {
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let ctl = controller(&world, settings, NO_AUTH, None);
+    (world, ctl)
+}
+
 #[tokio::test]
 async fn the_dynamic_lifecycle_works_on_beegfs_7_and_8() {
     for version in [BeegfsVersion::V7, BeegfsVersion::V8] {
@@ -240,9 +249,7 @@ async fn the_dynamic_lifecycle_works_on_beegfs_7_and_8() {
 
 #[tokio::test]
 async fn without_quotas_the_context_says_so_and_nothing_is_limited() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let (world, ctl) = v7_controller(BeegfsSettings::default());
     let mut p = params("/scratch");
     p.push(("permissions/uid", "1000".into()));
     p.push(("permissions/gid", "1001".into()));
@@ -284,9 +291,7 @@ async fn without_quotas_the_context_says_so_and_nothing_is_limited() {
 
 #[tokio::test]
 async fn parameter_errors_are_invalid_arguments() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, quota_settings(10, 20), NO_AUTH, None);
+    let (world, ctl) = v7_controller(quota_settings(10, 20));
     type Case = (Vec<(&'static str, String)>, &'static str, &'static str);
     let cases: Vec<Case> = vec![
         (vec![("sysMgmtdHost", HOST.into())], "pvc", "volDirBasePath"),
@@ -363,14 +368,12 @@ async fn static_volumes_are_never_deleted() {
 
 #[tokio::test]
 async fn delete_waits_for_nodes_without_holding_the_call() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
     let settings = BeegfsSettings {
         delete_wait_seconds: 1,
         node_unstage_timeout_seconds: 60,
         ..BeegfsSettings::default()
     };
-    let ctl = controller(&world, settings, NO_AUTH, None);
+    let (world, ctl) = v7_controller(settings);
     let v = ctl
         .create_volume(&req("pvc-w", &params("/k8s"), 0))
         .await
@@ -412,14 +415,12 @@ async fn delete_waits_for_nodes_without_holding_the_call() {
 
 #[tokio::test]
 async fn delete_goes_ahead_once_the_unstage_timeout_has_passed() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
     let settings = BeegfsSettings {
         delete_wait_seconds: 3,
         node_unstage_timeout_seconds: 1,
         ..BeegfsSettings::default()
     };
-    let ctl = controller(&world, settings, NO_AUTH, None);
+    let (world, ctl) = v7_controller(settings);
     let v = ctl
         .create_volume(&req("pvc-t", &params("/k8s"), 0))
         .await
@@ -483,9 +484,7 @@ async fn concurrent_creates_never_share_a_group_id() {
 
 #[tokio::test]
 async fn the_version_is_detected_once_for_many_operations() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, quota_settings(100, 200), NO_AUTH, None);
+    let (world, ctl) = v7_controller(quota_settings(100, 200));
     for i in 0..5 {
         let v = ctl
             .create_volume(&req(&format!("v{i}"), &params("/k"), GIB as i64))
@@ -604,9 +603,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn stage_keeps_nosuid_and_the_users_options() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let (world, ctl) = v7_controller(BeegfsSettings::default());
     let node = world.backend("n1", Role::Node, BeegfsSettings::default(), NO_AUTH, None);
     let v = ctl
         .create_volume(&req("pvc-o", &params("/k"), 0))
@@ -772,9 +769,7 @@ async fn stage_of_a_missing_directory_is_not_found_and_leaves_nothing() {
 
 #[tokio::test]
 async fn snapshots_restore_and_clone_into_new_volumes() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, quota_settings(300, 400), NO_AUTH, None);
+    let (world, ctl) = v7_controller(quota_settings(300, 400));
     let src = ctl
         .create_volume(&req("src", &params("/k"), GIB as i64))
         .await
@@ -876,9 +871,7 @@ async fn snapshots_restore_and_clone_into_new_volumes() {
 
 #[tokio::test]
 async fn capacity_is_reported_and_ids_are_claimed() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, quota_settings(10, 20), NO_AUTH, None);
+    let (world, ctl) = v7_controller(quota_settings(10, 20));
     let p = Parameters::new(
         params("/k")
             .into_iter()
@@ -1172,9 +1165,7 @@ async fn metadata_folders_others_made_or_can_write_are_refused() {
         ("a user's", 0o755, Some(4321), "k/.pfs-csi/volumes"),
         ("a user's", 0o755, Some(4321), ".pfs-csi"),
     ] {
-        let world = World::new();
-        world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-        let ctl = controller(&world, quota_settings(10, 20), NO_AUTH, None);
+        let (world, ctl) = v7_controller(quota_settings(10, 20));
         let root = world.fake.root(HOST);
         let planted = root.join(folder);
         std::fs::create_dir_all(&planted).unwrap();
@@ -1206,9 +1197,7 @@ async fn metadata_folders_others_made_or_can_write_are_refused() {
 
 #[tokio::test]
 async fn the_drivers_metadata_folders_are_private() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, BeegfsSettings::default(), NO_AUTH, None);
+    let (world, ctl) = v7_controller(BeegfsSettings::default());
     let root = world.fake.root(HOST);
     ctl.create_volume(&req("x", &params("/k"), GIB as i64))
         .await
@@ -1228,9 +1217,7 @@ async fn the_drivers_metadata_folders_are_private() {
 
 #[tokio::test]
 async fn a_delete_given_up_during_its_removal_is_finished_and_a_retry_succeeds() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, quota_settings(600, 650), NO_AUTH, None);
+    let (world, ctl) = v7_controller(quota_settings(600, 650));
     let v = ctl
         .create_volume(&req("pvc-slow", &params("/k"), GIB as i64))
         .await
@@ -1421,9 +1408,7 @@ async fn unstage_of_a_hung_client_unmounts_first_in_both_mount_modes() {
 
 #[tokio::test]
 async fn an_unreadable_record_is_skipped_by_listings_but_stops_group_id_allocation() {
-    let world = World::new();
-    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
-    let ctl = controller(&world, quota_settings(20, 40), NO_AUTH, None);
+    let (world, ctl) = v7_controller(quota_settings(20, 40));
     let root = world.fake.root(HOST);
     let bad = ctl
         .create_volume(&req("bad", &params("/k"), GIB as i64))
