@@ -1384,6 +1384,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_in_a_metadata_directory_a_user_made_is_never_believed() {
+        // A volume's record, as the driver writes it, copied where a user could put it.
+        let made = Harness::controller(ONE);
+        made.backend
+            .create_volume(&create_request("victim", &[], 1024))
+            .await
+            .unwrap();
+        let record = std::fs::read(made.fs("exa1").join(".pfs-csi/volumes/victim.json")).unwrap();
+
+        // A filesystem whose top users can write to: one of them made the metadata
+        // directory before the driver did, with that record in it, beside static data.
+        let h = Harness::controller(ONE);
+        let data = h.fs("exa1").join("victim");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("results"), b"keep").unwrap();
+        let planted = h.fs("exa1").join(".pfs-csi/volumes");
+        std::fs::create_dir_all(&planted).unwrap();
+        std::fs::write(planted.join("victim.json"), &record).unwrap();
+        for dir in [h.fs("exa1").join(".pfs-csi"), planted] {
+            std::os::unix::fs::chown(dir, Some(1000), Some(1000)).unwrap();
+        }
+        let err = h
+            .backend
+            .delete_volume(&vid("exa1:/victim"), &Secrets::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert_eq!(std::fs::read(data.join("results")).unwrap(), b"keep");
+        assert!(h.backend.list_volumes().await.is_err(), "nor listed");
+    }
+
+    #[tokio::test]
     async fn static_volumes_are_never_deleted() {
         let h = Harness::controller(ONE);
         std::fs::create_dir_all(h.fs("exa1").join("nginx-persistent")).unwrap();

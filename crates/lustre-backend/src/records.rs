@@ -265,11 +265,14 @@ pub struct Stores {
 
 impl Stores {
     /// The stores below `<mount_point>/<metadata_dir>`, each access bounded by `timeout`.
+    /// They are private: the metadata directory sits at the filesystem's top, which users
+    /// may be able to write to (a scratch filesystem's often is), and a record in a folder
+    /// the driver did not make is never believed.
     pub fn new(mount_point: &Path, metadata_dir: &str, timeout: Duration) -> Self {
         let meta = mount_point.join(metadata_dir);
         Self {
-            volumes: RecordStore::new(meta.join("volumes")),
-            snapshots: RecordStore::new(meta.join("snapshots")),
+            volumes: RecordStore::new(meta.join("volumes")).private_from(&meta),
+            snapshots: RecordStore::new(meta.join("snapshots")).private_from(&meta),
             timeout,
         }
     }

@@ -111,8 +111,9 @@ impl Inner {
                 .map_err(Error::Internal)?,
         };
         let folder_path = folder.under(&target.mount_point);
+        let root = target.mount_point.clone();
         self.fs(format!("create {}", folder_path.display()), move || {
-            volume_dirs::ensure_private_dir(&folder_path)
+            volume_dirs::ensure_snapshot_folder(&root, &folder_path)
         })
         .await?;
         let options = params.archive_options(&self.settings);

@@ -4,9 +4,10 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use csi_core::records::{check_private_dir, ensure_private_dir};
 use csi_core::{Error, Result};
 use tracing::{info, warn};
 
@@ -53,10 +54,25 @@ pub fn create_volume_dir(path: &Path, uid: Option<u32>, gid: Option<u32>, mode: 
         .map_err(|e| Error::io("chmod", path, e))
 }
 
-/// Creates `path` (and parents) readable by root only.
-pub fn ensure_private_dir(path: &Path) -> Result<()> {
+/// Creates the snapshot folder `path` below `root` (with its missing parents) and makes it
+/// readable by root only (archives hold volumes' data). A folder given by a parameter may
+/// lie where users write, so no symbolic link on the way is followed: one planted there
+/// is `FailedPrecondition`, and the mode is set through the directory itself.
+pub fn ensure_snapshot_folder(root: &Path, path: &Path) -> Result<()> {
+    csi_core::fs_paths::check_no_symlinks_below(root, path)?;
     fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => Error::FailedPrecondition(format!(
+                "{} is not a directory; refusing to follow it",
+                path.display()
+            )),
+            _ => Error::io("open", path, e),
+        })?;
+    dir.set_permissions(fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io("chmod", path, e))
 }
 
@@ -91,6 +107,11 @@ pub fn move_to_trash(dir: &Path, trash: &Path) -> Result<bool> {
             Ok(true)
         }
         DirState::Directory => {
+            // The trash is the driver's own, as the metadata directory holding it: a
+            // folder planted there could send a volume, or its purge, anywhere.
+            if let Some(meta) = trash.parent() {
+                ensure_private_dir(meta)?;
+            }
             ensure_private_dir(trash)?;
             let name = dir
                 .file_name()
@@ -104,8 +125,12 @@ pub fn move_to_trash(dir: &Path, trash: &Path) -> Result<bool> {
     }
 }
 
-/// Removes everything in `trash`. `remove_dir_all` never follows symbolic links.
+/// Removes everything in `trash`, which must be the driver's own folder (a link or a
+/// folder someone else made is refused). `remove_dir_all` never follows symbolic links.
 pub fn purge(trash: &Path) -> Result<()> {
+    if !check_private_dir(trash)? {
+        return Ok(());
+    }
     let entries = match fs::read_dir(trash) {
         Ok(entries) => entries,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -234,5 +259,54 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), &vol).unwrap();
         assert!(move_to_trash(&vol, &trash).unwrap());
         assert!(outside.path().join("precious").exists());
+    }
+
+    #[test]
+    fn a_trash_the_driver_did_not_make_is_neither_filled_nor_purged() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("precious"), b"keep").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let vol = root.path().join("pvc-1");
+        fs::create_dir(&vol).unwrap();
+        fs::create_dir(root.path().join(".pfs-csi")).unwrap();
+        let trash = root.path().join(".pfs-csi/trash");
+        std::os::unix::fs::symlink(outside.path(), &trash).unwrap();
+        let err = move_to_trash(&vol, &trash).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(vol.is_dir(), "the volume stays where it was");
+        assert_eq!(
+            purge(&trash).unwrap_err().code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert_eq!(fs::read(outside.path().join("precious")).unwrap(), b"keep");
+        // A metadata directory a user owns is not the driver's either.
+        fs::remove_file(&trash).unwrap();
+        std::os::unix::fs::chown(root.path().join(".pfs-csi"), Some(1000), None).unwrap();
+        let err = move_to_trash(&vol, &trash).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(vol.is_dir());
+    }
+
+    #[test]
+    fn a_snapshot_folder_is_private_and_reached_through_no_link() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("csi-snapshots/team");
+        ensure_snapshot_folder(root.path(), &folder).unwrap();
+        assert_eq!(
+            fs::metadata(&folder).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        std::os::unix::fs::symlink(outside.path(), root.path().join("linked")).unwrap();
+        for path in [root.path().join("linked"), root.path().join("linked/sub")] {
+            let err = ensure_snapshot_folder(root.path(), &path).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        }
+        assert_eq!(
+            fs::metadata(outside.path()).unwrap().permissions().mode() & 0o777,
+            fs::metadata(root.path()).unwrap().permissions().mode() & 0o777,
+            "the link's target keeps its mode"
+        );
+        assert!(!outside.path().join("sub").exists());
     }
 }
