@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use csi_core::blocking::try_blocking;
 use csi_core::domain::{
     GIB, MAX_ID_BYTES, Parameters, Volume, VolumeCondition, VolumeContentSource,
 };
@@ -30,7 +31,6 @@ use crate::records::{
 };
 use crate::settings::QuotaSettings;
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId, VolumePath};
-use csi_core::blocking::try_blocking;
 
 /// Checks a CO name used as a directory and record name.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {

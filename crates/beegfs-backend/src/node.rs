@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use csi_core::blocking::try_blocking;
 use csi_core::domain::VolumeStats;
 use csi_core::ports::{NodePublishRequest, NodeStageRequest, unmount_all};
 use csi_core::records::RecordStore;
@@ -27,7 +28,6 @@ use crate::mounts::bind_mounts_of;
 use crate::records::{SharedMount, StageMode, StagedVolume, nodes_dir, safe_key};
 use crate::settings::ClientMountMode;
 use crate::volume_id::BeegfsVolumeId;
-use csi_core::blocking::try_blocking;
 
 impl Inner {
     fn staged_store(&self) -> RecordStore<StagedVolume> {

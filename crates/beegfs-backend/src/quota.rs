@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use csi_core::blocking::try_blocking;
 use csi_core::ports::{QuotaLimits, QuotaManager, QuotaUsage};
 use csi_core::{Error, Result};
 
 use crate::ctl::{Ctl, CtlTarget};
-use csi_core::blocking::try_blocking;
 
 /// The setgid bit.
 pub const SETGID: u32 = 0o2000;

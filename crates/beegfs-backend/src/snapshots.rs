@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use csi_core::blocking::try_blocking;
 use csi_core::domain::{Snapshot, SnapshotId};
 use csi_core::ports::CreateSnapshotRequest;
 use csi_core::records::{RecordStore, ensure_private_dir};
@@ -19,7 +20,6 @@ use crate::backend::{FsAccess, Inner};
 use crate::controller::{Listing, check_name};
 use crate::records::{SnapshotRecord, meta_dir, snapshot_archive, snapshot_folder};
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId};
-use csi_core::blocking::try_blocking;
 
 impl SnapshotRecord {
     fn to_snapshot(&self) -> Result<Snapshot> {
