@@ -15,7 +15,9 @@ use tonic::transport::Channel;
 use crate::error::{BenchError, Result};
 use crate::forks::ForkCounter;
 use crate::load::{PairRun, Timed, run_pairs, summarize, timed};
-use crate::mounts::{UnrelatedMounts, mount_table_lines, mountinfo_read_time, raw_bind_unbind};
+use crate::mounts::{
+    UnrelatedMounts, mount_table_lines, mountinfo_read_time, raw_bind_unbind, raw_target_dirs,
+};
 use crate::procfs::{self, Memory};
 use crate::requests;
 use crate::serve::{Served, channel, stop_child};
@@ -96,6 +98,9 @@ pub struct MountLevel {
     pub mountinfo_read: Summary,
     /// A bind mount plus its unmount made directly by the bench: the kernel's floor.
     pub raw_bind_unbind: Summary,
+    /// A target directory made and removed by the bench beside the publish targets: the
+    /// disk's floor.
+    pub raw_target_dirs: Summary,
     /// Sequential publish+unpublish pairs, all passes together.
     pub run: PairRun,
     /// p50 of each pass at this level, in the order measured, µs.
@@ -640,6 +645,7 @@ async fn mounts_section(
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sorted.len()];
     let mut passes: Vec<Vec<f64>> = vec![Vec::new(); sorted.len()];
     let mut raw: Vec<Vec<Duration>> = vec![Vec::new(); sorted.len()];
+    let mut dirs: Vec<Vec<Duration>> = vec![Vec::new(); sorted.len()];
     let mut walls = vec![Duration::ZERO; sorted.len()];
     for (pass, (slot, count)) in order.into_iter().enumerate() {
         unrelated.grow_to(count)?;
@@ -658,6 +664,10 @@ async fn mounts_section(
         }
         samples[slot].extend(done);
         raw[slot].extend(raw_bind_unbind(&raw_source, &raw_target, per_pass)?);
+        dirs[slot].extend(raw_target_dirs(
+            &staged.target_parent(&format!("d{pass}"))?,
+            per_pass,
+        )?);
     }
     let mut levels = Vec::new();
     for (slot, count) in sorted.iter().copied().enumerate() {
@@ -670,6 +680,8 @@ async fn mounts_section(
             mountinfo_read: mountinfo_read_time(20),
             raw_bind_unbind: Summary::of(&raw[slot])
                 .ok_or_else(|| BenchError::Setup("no raw samples".into()))?,
+            raw_target_dirs: Summary::of(&dirs[slot])
+                .ok_or_else(|| BenchError::Setup("no directory samples".into()))?,
             run: summarize(1, results.len(), walls[slot], results),
             pass_p50_us: std::mem::take(&mut passes[slot]),
         });

@@ -117,6 +117,24 @@ pub fn raw_bind_unbind(source: &Path, target: &Path, pairs: usize) -> Result<Vec
     Ok(samples)
 }
 
+/// The target directory's share of a publish+unpublish: `pairs` fresh directories in
+/// `parent` each made and removed again, each pair timed. A plugin creates the target
+/// and removes it again (the CSI spec's rule), so this is the disk's floor under every
+/// pair; on a filesystem mounted with `discard` the removal alone can cost more than the
+/// mount and unmount.
+pub fn raw_target_dirs(parent: &Path, pairs: usize) -> Result<Vec<Duration>> {
+    std::fs::create_dir_all(parent).map_err(|e| BenchError::io("create", parent, e))?;
+    let mut samples = Vec::with_capacity(pairs);
+    for i in 0..pairs.max(1) {
+        let dir = parent.join(format!("d{i}"));
+        let t = Instant::now();
+        std::fs::create_dir(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
+        std::fs::remove_dir(&dir).map_err(|e| BenchError::io("remove", &dir, e))?;
+        samples.push(t.elapsed());
+    }
+    Ok(samples)
+}
+
 /// Lines in this process's mount table.
 pub fn mount_table_lines() -> usize {
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -106,11 +106,18 @@ pub fn targets(filesystems: &[FsReport], snapshot: Option<&SnapshotReport>) -> V
             })
         };
         if sequential.is_some() || spawned.is_some() {
-            let measured = format!(
+            let mut measured = format!(
                 "p50 {}, {} processes per publish+unpublish",
                 sequential.map_or("not measured".into(), |v| format!("{:.3} ms", v / 1e3)),
                 spawned.map_or("not measured".into(), |v| format!("{v:.2}"))
             );
+            if let Some(none) = fs.mount_scaling.first() {
+                let _ = write!(
+                    measured,
+                    " (the target directory's mkdir+rmdir alone, on this disk: {:.3} ms)",
+                    none.raw_target_dirs.p50_us / 1e3
+                );
+            }
             let pass = match (sequential, spawned) {
                 (Some(p), Some(n)) => Some(p < PUBLISH_P50_US && n == 0.0),
                 (Some(p), None) if p >= PUBLISH_P50_US => Some(false),
@@ -356,11 +363,11 @@ pub fn render(report: &Report) -> String {
         if !fs.mount_scaling.is_empty() {
             let _ = writeln!(
                 out,
-                "\nSequential publish+unpublish with unrelated tmpfs mounts on the node (ms; raw = the bench's own bind mount + umount, the kernel's floor; mountinfo = one read of /proc/self/mountinfo)"
+                "\nSequential publish+unpublish with unrelated tmpfs mounts on the node (ms; raw = the bench's own bind mount + umount, the kernel's floor; dirs = the bench's own mkdir + rmdir of a directory beside the targets, the disk's floor (every publish makes its target, every unpublish removes it); mountinfo = one read of /proc/self/mountinfo)"
             );
             let _ = writeln!(
                 out,
-                "  {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+                "  {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
                 "mounts",
                 "lines",
                 "pairs",
@@ -369,13 +376,14 @@ pub fn render(report: &Report) -> String {
                 "pub p50",
                 "unp p50",
                 "raw p50",
+                "dirs p50",
                 "mountinfo"
             );
             for l in &fs.mount_scaling {
                 let p = |s: Option<crate::stats::Summary>| s.map_or("-".into(), |s| ms(s.p50_us));
                 let _ = writeln!(
                     out,
-                    "  {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+                    "  {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
                     l.unrelated_mounts,
                     l.mount_table_lines,
                     l.run.pairs,
@@ -384,6 +392,7 @@ pub fn render(report: &Report) -> String {
                     p(l.run.first),
                     p(l.run.second),
                     ms(l.raw_bind_unbind.p50_us),
+                    ms(l.raw_target_dirs.p50_us),
                     ms(l.mountinfo_read.p50_us),
                 );
                 if !l.pass_p50_us.is_empty() {
