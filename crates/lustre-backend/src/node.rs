@@ -179,16 +179,16 @@ impl Inner {
         staging: &Path,
     ) -> Result<()> {
         let mounts = self.ctx.mounter.list_mounts().await?;
-        let top = |path: &Path| mounts.iter().rev().find(|m| m.mount_point == path);
-        let (Some(staged), Some(fs)) = (top(staging), top(&target.mount_point)) else {
+        let fs_mounted = mounts.iter().any(|m| m.mount_point == target.mount_point);
+        let Some(staged) = mounts.iter().rev().find(|m| m.mount_point == staging) else {
             return Ok(());
         };
-        let expected = handle.dir.under(&fs.root);
-        if (&staged.source, &staged.fs_type, &staged.root) != (&fs.source, &fs.fs_type, &expected) {
+        let dir = target.path(&handle.dir);
+        if fs_mounted && !staged.shows(&mounts, &dir) {
             return Err(Error::FailedPrecondition(format!(
-                "{} is already staged with another directory than volume directory {} ({} {} there); unstage it first",
+                "{} is already staged with another directory than {} ({}:{} there); unstage it first",
                 staging.display(),
-                handle.dir,
+                dir.display(),
                 staged.source,
                 staged.root.display()
             )));

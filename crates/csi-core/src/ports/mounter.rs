@@ -32,6 +32,25 @@ impl MountEntry {
     pub fn is_read_only(&self) -> bool {
         self.mount_options.iter().any(|o| o == "ro")
     }
+
+    /// Whether this mount shows directory `dir`, by the mount table `mounts`: the same
+    /// filesystem (type, source and superblock options) as the mount `dir` lies on, and
+    /// the same directory of it as root. `false` when no mount of `mounts` holds `dir`.
+    pub fn shows(&self, mounts: &[MountEntry], dir: &Path) -> bool {
+        // The last mounted of the deepest mount points above `dir` is the one it lies on.
+        let Some(on) = mounts
+            .iter()
+            .filter(|m| dir.starts_with(&m.mount_point))
+            .max_by_key(|m| m.mount_point.components().count())
+        else {
+            return false;
+        };
+        let below = dir.strip_prefix(&on.mount_point).unwrap_or(Path::new(""));
+        self.fs_type == on.fs_type
+            && self.source == on.source
+            && self.super_options == on.super_options
+            && self.root == on.root.join(below)
+    }
 }
 
 /// Mounts, bind-mounts and unmounts.
@@ -101,6 +120,35 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_mount_shows_a_source_only_from_the_same_filesystem_and_directory() {
+        let entry = |point: &str, root: &str, source: &str, conf: &str| MountEntry {
+            id: 0,
+            parent_id: 0,
+            root: root.into(),
+            mount_point: point.into(),
+            mount_options: vec!["rw".into()],
+            fs_type: "beegfs".into(),
+            source: source.into(),
+            super_options: vec![format!("cfgFile={conf}")],
+        };
+        let mounts = vec![
+            entry("/", "/", "/dev/vda", "-"),
+            entry("/mnt/a", "/", "beegfs_nodev", "/etc/a.conf"),
+            entry("/mnt/b", "/", "beegfs_nodev", "/etc/b.conf"),
+            entry("/mnt/a/vols", "/k8s", "beegfs_nodev", "/etc/a.conf"),
+        ];
+        let source = Path::new("/mnt/a/vols/v1");
+        let bind = |root: &str, conf: &str| entry("/pod/t", root, "beegfs_nodev", conf);
+        // On the deepest mount above the source, whose root is /k8s.
+        assert!(bind("/k8s/v1", "/etc/a.conf").shows(&mounts, source));
+        assert!(!bind("/vols/v1", "/etc/a.conf").shows(&mounts, source));
+        assert!(!bind("/k8s/v2", "/etc/a.conf").shows(&mounts, source));
+        // The same path on another BeeGFS filesystem.
+        assert!(!bind("/k8s/v1", "/etc/b.conf").shows(&mounts, source));
+        assert!(mounts[1].shows(&mounts, Path::new("/mnt/a")));
+    }
 
     /// A mounter with `stacked` mounts at every path, whose check hangs while one is there.
     fn hung_stack(stacked: usize) -> (MockMounter, Arc<AtomicUsize>) {

@@ -15,8 +15,7 @@ use tracing::{info, warn};
 use crate::domain::{Secrets, Topology, VolumeCapability, VolumeCondition, VolumeId, VolumeStats};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ports::{
-    FilesystemBackend, MountEntry, Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider,
-    unmount_all,
+    FilesystemBackend, Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider, unmount_all,
 };
 use crate::service::controller::{Readiness, check_readiness};
 use crate::service::{Backends, LockGuard, OperationLocks};
@@ -410,7 +409,7 @@ impl NodeService {
                 match mounts.iter().rev().find(|m| m.mount_point == target) {
                     Some(mount) => {
                         let source = backend.publish_source(publish).await?;
-                        if !shows(&mounts, mount, &source) {
+                        if !mount.shows(&mounts, &source) {
                             return Err(Error::FailedPrecondition(format!(
                                 "target_path {} is already a mount of {}:{} (not volume {volume_id}); unpublish it first",
                                 target.display(),
@@ -446,7 +445,7 @@ impl NodeService {
             .find(|m| {
                 m.mount_point != publish.target_path
                     && !m.mount_point.starts_with(&publish.staging_path)
-                    && shows(&mounts, m, source)
+                    && m.shows(&mounts, source)
             })
             .map(|m| m.mount_point.clone()))
     }
@@ -473,26 +472,6 @@ impl NodeService {
         self.locks
             .try_lock(format!("volume:{id}"), &format!("volume {id}"))
     }
-}
-
-/// Whether `mount` shows directory `source`: the same filesystem (type, source and
-/// superblock options) as the mount `source` lies on, and the same directory of it as root.
-fn shows(mounts: &[MountEntry], mount: &MountEntry, source: &Path) -> bool {
-    // The last mounted of the deepest mount points above `source` is the one it lies on.
-    let Some(on) = mounts
-        .iter()
-        .filter(|m| source.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.components().count())
-    else {
-        return false;
-    };
-    let below = source
-        .strip_prefix(&on.mount_point)
-        .unwrap_or(Path::new(""));
-    mount.fs_type == on.fs_type
-        && mount.source == on.source
-        && mount.super_options == on.super_options
-        && mount.root == on.root.join(below)
 }
 
 /// Validates a path field: present, absolute, UTF-8 clean, without `..` components.
@@ -567,35 +546,6 @@ mod tests {
             node.check_no_links("target_path", &elsewhere.join("x"))
                 .is_ok()
         );
-    }
-
-    #[test]
-    fn a_mount_shows_a_source_only_from_the_same_filesystem_and_directory() {
-        let entry = |point: &str, root: &str, source: &str, conf: &str| MountEntry {
-            id: 0,
-            parent_id: 0,
-            root: root.into(),
-            mount_point: point.into(),
-            mount_options: vec!["rw".into()],
-            fs_type: "beegfs".into(),
-            source: source.into(),
-            super_options: vec![format!("cfgFile={conf}")],
-        };
-        let mounts = vec![
-            entry("/", "/", "/dev/vda", "-"),
-            entry("/mnt/a", "/", "beegfs_nodev", "/etc/a.conf"),
-            entry("/mnt/b", "/", "beegfs_nodev", "/etc/b.conf"),
-            entry("/mnt/a/vols", "/k8s", "beegfs_nodev", "/etc/a.conf"),
-        ];
-        let source = Path::new("/mnt/a/vols/v1");
-        let bind = |root: &str, conf: &str| entry("/pod/t", root, "beegfs_nodev", conf);
-        // On the deepest mount above the source, whose root is /k8s.
-        assert!(shows(&mounts, &bind("/k8s/v1", "/etc/a.conf"), source));
-        assert!(!shows(&mounts, &bind("/vols/v1", "/etc/a.conf"), source));
-        assert!(!shows(&mounts, &bind("/k8s/v2", "/etc/a.conf"), source));
-        // The same path on another BeeGFS filesystem.
-        assert!(!shows(&mounts, &bind("/k8s/v1", "/etc/b.conf"), source));
-        assert!(shows(&mounts, &mounts[1], Path::new("/mnt/a")));
     }
 
     proptest! {
