@@ -32,6 +32,9 @@ async fn main() -> Result<(), csi_core::Error> {
     backend.expect_accepts_parameters().return_const(true);
     // What the filesystem does when asked to create a volume: here, answer with a volume
     // of the requested size (or 1 GiB when none is asked for).
+    // The id a create will give is not known in advance here (the core then cannot hold
+    // that volume's lock during the create; a real backend says it).
+    backend.expect_planned_volume_id().return_const(None);
     backend.expect_create_volume().returning(|request| {
         Ok(Volume {
             id: VolumeId::parse(&format!("demo:{}", request.name))?,

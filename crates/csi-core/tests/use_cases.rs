@@ -58,6 +58,8 @@ fn backend() -> MockFilesystemBackend {
     b.expect_fs_types().return_const(&["lustre"][..]);
     b.expect_accepts_parameters().return_const(true);
     b.expect_capacity_unit().return_const(1u64);
+    b.expect_planned_volume_id()
+        .returning(|r| VolumeId::parse(&format!("{PREFIX}{}", r.name)).ok());
     b.expect_claim_volume_id().returning(|id| {
         let rest = id.as_str().strip_prefix(PREFIX)?;
         Some(if rest.contains("..") {
@@ -288,6 +290,58 @@ async fn a_concurrent_create_of_the_same_name_is_aborted() {
     tokio::task::spawn_blocking(move || r.wait()).await.unwrap();
     assert_eq!(first.await.unwrap().unwrap().id.as_str(), "lustre:pvc-race");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_of_a_volume_being_created_waits_for_the_create() {
+    let entered = Arc::new(Barrier::new(2));
+    // Released by the test, or after a while should the test fail before it releases.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let created = Arc::new(AtomicBool::new(false));
+    let mut b = backend();
+    {
+        let (entered, created) = (entered.clone(), created.clone());
+        b.expect_create_volume().times(1).returning(move |r| {
+            entered.wait();
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_secs(10));
+            created.store(true, Ordering::SeqCst);
+            Ok(volume(&format!("{PREFIX}{}", r.name), GIB))
+        });
+    }
+    {
+        let created = created.clone();
+        b.expect_delete_volume().times(1).returning(move |_, _| {
+            assert!(
+                created.load(Ordering::SeqCst),
+                "deleted before it was created"
+            );
+            Ok(())
+        });
+    }
+    let c = controller(b);
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { c.create_volume(request("pvc-gone", 0, 0)).await }
+    });
+    let e = entered.clone();
+    tokio::task::spawn_blocking(move || e.wait()).await.unwrap();
+
+    // The CO gave up on the create and deletes the id it would get: not while it is made.
+    let err = c
+        .delete_volume("lustre:pvc-gone", &Secrets::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
+
+    release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    c.delete_volume("lustre:pvc-gone", &Secrets::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -121,6 +121,16 @@ pub trait FilesystemBackend: Send + Sync {
     /// `NotFound`.
     async fn create_volume(&self, request: &CreateVolumeRequest) -> Result<Volume>;
 
+    /// The id [`Self::create_volume`] would give `request`'s volume, told without touching
+    /// the filesystem; `None` when the request does not say (or is invalid: the create
+    /// reports that). The core holds that id's lock while the volume is made, so a
+    /// DeleteVolume of it (a CO that gave up on the create) waits for the create instead of
+    /// finding nothing and leaving a volume behind. `None` by default: no such ordering.
+    fn planned_volume_id(&self, request: &CreateVolumeRequest) -> Option<VolumeId> {
+        let _ = request;
+        None
+    }
+
     /// Deletes a volume this driver created: its data and its quota. Not an error when the
     /// volume does not exist. A volume the driver did not create is never deleted:
     /// `FailedPrecondition`.

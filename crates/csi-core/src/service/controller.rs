@@ -96,6 +96,12 @@ impl ControllerService {
             format!("name:{}", request.name),
             &format!("volume name {}", request.name),
         )?;
+        // The volume's own lock too, when its id is known before it exists: a delete of
+        // that id cannot run beside its creation.
+        let _volume = backend
+            .planned_volume_id(&request)
+            .map(|id| self.lock_volume(&id))
+            .transpose()?;
         let volume = backend.create_volume(&request).await?;
         if !request.capacity.admits(volume.capacity_bytes) {
             return Err(Error::AlreadyExists(format!(
