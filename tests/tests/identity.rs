@@ -462,6 +462,67 @@ fn tool_running_with(needle: &str) -> bool {
 }
 
 #[tokio::test]
+async fn a_delete_of_a_volume_still_being_created_is_aborted_and_nothing_is_left() {
+    let serve = serve();
+    let socket = serve.base().join("create-delete.sock");
+    let mut plugin = PluginProcess::start(Role::Controller, serve, &socket);
+    plugin.wait_ready().await;
+    let name = "create-then-delete";
+    serve.fault(FaultRule {
+        tool: "lfs".into(),
+        args_contain: vec![name.into()],
+        action: FaultAction::DelayMs(2_000),
+        times: Some(1),
+    });
+    let mut client = plugin.controller().await;
+    let call = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.create_volume(create_request(name, GIB, &[])).await }
+    });
+    let started = std::time::Instant::now();
+    while !tool_running_with(name) && !call.is_finished() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the call never reached lfs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !call.is_finished(),
+        "the create ended before the delete was sent"
+    );
+    // A CO that gave up on the create deletes the id it would get (Lustre's canonical id).
+    let id = format!("exa1:/{name}");
+    let err = client
+        .delete_volume(delete_request(&id))
+        .await
+        .expect_err("a delete beside the create");
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    let volume = call
+        .await
+        .unwrap()
+        .expect("the create finishes")
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(volume.volume_id, id);
+    // Its retry, once the create has answered, deletes it: no volume is left behind.
+    client.delete_volume(delete_request(&id)).await.unwrap();
+    let listed = client
+        .list_volumes(pb::ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed
+            .entries
+            .iter()
+            .all(|e| e.volume.as_ref().is_none_or(|v| v.volume_id != id)),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_lets_an_in_flight_call_finish_then_removes_the_socket() {
     let serve = serve();
     let socket = serve.base().join("graceful.sock");

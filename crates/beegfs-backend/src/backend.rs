@@ -443,6 +443,10 @@ impl FilesystemBackend for BeegfsBackend {
         self.inner.create_volume(request).await
     }
 
+    fn planned_volume_id(&self, request: &CreateVolumeRequest) -> Option<VolumeId> {
+        self.inner.planned_volume_id(request)
+    }
+
     async fn delete_volume(&self, id: &VolumeId, _secrets: &Secrets) -> Result<()> {
         Inner::delete_volume(&self.inner, &parse_volume_id(id)?).await
     }

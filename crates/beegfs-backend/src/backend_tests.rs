@@ -248,6 +248,18 @@ async fn the_dynamic_lifecycle_works_on_beegfs_7_and_8() {
 }
 
 #[tokio::test]
+async fn the_planned_id_is_the_id_the_volume_gets() {
+    let (_world, ctl) = v7_controller(BeegfsSettings::default());
+    let request = req("pvc-plan", &params("/k8s/all"), 0);
+    let planned = ctl.planned_volume_id(&request).expect("planned");
+    assert_eq!(ctl.create_volume(&request).await.unwrap().id, planned);
+    // Without a base path nothing is planned, and the create says why.
+    let request = req("pvc-plan", &[("sysMgmtdHost", HOST.to_string())], 0);
+    assert_eq!(ctl.planned_volume_id(&request), None);
+    assert!(ctl.create_volume(&request).await.is_err());
+}
+
+#[tokio::test]
 async fn without_quotas_the_context_says_so_and_nothing_is_limited() {
     let (world, ctl) = v7_controller(BeegfsSettings::default());
     let mut p = params("/scratch");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use csi_core::blocking::try_blocking;
 use csi_core::domain::{
-    GIB, MAX_ID_BYTES, Parameters, Volume, VolumeCondition, VolumeContentSource,
+    GIB, MAX_ID_BYTES, Parameters, Volume, VolumeCondition, VolumeContentSource, VolumeId,
 };
 use csi_core::id_alloc::{IdRange, IdReservation};
 use csi_core::ports::{CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo};
@@ -31,6 +31,15 @@ use crate::records::{
 };
 use crate::settings::QuotaSettings;
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId, VolumePath};
+
+/// The id of a new volume named `name` (checked as a directory name) with `params`.
+fn new_volume_id(params: &VolumeParams, name: &str) -> Result<BeegfsVolumeId> {
+    check_name("name", name)?;
+    Ok(BeegfsVolumeId {
+        host: params.host.clone(),
+        path: params.base.join(name),
+    })
+}
 
 /// Checks a CO name used as a directory and record name.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
@@ -327,15 +336,19 @@ impl Inner {
             })
     }
 
+    /// The id CreateVolume gives `request`'s volume: its name below the base path on the
+    /// management host. `None` when the request is invalid (the create says why).
+    pub(crate) fn planned_volume_id(&self, request: &CreateVolumeRequest) -> Option<VolumeId> {
+        let params = VolumeParams::parse(&request.parameters).ok()?;
+        let id = new_volume_id(&params, &request.name).ok()?;
+        VolumeId::parse(&id.to_string()).ok()
+    }
+
     /// CreateVolume.
     pub(crate) async fn create_volume(&self, request: &CreateVolumeRequest) -> Result<Volume> {
         let params = VolumeParams::parse(&request.parameters)?;
-        check_name("name", &request.name)?;
-        let path = params.base.join(&request.name);
-        let id = BeegfsVolumeId {
-            host: params.host.clone(),
-            path: path.clone(),
-        };
+        let id = new_volume_id(&params, &request.name)?;
+        let path = id.path.clone();
         let id_text = id.to_string();
         if id_text.len() > MAX_ID_BYTES {
             return Err(Error::invalid(

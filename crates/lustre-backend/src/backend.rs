@@ -433,6 +433,10 @@ impl FilesystemBackend for LustreBackend {
         self.inner.create_volume(request).await
     }
 
+    fn planned_volume_id(&self, request: &CreateVolumeRequest) -> Option<VolumeId> {
+        self.inner.planned_volume_id(request)
+    }
+
     async fn delete_volume(&self, id: &VolumeId, secrets: &Secrets) -> Result<()> {
         self.inner.delete_volume(id, secrets).await
     }

@@ -231,6 +231,15 @@ impl Inner {
     }
 
     /// CreateVolume.
+    /// The id CreateVolume gives `req`'s volume: the canonical id of its name on the entry
+    /// it would choose. `None` when the request is invalid (the create says why).
+    pub(crate) fn planned_volume_id(&self, req: &CreateVolumeRequest) -> Option<VolumeId> {
+        let mut params = VolumeParams::parse(req.parameters.as_map(), Strictness::Strict).ok()?;
+        params.apply_secrets(&req.secrets).ok()?;
+        let entry = self.choose_entry(&params, &req.topology).ok()?;
+        VolumeId::parse(&canonical_volume_id(entry, &req.name).ok()?).ok()
+    }
+
     pub(crate) async fn create_volume(
         self: &Arc<Self>,
         req: &CreateVolumeRequest,
@@ -1381,6 +1390,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0), 0);
+    }
+
+    #[tokio::test]
+    async fn the_planned_id_is_the_id_the_volume_gets() {
+        let h = Harness::controller(TWO_ZONES);
+        for params in [[("configName", "exa2")], [("zone", "zone-1")]] {
+            let req = create_request("pvc-plan", &params, 1024);
+            let planned = h.backend.planned_volume_id(&req).expect("planned");
+            assert_eq!(h.backend.create_volume(&req).await.unwrap().id, planned);
+        }
+        // Which entry is meant cannot be told: nothing planned, the create says why.
+        let req = create_request("pvc-plan", &[], 1024);
+        assert_eq!(h.backend.planned_volume_id(&req), None);
+        assert!(h.backend.create_volume(&req).await.is_err());
     }
 
     #[tokio::test]
