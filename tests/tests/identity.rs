@@ -461,23 +461,23 @@ fn tool_running_with(needle: &str) -> bool {
     })
 }
 
-#[tokio::test]
-async fn a_delete_of_a_volume_still_being_created_is_aborted_and_nothing_is_left() {
-    let serve = serve();
-    let socket = serve.base().join("create-delete.sock");
-    let mut plugin = PluginProcess::start(Role::Controller, serve, &socket);
-    plugin.wait_ready().await;
-    let name = "create-then-delete";
+/// Starts a CreateVolume of `name` whose `lfs` call the simulator holds for two seconds,
+/// and returns once that call runs: the RPC is then really in flight. Only this volume is
+/// slowed down (the shared simulator serves other tests too).
+async fn create_held_in_lfs(
+    serve: &Serve,
+    client: &pb::controller_client::ControllerClient<tonic::transport::Channel>,
+    name: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::CreateVolumeResponse>, tonic::Status>> {
     serve.fault(FaultRule {
         tool: "lfs".into(),
         args_contain: vec![name.into()],
         action: FaultAction::DelayMs(2_000),
         times: Some(1),
     });
-    let mut client = plugin.controller().await;
     let call = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.create_volume(create_request(name, GIB, &[])).await }
+        let (mut client, request) = (client.clone(), create_request(name, GIB, &[]));
+        async move { client.create_volume(request).await }
     });
     let started = std::time::Instant::now();
     while !tool_running_with(name) && !call.is_finished() {
@@ -487,10 +487,19 @@ async fn a_delete_of_a_volume_still_being_created_is_aborted_and_nothing_is_left
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        !call.is_finished(),
-        "the create ended before the delete was sent"
-    );
+    assert!(!call.is_finished(), "the create ended before lfs was held");
+    call
+}
+
+#[tokio::test]
+async fn a_delete_of_a_volume_still_being_created_is_aborted_and_nothing_is_left() {
+    let serve = serve();
+    let socket = serve.base().join("create-delete.sock");
+    let mut plugin = PluginProcess::start(Role::Controller, serve, &socket);
+    plugin.wait_ready().await;
+    let name = "create-then-delete";
+    let mut client = plugin.controller().await;
+    let call = create_held_in_lfs(serve, &client, name).await;
     // A CO that gave up on the create deletes the id it would get (Lustre's canonical id).
     let id = format!("exa1:/{name}");
     let err = client
@@ -528,32 +537,8 @@ async fn sigterm_lets_an_in_flight_call_finish_then_removes_the_socket() {
     let socket = serve.base().join("graceful.sock");
     let mut plugin = PluginProcess::start(Role::Controller, serve, &socket);
     plugin.wait_ready().await;
-    // Only this test's volume is slowed down: the shared simulator serves other tests too.
-    serve.fault(FaultRule {
-        tool: "lfs".into(),
-        args_contain: vec!["graceful-inflight".into()],
-        action: FaultAction::DelayMs(2_000),
-        times: Some(1),
-    });
-    let mut client = plugin.controller().await;
-    let call = tokio::spawn(async move {
-        client
-            .create_volume(create_request("graceful-inflight", GIB, &[]))
-            .await
-    });
-    // Wait until the delayed tool is running, so the RPC is really in flight.
-    let started = std::time::Instant::now();
-    while !tool_running_with("graceful-inflight") && !call.is_finished() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the call never reached lfs"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        !call.is_finished(),
-        "the call ended before SIGTERM could be sent"
-    );
+    let client = plugin.controller().await;
+    let call = create_held_in_lfs(serve, &client, "graceful-inflight").await;
     plugin.signal(Signal::SIGTERM);
     let answer = call.await.unwrap();
     let volume = answer
