@@ -230,7 +230,6 @@ impl Inner {
         Target::at(entry, location.as_ref())
     }
 
-    /// CreateVolume.
     /// The id CreateVolume gives `req`'s volume: the canonical id of its name on the entry
     /// it would choose. `None` when the request is invalid (the create says why).
     pub(crate) fn planned_volume_id(&self, req: &CreateVolumeRequest) -> Option<VolumeId> {
@@ -240,6 +239,7 @@ impl Inner {
         VolumeId::parse(&canonical_volume_id(entry, &req.name).ok()?).ok()
     }
 
+    /// CreateVolume.
     pub(crate) async fn create_volume(
         self: &Arc<Self>,
         req: &CreateVolumeRequest,
@@ -1395,8 +1395,11 @@ mod tests {
     #[tokio::test]
     async fn the_planned_id_is_the_id_the_volume_gets() {
         let h = Harness::controller(TWO_ZONES);
-        for params in [[("configName", "exa2")], [("zone", "zone-1")]] {
-            let req = create_request("pvc-plan", &params, 1024);
+        for (name, params) in [
+            ("pvc-plan-1", [("configName", "exa2")]),
+            ("pvc-plan-2", [("zone", "zone-1")]),
+        ] {
+            let req = create_request(name, &params, 1024);
             let planned = h.backend.planned_volume_id(&req).expect("planned");
             assert_eq!(h.backend.create_volume(&req).await.unwrap().id, planned);
         }
