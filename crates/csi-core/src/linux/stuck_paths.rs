@@ -185,18 +185,24 @@ mod tests {
         // Once the blocked call returns, the path is tried again.
         release.send(()).unwrap();
         returned.recv().unwrap();
-        for _ in 0..500 {
-            if !stuck.is_stuck(hung) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!stuck.is_stuck(hung));
+        assert_cleared(&stuck, hung).await;
         let again = stuck
             .run(hung, Duration::from_secs(5), "stat".into(), || 8)
             .await
             .unwrap();
         assert_eq!(again, 8);
+    }
+
+    /// Asserts that `path` is no longer stuck, waiting up to 5 s for the returned call's
+    /// guard to clear it.
+    async fn assert_cleared(stuck: &StuckPaths, path: &Path) {
+        for _ in 0..500 {
+            if !stuck.is_stuck(path) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} is still stuck after its call returned", path.display());
     }
 
     /// A call on `path` that blocks until released, once it has timed out; and a receiver
@@ -238,13 +244,7 @@ mod tests {
         assert!(stuck.is_stuck(path));
         second_release.send(()).unwrap();
         second_returned.recv().unwrap();
-        for _ in 0..500 {
-            if !stuck.is_stuck(path) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!stuck.is_stuck(path));
+        assert_cleared(&stuck, path).await;
     }
 
     #[tokio::test]
