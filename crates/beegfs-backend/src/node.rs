@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use csi_core::blocking::try_blocking;
 use csi_core::domain::VolumeStats;
-use csi_core::ports::{NodePublishRequest, NodeStageRequest, unmount_all};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest};
 use csi_core::records::RecordStore;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -305,7 +305,7 @@ impl Inner {
             }
         }
         // Unmount first, check after: a check of a hung client mount never answers.
-        if let Err(e) = unmount_all(self.ctx.mounter.as_ref(), &mount_point).await {
+        if let Err(e) = self.ctx.mounter.unmount_all(&mount_point).await {
             if let Some(file) = node_file {
                 self.restore_node_file(&id_text, file).await;
             }
@@ -364,7 +364,7 @@ impl Inner {
             store.put(&host_key, &shared)?;
             return Ok(());
         }
-        unmount_all(self.ctx.mounter.as_ref(), &shared.mount_point).await?;
+        self.ctx.mounter.unmount_all(&shared.mount_point).await?;
         let _ = std::fs::remove_dir(&shared.mount_point);
         store.remove(&host_key)?;
         info!(host = %id.host, "last volume unstaged; shared client mount removed");

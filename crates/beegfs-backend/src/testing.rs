@@ -450,32 +450,20 @@ impl FakeMounts {
         m.expect_bind_mount()
             .returning(move |source, target, _ro| me.bind(source, target));
         let me = self.clone();
-        m.expect_unmount().returning(move |target| {
-            if me.busy.lock().unwrap().contains(target) {
-                return Err(Error::io(
-                    "unmount",
-                    target,
-                    std::io::Error::from_raw_os_error(libc::EBUSY),
-                ));
+        m.expect_unmount()
+            .returning(move |target| me.unmount(target));
+        let me = self.clone();
+        m.expect_unmount_all().returning(move |path| {
+            while me
+                .table
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e.mount_point == path)
+            {
+                me.unmount(path)?;
             }
-            let mut table = me.table.lock().unwrap();
-            if let Some(i) = table.iter().rposition(|e| e.mount_point == target) {
-                table.remove(i);
-            }
-            // What a client mount showed disappears with it.
-            let mut copies = me.copies.lock().unwrap();
-            if let Some(i) = copies.iter().position(|c| c == target) {
-                copies.remove(i);
-                for entry in std::fs::read_dir(target)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e.ok())
-                {
-                    let _ = std::fs::remove_dir_all(entry.path())
-                        .or_else(|_| std::fs::remove_file(entry.path()));
-                }
-            }
-            Ok(())
+            Ok(path.symlink_metadata().is_ok())
         });
         let me = self.clone();
         m.expect_is_mount_point().returning(move |path| {
@@ -500,6 +488,34 @@ impl FakeMounts {
         m.expect_list_mounts()
             .returning(move || Ok(me.table.lock().unwrap().clone()));
         m
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        if self.busy.lock().unwrap().contains(target) {
+            return Err(Error::io(
+                "unmount",
+                target,
+                std::io::Error::from_raw_os_error(libc::EBUSY),
+            ));
+        }
+        let mut table = self.table.lock().unwrap();
+        if let Some(i) = table.iter().rposition(|e| e.mount_point == target) {
+            table.remove(i);
+        }
+        // What a client mount showed disappears with it.
+        let mut copies = self.copies.lock().unwrap();
+        if let Some(i) = copies.iter().position(|c| c == target) {
+            copies.remove(i);
+            for entry in std::fs::read_dir(target)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+            {
+                let _ = std::fs::remove_dir_all(entry.path())
+                    .or_else(|_| std::fs::remove_file(entry.path()));
+            }
+        }
+        Ok(())
     }
 
     fn mount(&self, source: &str, target: &Path, fs_type: &str, options: &[String]) -> Result<()> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use csi_core::domain::{Topology, VolumeId, VolumeStats};
-use csi_core::ports::{NodePublishRequest, NodeStageRequest, unmount_all};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest};
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{debug, warn};
 
@@ -204,7 +204,7 @@ impl Inner {
         _id: &VolumeId,
         staging: &Path,
     ) -> Result<()> {
-        unmount_all(self.ctx.mounter.as_ref(), staging).await?;
+        self.ctx.mounter.unmount_all(staging).await?;
         self.mounts.release(&staging.display().to_string()).await
     }
 

@@ -159,6 +159,15 @@ pub struct FakeMounts {
     pub hung: HashSet<PathBuf>,
 }
 
+impl FakeMounts {
+    fn unmount(&mut self, target: &Path) -> Result<()> {
+        self.calls.push(format!("umount {}", target.display()));
+        self.mounted.remove(target);
+        self.read_only.remove(target);
+        Ok(())
+    }
+}
+
 /// A snapshot engine that writes a list of file names as its "archive".
 #[derive(Debug)]
 pub struct FakeEngine {
@@ -442,13 +451,13 @@ fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
             }
             Ok(())
         });
+    let s = state.clone();
+    m.expect_unmount()
+        .returning(move |target| s.lock().unwrap().unmount(target));
     let s = state;
-    m.expect_unmount().returning(move |target| {
-        let mut s = s.lock().unwrap();
-        s.calls.push(format!("umount {}", target.display()));
-        s.mounted.remove(target);
-        s.read_only.remove(target);
-        Ok(())
+    m.expect_unmount_all().returning(move |path| {
+        s.lock().unwrap().unmount(path)?;
+        Ok(path.symlink_metadata().is_ok())
     });
     m.expect_list_mounts().returning(|| Ok(Vec::new()));
     m

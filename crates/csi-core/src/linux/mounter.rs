@@ -17,21 +17,24 @@ use nix::sys::statvfs::{FsFlags, Statvfs, statvfs};
 use tracing::{debug, warn};
 
 use crate::blocking::{run_blocking, try_blocking};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::linux::mountinfo::{SELF_MOUNTINFO, read_mount_table};
 use crate::linux::stuck_paths::StuckPaths;
-use crate::ports::{Command, CommandRunner, MountEntry, Mounter};
+use crate::ports::{
+    Command, CommandRunner, MAX_STACKED_MOUNTS, MountEntry, Mounter, still_mounted,
+    unmount_one_by_one,
+};
 
 /// Mounts with `mount(8)` (through the [`CommandRunner`]) and with syscalls.
 ///
 /// - [`Mounter::mount`] runs `<mount_program> -t TYPE [-o OPTS] SOURCE TARGET`: Lustre and
 ///   BeeGFS need their mount helpers.
-/// - [`Mounter::bind_mount`], [`Mounter::unmount`] and [`Mounter::is_mount_point`] are
-///   syscalls (no process spawned), each run on the blocking pool and bounded by `timeout`:
-///   a call that does not return in time (a hung filesystem) is `DeadlineExceeded`, and the
-///   thread that made it stays blocked until the kernel lets it go. While it is blocked,
-///   further calls on its path fail at once rather than block more threads
-///   ([`StuckPaths`]); an unmount then detaches lazily.
+/// - [`Mounter::bind_mount`], [`Mounter::unmount`], [`Mounter::unmount_all`] and
+///   [`Mounter::is_mount_point`] are syscalls (no process spawned), each call run on the
+///   blocking pool and bounded by `timeout`: a call that does not return in time (a hung
+///   filesystem) is `DeadlineExceeded`, and the thread that made it stays blocked until the
+///   kernel lets it go. While it is blocked, further calls on its path fail at once rather
+///   than block more threads ([`StuckPaths`]); an unmount then detaches lazily.
 /// - The publish target is opened with `O_NOFOLLOW` and mounted on through its descriptor,
 ///   so a symbolic link planted at the target cannot redirect a mount.
 #[derive(Clone)]
@@ -333,6 +336,51 @@ fn undo_bind(path: &Path, flags: MntFlags, target: &Path) {
     }
 }
 
+/// How [`unmount_stack`] ended.
+enum StackEnd {
+    /// Nothing is mounted at the path any more; `false` when the path does not exist.
+    Clear(bool),
+    /// Still a mount point after [`MAX_STACKED_MOUNTS`] unmounts.
+    StillMounted,
+    /// Its caller stopped waiting before it finished.
+    Abandoned,
+}
+
+/// Unmounts what is stacked at `path` until the kernel says nothing is mounted there: each
+/// `umount2` both unmounts and checks (`EINVAL`: not a mount point, or a symbolic link,
+/// never followed; `ENOENT`: no such path), so an unpublish takes two syscalls in one call
+/// on the blocking pool. Stops before its next unmount once `abandoned` is set: a call that
+/// returns after its caller gave up (a hung filesystem) must not unmount what was mounted
+/// at `path` since.
+fn unmount_stack(path: &Path, abandoned: &AtomicBool) -> Result<StackEnd> {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        if abandoned.load(Ordering::SeqCst) {
+            return Ok(StackEnd::Abandoned);
+        }
+        match nix::mount::umount2(path, MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => {}
+            Err(Errno::EINVAL) => return Ok(StackEnd::Clear(true)),
+            Err(Errno::ENOENT) => return Ok(StackEnd::Clear(false)),
+            Err(e) => return Err(Error::io("unmount", path, std::io::Error::from(e))),
+        }
+    }
+    match is_mount_point_blocking(path) {
+        Ok(true) => Ok(StackEnd::StillMounted),
+        Ok(false) => Ok(StackEnd::Clear(true)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(StackEnd::Clear(false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets its flag when dropped: when the future holding it ends or is dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Whether `path` is a mount root, from one `statx` (and one of its parent on kernels that
 /// do not report `STATX_ATTR_MOUNT_ROOT`).
 fn is_mount_point_blocking(path: &Path) -> Result<bool> {
@@ -506,7 +554,7 @@ impl Mounter for LinuxMounter {
             // EINVAL: not a mount point (or a symbolic link, never followed); ENOENT: gone.
             Ok(Err(Errno::EINVAL | Errno::ENOENT)) => Ok(()),
             Ok(Err(e)) => Err(Error::io("unmount", target, std::io::Error::from(e))),
-            Err(e) if e.code() == crate::error::ErrorCode::DeadlineExceeded => {
+            Err(e) if e.code() == ErrorCode::DeadlineExceeded => {
                 warn!(target = %target.display(), timeout_ms = self.timeout.as_millis() as u64, "unmount did not return in time; detaching lazily");
                 let owned = target.to_path_buf();
                 let lazy = run_blocking(
@@ -556,6 +604,40 @@ impl Mounter for LinuxMounter {
         )
         .await?;
         Ok(table.entries)
+    }
+
+    /// The whole stack in one blocking call ([`unmount_stack`]); when that does not return
+    /// in time, [`unmount_one_by_one`], whose first unmount detaches the hung mount lazily.
+    async fn unmount_all(&self, path: &Path) -> Result<bool> {
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _abandon_when_done = SetOnDrop(abandoned.clone());
+        let (owned, flag) = (path.to_path_buf(), abandoned.clone());
+        let ended = self
+            .stuck
+            .run(
+                path,
+                self.timeout,
+                format!("unmount of {}", path.display()),
+                move || unmount_stack(&owned, &flag),
+            )
+            .await;
+        match ended {
+            Ok(Ok(StackEnd::Clear(exists))) => {
+                debug!(path = %path.display(), exists, "nothing mounted");
+                Ok(exists)
+            }
+            Ok(Ok(StackEnd::StillMounted)) => Err(still_mounted(path)),
+            Ok(Ok(StackEnd::Abandoned)) => Err(Error::Internal(format!(
+                "unmount of {} stopped while it was awaited",
+                path.display()
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(e) if e.code() == ErrorCode::DeadlineExceeded => {
+                abandoned.store(true, Ordering::SeqCst);
+                unmount_one_by_one(self, path).await
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -716,6 +798,82 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         m.unmount(dir.path()).await.unwrap();
         m.unmount(&dir.path().join("missing")).await.unwrap();
+    }
+
+    #[test]
+    fn a_stack_comes_off_in_one_call_that_stops_once_abandoned() {
+        in_private_mount_namespace(|| {
+            let (dir, src, dst) = tmpfs_source(MsFlags::MS_NOSUID);
+            let bind = || {
+                nix::mount::mount(
+                    Some(&src),
+                    &dst,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .unwrap()
+            };
+            let (going_on, gave_up) = (AtomicBool::new(false), AtomicBool::new(true));
+            for _ in 0..3 {
+                bind();
+            }
+            // A call whose caller stopped waiting unmounts nothing more.
+            assert!(matches!(
+                unmount_stack(&dst, &gave_up).unwrap(),
+                StackEnd::Abandoned
+            ));
+            assert_eq!(mounted_at(&dst).len(), 3);
+            assert!(matches!(
+                unmount_stack(&dst, &going_on).unwrap(),
+                StackEnd::Clear(true)
+            ));
+            assert!(mounted_at(&dst).is_empty(), "{:?}", mounted_at(&dst));
+            assert!(matches!(
+                unmount_stack(&dir.path().join("missing"), &going_on).unwrap(),
+                StackEnd::Clear(false)
+            ));
+            // A link is neither followed nor unmounted through.
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&src, &link).unwrap();
+            assert!(matches!(
+                unmount_stack(&link, &going_on).unwrap(),
+                StackEnd::Clear(true)
+            ));
+            assert_eq!(mounted_at(&src), ["tmpfs"]);
+            for _ in 0..=MAX_STACKED_MOUNTS {
+                bind();
+            }
+            assert!(matches!(
+                unmount_stack(&dst, &going_on).unwrap(),
+                StackEnd::StillMounted
+            ));
+            assert_eq!(mounted_at(&dst).len(), 1);
+        });
+    }
+
+    #[tokio::test]
+    async fn unmount_all_on_a_path_still_held_by_a_hung_call_detaches_lazily_and_checks() {
+        let m = mounter(MockCommandRunner::new());
+        let dir = tempfile::tempdir().unwrap();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let err = m
+            .stuck
+            .run(
+                dir.path(),
+                Duration::from_millis(20),
+                "stat".into(),
+                move || {
+                    let _ = blocked.recv();
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+        assert!(m.stuck.is_stuck(dir.path()));
+        assert!(m.unmount_all(dir.path()).await.unwrap());
+        assert!(!m.stuck.is_stuck(dir.path()));
+        drop(release);
     }
 
     /// Runs `f` on a thread of its own in a new mount namespace where every mount is

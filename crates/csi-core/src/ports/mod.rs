@@ -15,7 +15,8 @@ pub use backend::{
     NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
 };
 pub use command::{Command, CommandOutput, CommandRunner};
-pub use mounter::{MAX_STACKED_MOUNTS, MountEntry, Mounter, unmount_all};
+pub(crate) use mounter::still_mounted;
+pub use mounter::{MAX_STACKED_MOUNTS, MountEntry, Mounter, unmount_one_by_one};
 pub use quota::{QuotaLimits, QuotaManager, QuotaUsage};
 pub use snapshot::{
     ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine,

@@ -87,18 +87,24 @@ pub trait Mounter: Send + Sync {
 
     /// The whole mount table of this process's mount namespace.
     async fn list_mounts(&self) -> Result<Vec<MountEntry>>;
+
+    /// Unmounts whatever is mounted at `path`, stacked mounts one by one (a stage or publish
+    /// retried after a lost reply stacks one more each time). Nothing mounted is not an
+    /// error. Returns whether `path` exists; an error when something is still mounted there
+    /// after [`MAX_STACKED_MOUNTS`] unmounts. By default [`unmount_one_by_one`].
+    async fn unmount_all(&self, path: &Path) -> Result<bool> {
+        unmount_one_by_one(self, path).await
+    }
 }
 
-/// Most mounts [`unmount_all`] takes off one place (a stage or publish retried after a lost
-/// reply stacks one more each time).
+/// Most mounts [`Mounter::unmount_all`] takes off one place.
 pub const MAX_STACKED_MOUNTS: usize = 8;
 
-/// Unmounts whatever is mounted at `path`, stacked mounts one by one. Unmounts first and
-/// checks after (nothing mounted is not an error): a check of a mount whose filesystem hangs
-/// never answers, while an unmount falls back to a lazy one; after the unmount the check
-/// stats the directory below. Returns whether `path` exists; an error when something is
-/// still mounted there after [`MAX_STACKED_MOUNTS`] unmounts.
-pub async fn unmount_all<M: Mounter + ?Sized>(mounter: &M, path: &Path) -> Result<bool> {
+/// [`Mounter::unmount_all`] from [`Mounter::unmount`] and [`Mounter::is_mount_point`]:
+/// unmounts first and checks after, since a check of a mount whose filesystem hangs never
+/// answers while an unmount falls back to a lazy one; after the unmount the check stats the
+/// directory below.
+pub async fn unmount_one_by_one<M: Mounter + ?Sized>(mounter: &M, path: &Path) -> Result<bool> {
     for _ in 0..MAX_STACKED_MOUNTS {
         mounter.unmount(path).await?;
         match mounter.is_mount_point(path).await {
@@ -108,10 +114,15 @@ pub async fn unmount_all<M: Mounter + ?Sized>(mounter: &M, path: &Path) -> Resul
             Err(e) => return Err(e),
         }
     }
-    Err(Error::FailedPrecondition(format!(
+    Err(still_mounted(path))
+}
+
+/// The error of an [`Mounter::unmount_all`] that leaves something mounted.
+pub(crate) fn still_mounted(path: &Path) -> Error {
+    Error::FailedPrecondition(format!(
         "{} is still a mount point after {MAX_STACKED_MOUNTS} unmounts",
         path.display()
-    )))
+    ))
 }
 
 #[cfg(test)]
@@ -170,23 +181,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unmount_all_unmounts_before_it_checks_and_unwinds_stacked_mounts() {
+    async fn unmount_one_by_one_unmounts_before_it_checks_and_unwinds_stacked_mounts() {
         let (m, left) = hung_stack(1);
-        assert!(unmount_all(&m, Path::new("/staging")).await.unwrap());
+        assert!(unmount_one_by_one(&m, Path::new("/staging")).await.unwrap());
         assert_eq!(left.load(Ordering::SeqCst), 0);
 
         let (m, left) = hung_stack(3);
-        assert!(unmount_all(&m, Path::new("/x/unhung")).await.unwrap());
+        assert!(
+            unmount_one_by_one(&m, Path::new("/x/unhung"))
+                .await
+                .unwrap()
+        );
         assert_eq!(left.load(Ordering::SeqCst), 0);
 
         let (m, _) = hung_stack(MAX_STACKED_MOUNTS + 1);
-        let err = unmount_all(&m, Path::new("/x/unhung")).await.unwrap_err();
+        let err = unmount_one_by_one(&m, Path::new("/x/unhung"))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
 
         let mut gone = MockMounter::new();
         gone.expect_unmount().returning(|_| Ok(()));
         gone.expect_is_mount_point()
             .returning(|p| Err(Error::NotFound(p.display().to_string())));
-        assert!(!unmount_all(&gone, Path::new("/gone")).await.unwrap());
+        assert!(!unmount_one_by_one(&gone, Path::new("/gone")).await.unwrap());
     }
 }

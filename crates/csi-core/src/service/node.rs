@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::domain::{Secrets, Topology, VolumeCapability, VolumeCondition, VolumeId, VolumeStats};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ports::{
-    FilesystemBackend, Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider, unmount_all,
+    FilesystemBackend, Mounter, NodePublishRequest, NodeStageRequest, TopologyProvider,
 };
 use crate::service::controller::{Readiness, check_readiness};
 use crate::service::{Backends, LockGuard, OperationLocks};
@@ -239,11 +239,10 @@ impl NodeService {
         let _guard = self.lock(&volume_id)?;
         // Nothing here stats the target before it is unmounted: a stat would enter the
         // mounted filesystem and hang on a dead server, on the async runtime. The mounter
-        // does both calls under its timeout and never follows a link (a planted one is
-        // neither unmounted through nor a mount point). Unmount first (nothing mounted is
-        // not an error), then check: two calls in the common case, not three. Stacked
-        // mounts (a publish retried after a lost reply) are unwound one by one.
-        if unmount_all(self.mounter.as_ref(), &target).await? {
+        // unmounts under its timeout until nothing is mounted there (stacked mounts: a
+        // publish retried after a lost reply) and never follows a link (a planted one is
+        // neither unmounted through nor a mount point).
+        if self.mounter.unmount_all(&target).await? {
             // Nothing is mounted there now, so removing it never reaches a filesystem
             // but the kubelet's.
             match std::fs::remove_dir(&target) {

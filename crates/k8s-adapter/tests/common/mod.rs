@@ -288,6 +288,11 @@ pub fn mounter(state: Arc<FakeState>) -> MockMounter {
         Ok(())
     });
     let s = state.clone();
+    m.expect_unmount_all().returning(move |path| {
+        s.mounted.lock().unwrap().remove(path);
+        Ok(path.symlink_metadata().is_ok())
+    });
+    let s = state.clone();
     m.expect_is_mount_point().returning(move |path| {
         if !path.exists() {
             return Err(Error::NotFound(format!(
