@@ -165,6 +165,14 @@ async fn dynamic_lifecycle(serve: &Serve, host: &str, name: &str) {
 
     let staging = serve.pod_path(&format!("{name}/staging"));
     let target = serve.pod_path(&format!("{name}/target"));
+    std::fs::create_dir_all(&staging).unwrap();
+    expect_status(
+        node.node_publish_volume(publish_request(&volume, &staging, &target, rwx(), false))
+            .await,
+        Code::FailedPrecondition,
+        "not staged",
+    );
+    assert!(!is_mount_point(&target));
     node.node_stage_volume(stage_request(&volume, &staging, rwx()))
         .await
         .unwrap();
@@ -274,6 +282,28 @@ async fn dynamic_lifecycle(serve: &Serve, host: &str, name: &str) {
         }
         assert!(!is_mount_point(t));
     }
+    // The staging mount gone behind the plugin's back (its record still there): a publish
+    // is refused, and gives the pod nothing of the staging directory.
+    nix::mount::umount2(&staging.join("mount"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let late = serve.pod_path(&format!("{name}/target-late"));
+    expect_status(
+        node.node_publish_volume(publish_request(&volume, &staging, &late, rwx(), false))
+            .await,
+        Code::FailedPrecondition,
+        "not staged",
+    );
+    assert!(!is_mount_point(&late));
+    // Staged again (as the kubelet does after a node restart), it is published.
+    node.node_stage_volume(stage_request(&volume, &staging, rwx()))
+        .await
+        .unwrap();
+    node.node_publish_volume(publish_request(&volume, &staging, &late, rwx(), false))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(late.join("data.bin")).unwrap(), payload);
+    node.node_unpublish_volume(unpublish_request(&volume.volume_id, &late))
+        .await
+        .unwrap();
     for _ in 0..2 {
         node.node_unstage_volume(unstage_request(&volume.volume_id, &staging))
             .await

@@ -81,9 +81,19 @@ async fn dynamic_volume_lives_through_its_whole_lifecycle() {
         .unwrap();
     assert_eq!(again.volume_id, volume.volume_id);
 
-    // Stage and publish read-write; write through the target.
+    // Stage and publish read-write; write through the target. Published before it is
+    // staged, the volume is refused and nothing is mounted: the staging directory alone
+    // is the kubelet's, not the volume.
     let staging = serve.pod_path("dyn-1/staging");
     let target = serve.pod_path("dyn-1/target");
+    std::fs::create_dir_all(&staging).unwrap();
+    expect_status(
+        node.node_publish_volume(publish_request(&volume, &staging, &target, rwx(), false))
+            .await,
+        Code::FailedPrecondition,
+        "not staged",
+    );
+    assert!(!is_mount_point(&target));
     node.node_stage_volume(stage_request(&volume, &staging, rwx()))
         .await
         .unwrap();

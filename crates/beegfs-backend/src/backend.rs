@@ -17,7 +17,7 @@ use csi_core::id_alloc::IdAllocator;
 use csi_core::linux::StuckPaths;
 use csi_core::ports::{
     ArchiveOptions, ArchiveTool, BackendContext, CreateSnapshotRequest, CreateVolumeRequest,
-    FilesystemBackend, NodePublishRequest, NodeStageRequest, VolumeInfo,
+    FilesystemBackend, NodePublishRequest, NodeStageRequest, PublishSource, VolumeInfo,
 };
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -503,7 +503,7 @@ impl FilesystemBackend for BeegfsBackend {
             .await
     }
 
-    async fn publish_source(&self, request: &NodePublishRequest) -> Result<PathBuf> {
+    async fn publish_source(&self, request: &NodePublishRequest) -> Result<PublishSource> {
         self.inner.publish_source(request).await
     }
 

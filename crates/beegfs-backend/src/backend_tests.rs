@@ -11,7 +11,8 @@ use csi_core::domain::{
     AccessMode, GIB, Parameters, Secrets, SnapshotId, Topology, VolumeContentSource, VolumeId,
 };
 use csi_core::ports::{
-    CreateSnapshotRequest, FilesystemBackend, NodePublishRequest, NodeStageRequest, Role,
+    CreateSnapshotRequest, FilesystemBackend, NodePublishRequest, NodeStageRequest, PublishSource,
+    Role,
 };
 
 use crate::ctl::BeegfsVersion;
@@ -176,6 +177,8 @@ async fn the_dynamic_lifecycle_works_on_beegfs_7_and_8() {
             .publish_source(&publish_request(id, &staging, &target))
             .await
             .unwrap();
+        assert_eq!(source.staged, staging.join("mount"));
+        let source = source.dir;
         assert_eq!(source, staging.join("mount/k8s/all/pvc-1"));
         assert!(source.is_dir());
         std::fs::write(dir.join("data"), vec![7u8; 4096]).unwrap();
@@ -545,7 +548,8 @@ async fn the_conn_auth_secret_never_reaches_a_command_line() {
         let source = node
             .publish_source(&publish_request(v.id.as_str(), &staging, Path::new("/t")))
             .await
-            .unwrap();
+            .unwrap()
+            .dir;
         node.volume_stats(&v.id, &source).await.unwrap();
         node.unstage_volume(&v.id, &staging).await.unwrap();
         ctl.delete_volume(&v.id, &Secrets::default()).await.unwrap();
@@ -708,7 +712,8 @@ async fn shared_mounts_are_reference_counted() {
     assert_eq!(
         node.publish_source(&publish_request(a.id.as_str(), &sa, Path::new("/t")))
             .await
-            .unwrap(),
+            .unwrap()
+            .dir,
         sa.join("mount")
     );
     // A volume with its own mount options gets its own client.
@@ -719,7 +724,8 @@ async fn shared_mounts_are_reference_counted() {
     let src = node
         .publish_source(&publish_request(a.id.as_str(), &sa, Path::new("/t")))
         .await
-        .unwrap();
+        .unwrap()
+        .dir;
     assert_eq!(src, sa.join("mount"));
     let target = world.dir.path().join("pods/x");
     std::fs::create_dir_all(&target).unwrap();
@@ -1553,7 +1559,10 @@ async fn without_its_record_a_publish_never_falls_back_to_the_filesystem_root() 
         };
         assert_eq!(
             node.publish_source(&publish).await.unwrap(),
-            expected,
+            PublishSource {
+                staged: mount.clone(),
+                dir: expected
+            },
             "{mode:?}"
         );
         if mode == ClientMountMode::Shared {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use csi_core::blocking::try_blocking;
 use csi_core::domain::VolumeStats;
-use csi_core::ports::{NodePublishRequest, NodeStageRequest};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest, PublishSource};
 use csi_core::records::RecordStore;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -371,28 +371,29 @@ impl Inner {
         Ok(())
     }
 
-    /// The directory the core bind-mounts onto the publish target. Whether it exists and is
-    /// a directory is checked by the bind mount itself (which opens it without following a
-    /// link), so a staged volume costs one check here: that its staging mount is there.
-    pub(crate) async fn publish_source(&self, request: &NodePublishRequest) -> Result<PathBuf> {
+    /// What the core bind-mounts onto the publish target, from the staging record: the
+    /// core's bind checks in the same step that the staging mount is there, and opens the
+    /// directory below it without leaving that filesystem.
+    pub(crate) async fn publish_source(
+        &self,
+        request: &NodePublishRequest,
+    ) -> Result<PublishSource> {
         let id = parse_volume_id(&request.volume_id)?;
-        let id_text = id.to_string();
         let record = self
             .staged_store()
-            .get(&safe_key(&id_text))?
+            .get(&safe_key(&id.to_string()))?
             .filter(|r| r.staging_path == request.staging_path);
-        let (source, mount_point) = match record {
-            Some(r) if r.mode == StageMode::Shared => (r.mount_point.clone(), r.mount_point),
-            Some(r) => (r.mount_point.join(id.path.relative()), r.mount_point),
-            None => return self.source_without_record(&id, &request.staging_path).await,
+        let Some(record) = record else {
+            return self.source_without_record(&id, &request.staging_path).await;
         };
-        if !self.is_mounted(&mount_point).await? {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {id_text} is not staged at {}",
-                request.staging_path.display()
-            )));
-        }
-        Ok(source)
+        let dir = match record.mode {
+            StageMode::Shared => record.mount_point.clone(),
+            StageMode::PerVolume => record.mount_point.join(id.path.relative()),
+        };
+        Ok(PublishSource {
+            staged: record.mount_point,
+            dir,
+        })
     }
 
     /// The publish source of a volume whose staging record is gone (state directory lost),
@@ -405,7 +406,7 @@ impl Inner {
         &self,
         id: &BeegfsVolumeId,
         staging_path: &Path,
-    ) -> Result<PathBuf> {
+    ) -> Result<PublishSource> {
         let mount_point = staging_path.join("mount");
         let mounts = self.ctx.mounter.list_mounts().await?;
         let Some(staged) = mounts.iter().rfind(|m| m.mount_point == mount_point) else {
@@ -422,7 +423,10 @@ impl Inner {
             )));
         }
         if staged.root == Path::new(id.path.as_str()) {
-            return Ok(mount_point);
+            return Ok(PublishSource {
+                dir: mount_point.clone(),
+                staged: mount_point,
+            });
         }
         if staged.root != Path::new("/") {
             return Err(Error::FailedPrecondition(format!(
@@ -447,7 +451,10 @@ impl Inner {
                 mount_point.display()
             )));
         }
-        Ok(below)
+        Ok(PublishSource {
+            staged: mount_point,
+            dir: below,
+        })
     }
 
     /// NodeGetVolumeStats: from the volume's group quota when it has one, else from the

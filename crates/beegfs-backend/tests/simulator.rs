@@ -414,7 +414,10 @@ async fn lifecycle(dir: &Path) {
             .publish_source(&publish(&vol.id, &staging, &target))
             .await
             .unwrap();
-        mounter.bind_mount(&source, &target, false).await.unwrap();
+        mounter
+            .bind_mount_below(&source.staged, &source.dir, &target, false)
+            .await
+            .unwrap();
         std::fs::write(target.join("hello"), vec![b'x'; 300_000]).unwrap();
         assert_eq!(
             std::fs::read(data_dir.join("hello")).unwrap().len(),
@@ -465,7 +468,10 @@ async fn lifecycle(dir: &Path) {
             .publish_source(&publish(&vol.id, &staging2, &target))
             .await
             .unwrap();
-        assert_eq!(std::fs::read(source2.join("hello")).unwrap().len(), 300_000);
+        assert_eq!(
+            std::fs::read(source2.dir.join("hello")).unwrap().len(),
+            300_000
+        );
         shared_node
             .unstage_volume(&vol.id, &staging2)
             .await

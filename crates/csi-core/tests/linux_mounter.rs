@@ -231,6 +231,75 @@ async fn missing_paths_are_not_found() {
 }
 
 #[tokio::test]
+async fn a_bind_below_a_mount_needs_the_mount_and_never_leaves_it() {
+    if !isolated("a_bind_below_a_mount_needs_the_mount_and_never_leaves_it") {
+        return;
+    }
+    let (dir, src, dst, plain) = layout();
+    let m = mounter();
+    let code = |r: csi_core::Result<()>| r.unwrap_err().code();
+    // Nothing mounted at src (or no src at all): refused, nothing mounted at dst.
+    let err = m
+        .bind_mount_below(&src, &src, &dst, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("not staged"), "{err}");
+    let missing = dir.path().join("missing");
+    assert_eq!(
+        code(m.bind_mount_below(&missing, &missing, &dst, false).await),
+        ErrorCode::FailedPrecondition
+    );
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+
+    let _src_guard = mount_nosuid_nodev_source(&m, &src).await;
+    fs::create_dir_all(src.join("vols/v1")).unwrap();
+    fs::write(src.join("vols/v1/data"), b"v1").unwrap();
+    // A source outside the mount is the caller's mistake.
+    assert_eq!(
+        code(m.bind_mount_below(&src, &plain, &dst, false).await),
+        ErrorCode::Internal
+    );
+    // Links that lead out of the mount, in the middle or at the end, are refused.
+    std::os::unix::fs::symlink(&plain, src.join("out")).unwrap();
+    std::os::unix::fs::symlink("../..", src.join("vols/up")).unwrap();
+    fs::create_dir(plain.join("x")).unwrap();
+    for source in [
+        src.join("out"),
+        src.join("out/x"),
+        src.join("vols/up/plain"),
+    ] {
+        assert_eq!(
+            code(m.bind_mount_below(&src, &source, &dst, false).await),
+            ErrorCode::FailedPrecondition,
+            "{}",
+            source.display()
+        );
+    }
+    // So is a directory of another filesystem mounted inside it.
+    fs::create_dir(src.join("inner")).unwrap();
+    let _inner_guard = mount_nosuid_nodev_source(&m, &src.join("inner")).await;
+    assert_eq!(
+        code(
+            m.bind_mount_below(&src, &src.join("inner"), &dst, false)
+                .await
+        ),
+        ErrorCode::FailedPrecondition
+    );
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+
+    // The volume's directory below the mount, read-only.
+    m.bind_mount_below(&src, &src.join("vols/v1"), &dst, true)
+        .await
+        .unwrap();
+    let _guard = MountGuard(dst.clone());
+    assert_eq!(fs::read(dst.join("data")).unwrap(), b"v1");
+    assert!(fs::write(dst.join("new"), b"x").is_err());
+    assert!(m.unmount_all(&dst).await.unwrap());
+    assert!(!m.is_mount_point(&dst).await.unwrap());
+}
+
+#[tokio::test]
 async fn stacked_bind_mounts_unwind_one_by_one() {
     if !isolated("stacked_bind_mounts_unwind_one_by_one") {
         return;

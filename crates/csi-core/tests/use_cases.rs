@@ -11,7 +11,8 @@ use csi_core::domain::{
     Volume, VolumeCapability, VolumeCondition, VolumeContentSource, VolumeId, VolumeStats,
 };
 use csi_core::ports::{
-    CreateVolumeRequest, MockFilesystemBackend, MockMounter, MountEntry, Mounter, VolumeInfo,
+    CreateVolumeRequest, MockFilesystemBackend, MockMounter, MountEntry, Mounter, PublishSource,
+    VolumeInfo,
 };
 use csi_core::service::{Backends, ControllerService, NodeService, PublishVolume};
 use csi_core::{Error, ErrorCode};
@@ -490,6 +491,21 @@ struct FakeMounts {
     binds: Arc<AtomicUsize>,
 }
 
+impl FakeMounts {
+    fn bind(&self, source: &Path, target: &Path, read_only: bool) -> csi_core::Result<()> {
+        self.binds.fetch_add(1, Ordering::SeqCst);
+        self.mounted
+            .lock()
+            .unwrap()
+            .push((target.to_path_buf(), read_only));
+        self.sources
+            .lock()
+            .unwrap()
+            .push((target.to_path_buf(), source.to_path_buf()));
+        Ok(())
+    }
+}
+
 fn mounter() -> (MockMounter, FakeMounts) {
     let fake = FakeMounts::default();
     (mounter_over(&fake), fake)
@@ -500,18 +516,14 @@ fn mounter_over(fake: &FakeMounts) -> MockMounter {
     let mut m = MockMounter::new();
     {
         let fake = fake.clone();
-        m.expect_bind_mount().returning(move |source, target, ro| {
-            fake.binds.fetch_add(1, Ordering::SeqCst);
-            fake.mounted
-                .lock()
-                .unwrap()
-                .push((target.to_path_buf(), ro));
-            fake.sources
-                .lock()
-                .unwrap()
-                .push((target.to_path_buf(), source.to_path_buf()));
-            Ok(())
-        });
+        m.expect_bind_mount()
+            .returning(move |source, target, ro| fake.bind(source, target, ro));
+    }
+    {
+        // The mocked backends stage nothing: every staging path counts as staged.
+        let fake = fake.clone();
+        m.expect_bind_mount_below()
+            .returning(move |_, source, target, ro| fake.bind(source, target, ro));
     }
     {
         let mounted = fake.mounted.clone();
@@ -571,8 +583,12 @@ fn mounter_over(fake: &FakeMounts) -> MockMounter {
 
 fn node_backend(staging_source: PathBuf) -> MockFilesystemBackend {
     let mut b = backend();
-    b.expect_publish_source()
-        .returning(move |_| Ok(staging_source.clone()));
+    b.expect_publish_source().returning(move |_| {
+        Ok(PublishSource {
+            staged: staging_source.clone(),
+            dir: staging_source.clone(),
+        })
+    });
     b
 }
 

@@ -17,7 +17,7 @@ use csi_core::id_alloc::IdAllocator;
 use csi_core::linux::StuckPaths;
 use csi_core::ports::{
     BackendContext, Command, CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend,
-    NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
+    NodePublishRequest, NodeStageRequest, PublishSource, Role, VolumeInfo,
 };
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
@@ -485,8 +485,8 @@ impl FilesystemBackend for LustreBackend {
         self.inner.unstage_volume(id, staging_path).await
     }
 
-    async fn publish_source(&self, request: &NodePublishRequest) -> Result<PathBuf> {
-        self.inner.publish_source(request).await
+    async fn publish_source(&self, request: &NodePublishRequest) -> Result<PublishSource> {
+        Ok(Inner::publish_source(request))
     }
 
     async fn volume_stats(&self, id: &VolumeId, volume_path: &Path) -> Result<VolumeStats> {

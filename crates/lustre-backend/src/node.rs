@@ -9,11 +9,11 @@
 //! The filesystem is the one the node-stage secret's `exaFS` names, else the volume
 //! context's `exaFS` (with its `mountPoint`), else the handle's, else the entry's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use csi_core::domain::{Topology, VolumeId, VolumeStats};
-use csi_core::ports::{NodePublishRequest, NodeStageRequest};
+use csi_core::ports::{NodePublishRequest, NodeStageRequest, PublishSource};
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{debug, warn};
 
@@ -208,24 +208,12 @@ impl Inner {
         self.mounts.release(&staging.display().to_string()).await
     }
 
-    /// The staging path, once it is staged.
-    pub(crate) async fn publish_source(
-        self: &Arc<Self>,
-        req: &NodePublishRequest,
-    ) -> Result<PathBuf> {
-        let staged = match self.ctx.mounter.is_mount_point(&req.staging_path).await {
-            Ok(m) => m,
-            Err(e) if e.code() == ErrorCode::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        if !staged {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {} is not staged at {}",
-                req.volume_id,
-                req.staging_path.display()
-            )));
+    /// The staging path: a bind of the volume's directory, or a mount of it.
+    pub(crate) fn publish_source(req: &NodePublishRequest) -> PublishSource {
+        PublishSource {
+            staged: req.staging_path.clone(),
+            dir: req.staging_path.clone(),
         }
-        Ok(req.staging_path.clone())
     }
 
     /// NodeGetVolumeStats: the project's usage and limits, else the filesystem's.
@@ -358,6 +346,7 @@ mod tests {
     use csi_core::domain::{AccessMode, Secrets, VolumeId};
     use csi_core::ports::{FilesystemBackend, NodeStageRequest, Role};
     use std::collections::BTreeMap;
+    use std::path::PathBuf;
 
     fn stage_request(
         h: &Harness,
@@ -484,12 +473,14 @@ mod tests {
                 "a read-only access mode stages read-only"
             );
         }
+        let source = h
+            .backend
+            .publish_source(&publish_request(&a))
+            .await
+            .unwrap();
         assert_eq!(
-            h.backend
-                .publish_source(&publish_request(&a))
-                .await
-                .unwrap(),
-            a.staging_path
+            (&source.staged, &source.dir),
+            (&a.staging_path, &a.staging_path)
         );
         h.backend
             .unstage_volume(&a.volume_id, &a.staging_path)
@@ -507,14 +498,9 @@ mod tests {
             .unstage_volume(&b.volume_id, &b.staging_path)
             .await
             .unwrap();
+        // Nothing is left at the staging path a publish must find mounted.
         let left = h.mounts.lock().unwrap().mounted.clone();
         assert!(left.is_empty(), "{left:?}");
-        let err = h
-            .backend
-            .publish_source(&publish_request(&a))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
     }
 
     #[tokio::test]

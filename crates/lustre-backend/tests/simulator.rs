@@ -373,7 +373,7 @@ async fn lifecycle(dir: &Path) {
         secrets: Secrets::default(),
     };
     let source = node.publish_source(&publish).await.unwrap();
-    std::fs::write(source.join("hello.txt"), vec![b'x'; 200_000]).unwrap();
+    std::fs::write(source.dir.join("hello.txt"), vec![b'x'; 200_000]).unwrap();
     assert_eq!(
         std::fs::read(data_dir.join("hello.txt")).unwrap().len(),
         200_000

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::{FsFlags, Statvfs, statvfs};
 use tracing::{debug, warn};
@@ -21,20 +22,21 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::linux::mountinfo::{SELF_MOUNTINFO, read_mount_table};
 use crate::linux::stuck_paths::StuckPaths;
 use crate::ports::{
-    Command, CommandRunner, MAX_STACKED_MOUNTS, MountEntry, Mounter, still_mounted,
-    unmount_one_by_one,
+    Command, CommandRunner, MAX_STACKED_MOUNTS, MountEntry, Mounter, check_below, not_mounted,
+    still_mounted, unmount_one_by_one,
 };
 
 /// Mounts with `mount(8)` (through the [`CommandRunner`]) and with syscalls.
 ///
 /// - [`Mounter::mount`] runs `<mount_program> -t TYPE [-o OPTS] SOURCE TARGET`: Lustre and
 ///   BeeGFS need their mount helpers.
-/// - [`Mounter::bind_mount`], [`Mounter::unmount`], [`Mounter::unmount_all`] and
-///   [`Mounter::is_mount_point`] are syscalls (no process spawned), each call run on the
-///   blocking pool and bounded by `timeout`: a call that does not return in time (a hung
-///   filesystem) is `DeadlineExceeded`, and the thread that made it stays blocked until the
-///   kernel lets it go. While it is blocked, further calls on its path fail at once rather
-///   than block more threads ([`StuckPaths`]); an unmount then detaches lazily.
+/// - [`Mounter::bind_mount`], [`Mounter::bind_mount_below`], [`Mounter::unmount`],
+///   [`Mounter::unmount_all`] and [`Mounter::is_mount_point`] are syscalls (no process
+///   spawned), each call run on the blocking pool and bounded by `timeout`: a call that
+///   does not return in time (a hung filesystem) is `DeadlineExceeded`, and the thread
+///   that made it stays blocked until the kernel lets it go. While it is blocked, further
+///   calls on its path fail at once rather than block more threads ([`StuckPaths`]); an
+///   unmount then detaches lazily.
 /// - The publish target is opened with `O_NOFOLLOW` and mounted on through its descriptor,
 ///   so a symbolic link planted at the target cannot redirect a mount.
 #[derive(Clone)]
@@ -238,11 +240,68 @@ static NO_DETACHED_COPIES: AtomicBool = AtomicBool::new(false);
 fn bind_blocking(source: &Path, target: &Path, read_only: bool) -> Result<()> {
     let source_dir = open_source(source)?;
     let target_dir = open_target(target)?;
+    bind_dirs(&source_dir, &target_dir, source, target, read_only)
+}
+
+/// [`bind_blocking`] of `source` (`mount` or a directory below it) once something is
+/// mounted at `mount`, checked and bound in one step: the source is opened through the
+/// checked mount's descriptor, never leaving its filesystem (`RESOLVE_BENEATH |
+/// RESOLVE_NO_XDEV`, the last component never a link), so the bind takes a directory of
+/// the mount that was checked.
+fn bind_below_blocking(mount: &Path, source: &Path, target: &Path, read_only: bool) -> Result<()> {
+    let rel = check_below(mount, source)?;
+    let mount_dir = open_dir_nofollow(mount).map_err(|errno| match errno {
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP => not_mounted(mount),
+        other => errno_error("open", mount, other),
+    })?;
+    let stx = statx_fd(&mount_dir).map_err(|e| errno_error("statx", mount, e))?;
+    if !mount_root_of(mount, &stx)? {
+        return Err(not_mounted(mount));
+    }
+    let source_dir = if rel.as_os_str().is_empty() {
+        mount_dir
+    } else {
+        open_source_below(&mount_dir, rel, mount, source)?
+    };
+    let target_dir = open_target(target)?;
+    bind_dirs(&source_dir, &target_dir, source, target, read_only)
+}
+
+/// Opens directory `rel` below `mount_dir` (at `mount`; `source` is the whole path) as
+/// [`open_source`] does, never leaving the mount; by its path on kernels without `openat2`.
+fn open_source_below(mount_dir: &File, rel: &Path, mount: &Path, source: &Path) -> Result<File> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_XDEV);
+    match openat2(mount_dir, rel, how) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::ENOSYS) => open_source(source),
+        Err(Errno::ENOENT) => Err(Error::NotFound(format!(
+            "bind mount source {} does not exist",
+            source.display()
+        ))),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(not_a_directory("bind mount source", source)),
+        Err(Errno::EXDEV) => Err(Error::FailedPrecondition(format!(
+            "bind mount source {} leads out of the filesystem mounted at {}; refusing to mount it",
+            source.display(),
+            mount.display()
+        ))),
+        Err(other) => Err(errno_error("open bind mount source", source, other)),
+    }
+}
+
+/// The bind of the open directories, read-only as [`bind_blocking`] describes.
+fn bind_dirs(
+    source_dir: &File,
+    target_dir: &File,
+    source: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<()> {
     if read_only && !NO_DETACHED_COPIES.load(Ordering::Relaxed) {
-        match detached_copy(&source_dir, libc::MOUNT_ATTR_RDONLY) {
+        match detached_copy(source_dir, libc::MOUNT_ATTR_RDONLY) {
             Ok(copy) => {
-                return attach(&copy, &target_dir)
-                    .map_err(|e| errno_error("bind mount", target, e));
+                return attach(&copy, target_dir).map_err(|e| errno_error("bind mount", target, e));
             }
             Err(Errno::ENOSYS | Errno::EPERM) => {
                 debug!("no open_tree/mount_setattr here: read-only binds are remounted");
@@ -257,7 +316,7 @@ fn bind_blocking(source: &Path, target: &Path, read_only: bool) -> Result<()> {
             }
         }
     }
-    bind_then_remount(&source_dir, &target_dir, target, read_only, statvfs)
+    bind_then_remount(source_dir, target_dir, target, read_only, statvfs)
 }
 
 /// `MS_BIND` of `source_dir` on `target_dir` and, for `read_only`, a `MS_REMOUNT` keeping
@@ -390,11 +449,16 @@ fn is_mount_point_blocking(path: &Path) -> Result<bool> {
         }
         other => errno_error("statx", path, other),
     })?;
+    mount_root_of(path, &stx)
+}
+
+/// Whether `stx`, of `path`, is a mount root.
+fn mount_root_of(path: &Path, stx: &libc::statx) -> Result<bool> {
     let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
     if stx.stx_attributes_mask & mount_root != 0 {
         return Ok(stx.stx_attributes & mount_root != 0);
     }
-    is_mount_point_by_device(path, &stx)
+    is_mount_point_by_device(path, stx)
 }
 
 /// The fallback for kernels without `STATX_ATTR_MOUNT_ROOT` (before 5.8): a mount root sits
@@ -529,6 +593,31 @@ impl Mounter for LinuxMounter {
                 self.timeout,
                 format!("bind mount of {} on {}", source.display(), target.display()),
                 move || bind_blocking(&src, &dst, read_only),
+            )
+            .await??;
+        debug!(source = %source.display(), target = %target.display(), read_only, "bind mounted");
+        Ok(())
+    }
+
+    /// The check and the bind in one call on the blocking pool ([`bind_below_blocking`]).
+    async fn bind_mount_below(
+        &self,
+        mount: &Path,
+        source: &Path,
+        target: &Path,
+        read_only: bool,
+    ) -> Result<()> {
+        let (m, src, dst) = (
+            mount.to_path_buf(),
+            source.to_path_buf(),
+            target.to_path_buf(),
+        );
+        self.stuck
+            .run(
+                mount,
+                self.timeout,
+                format!("bind mount of {} on {}", source.display(), target.display()),
+                move || bind_below_blocking(&m, &src, &dst, read_only),
             )
             .await??;
         debug!(source = %source.display(), target = %target.display(), read_only, "bind mounted");

@@ -80,6 +80,16 @@ pub struct NodePublishRequest {
     pub secrets: Secrets,
 }
 
+/// What NodePublishVolume bind-mounts onto the target, from [`FilesystemBackend::publish_source`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishSource {
+    /// Where the volume's staging mount is: nothing is published unless a mount is there
+    /// when the bind is made (else the volume is not staged).
+    pub staged: PathBuf,
+    /// The directory bind-mounted: `staged` itself or a directory below it.
+    pub dir: PathBuf,
+}
+
 /// A volume with its health, for ListVolumes and ControllerGetVolume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
@@ -186,8 +196,10 @@ pub trait FilesystemBackend: Send + Sync {
     /// Undoes [`Self::stage_volume`]. Idempotent: unstaging something not staged succeeds.
     async fn unstage_volume(&self, id: &VolumeId, staging_path: &Path) -> Result<()>;
 
-    /// The directory the core bind-mounts onto the publish target (below the staging path).
-    async fn publish_source(&self, request: &NodePublishRequest) -> Result<PathBuf>;
+    /// What the core bind-mounts onto the publish target (at or below the staging path).
+    /// The core checks that the staging mount is in place in the same step as the bind
+    /// ([`crate::ports::Mounter::bind_mount_below`]).
+    async fn publish_source(&self, request: &NodePublishRequest) -> Result<PublishSource>;
 
     /// Usage of a published volume whose data is visible at `volume_path`.
     async fn volume_stats(&self, id: &VolumeId, volume_path: &Path) -> Result<VolumeStats>;

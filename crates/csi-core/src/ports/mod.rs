@@ -12,11 +12,11 @@ mod topology;
 
 pub use backend::{
     BackendContext, CreateSnapshotRequest, CreateVolumeRequest, FilesystemBackend,
-    NodePublishRequest, NodeStageRequest, Role, VolumeInfo,
+    NodePublishRequest, NodeStageRequest, PublishSource, Role, VolumeInfo,
 };
 pub use command::{Command, CommandOutput, CommandRunner};
-pub(crate) use mounter::still_mounted;
 pub use mounter::{MAX_STACKED_MOUNTS, MountEntry, Mounter, unmount_one_by_one};
+pub(crate) use mounter::{check_below, not_mounted, still_mounted};
 pub use quota::{QuotaLimits, QuotaManager, QuotaUsage};
 pub use snapshot::{
     ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine,

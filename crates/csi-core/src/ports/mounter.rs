@@ -76,6 +76,27 @@ pub trait Mounter: Send + Sync {
     /// directory is `FailedPrecondition`, a missing one `NotFound`; links are never followed.
     async fn bind_mount(&self, source: &Path, target: &Path, read_only: bool) -> Result<()>;
 
+    /// [`Self::bind_mount`] of `source`, which is `mount` or a directory below it, once
+    /// something is mounted at `mount` (a volume's staging mount): `FailedPrecondition`
+    /// when nothing is, or `mount` does not exist; `Internal` when `source` is not at or
+    /// below `mount`. By default [`Self::is_mount_point`], then [`Self::bind_mount`].
+    async fn bind_mount_below(
+        &self,
+        mount: &Path,
+        source: &Path,
+        target: &Path,
+        read_only: bool,
+    ) -> Result<()> {
+        check_below(mount, source)?;
+        match self.is_mount_point(mount).await {
+            Ok(true) => {}
+            Ok(false) => return Err(not_mounted(mount)),
+            Err(e) if e.code() == ErrorCode::NotFound => return Err(not_mounted(mount)),
+            Err(e) => return Err(e),
+        }
+        self.bind_mount(source, target, read_only).await
+    }
+
     /// Unmounts `target`. Not an error when nothing is mounted there or `target` does not
     /// exist. Never follows a symbolic link at `target`. When the unmount does not finish
     /// within the timeout (a hung filesystem), falls back to a lazy unmount.
@@ -117,6 +138,25 @@ pub async fn unmount_one_by_one<M: Mounter + ?Sized>(mounter: &M, path: &Path) -
     Err(still_mounted(path))
 }
 
+/// `source` relative to `mount`; `Internal` when it is not at or below it.
+pub(crate) fn check_below<'a>(mount: &Path, source: &'a Path) -> Result<&'a Path> {
+    source.strip_prefix(mount).map_err(|_| {
+        Error::Internal(format!(
+            "bind source {} is not at or below {}",
+            source.display(),
+            mount.display()
+        ))
+    })
+}
+
+/// The error of a [`Mounter::bind_mount_below`] with nothing mounted at `mount`.
+pub(crate) fn not_mounted(mount: &Path) -> Error {
+    Error::FailedPrecondition(format!(
+        "nothing is mounted at {}: the volume is not staged there",
+        mount.display()
+    ))
+}
+
 /// The error of an [`Mounter::unmount_all`] that leaves something mounted.
 pub(crate) fn still_mounted(path: &Path) -> Error {
     Error::FailedPrecondition(format!(
@@ -127,10 +167,75 @@ pub(crate) fn still_mounted(path: &Path) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    /// A mounter of its own (mocks replace default methods too): a list of mount points,
+    /// stacked where one repeats.
+    #[derive(Default)]
+    struct Table(Mutex<Vec<PathBuf>>);
+
+    #[async_trait]
+    impl Mounter for Table {
+        async fn mount(&self, _: &str, target: &Path, _: &str, _: &[String]) -> Result<()> {
+            self.0.lock().unwrap().push(target.to_path_buf());
+            Ok(())
+        }
+        async fn bind_mount(&self, _: &Path, target: &Path, _: bool) -> Result<()> {
+            self.0.lock().unwrap().push(target.to_path_buf());
+            Ok(())
+        }
+        async fn unmount(&self, target: &Path) -> Result<()> {
+            let mut table = self.0.lock().unwrap();
+            if let Some(i) = table.iter().rposition(|p| p == target) {
+                table.remove(i);
+            }
+            Ok(())
+        }
+        async fn is_mount_point(&self, path: &Path) -> Result<bool> {
+            if path.starts_with("/gone") {
+                return Err(Error::NotFound(path.display().to_string()));
+            }
+            Ok(self.0.lock().unwrap().iter().any(|p| p == path))
+        }
+        async fn list_mounts(&self) -> Result<Vec<MountEntry>> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_methods_check_before_they_bind_and_unwind_every_mount() {
+        let (staged, target) = (Path::new("/staging"), Path::new("/target"));
+        let t = Table::default();
+        let source = staged.join("vol");
+        for (mount, code) in [
+            (staged, ErrorCode::FailedPrecondition),
+            (Path::new("/gone"), ErrorCode::FailedPrecondition),
+        ] {
+            let err = t
+                .bind_mount_below(mount, &mount.join("vol"), target, false)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+        }
+        t.mount("fs", staged, "tmpfs", &[]).await.unwrap();
+        let err = t
+            .bind_mount_below(staged, Path::new("/elsewhere"), target, false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal, "{err}");
+        assert!(!t.is_mount_point(target).await.unwrap());
+        for _ in 0..2 {
+            t.bind_mount_below(staged, &source, target, false)
+                .await
+                .unwrap();
+        }
+        assert!(t.unmount_all(target).await.unwrap());
+        assert!(!t.is_mount_point(target).await.unwrap());
+        assert!(!t.unmount_all(Path::new("/gone/t")).await.unwrap());
+    }
 
     #[test]
     fn a_mount_shows_a_source_only_from_the_same_filesystem_and_directory() {

@@ -215,7 +215,7 @@ impl NodeService {
             Some(other) => (single_writer || other.single_writer).then_some(other.target),
             // Nothing known since this plugin started: a publication from before a restart
             // shows in the mount table (read for single-writer publishes only).
-            None if single_writer => self.published_before_start(&source, &publish).await?,
+            None if single_writer => self.published_before_start(&source.dir, &publish).await?,
             None => None,
         };
         if let Some(other) = other {
@@ -224,7 +224,9 @@ impl NodeService {
                 other.display()
             )));
         }
-        self.mounter.bind_mount(&source, &target, read_only).await?;
+        self.mounter
+            .bind_mount_below(&source.staged, &source.dir, &target, read_only)
+            .await?;
         self.record_publication(&volume_id, publication);
         info!(volume_id = %volume_id, target = %target.display(), read_only, "volume published");
         Ok(())
@@ -408,7 +410,7 @@ impl NodeService {
                 match mounts.iter().rev().find(|m| m.mount_point == target) {
                     Some(mount) => {
                         let source = backend.publish_source(publish).await?;
-                        if !mount.shows(&mounts, &source) {
+                        if !mount.shows(&mounts, &source.dir) {
                             return Err(Error::FailedPrecondition(format!(
                                 "target_path {} is already a mount of {}:{} (not volume {volume_id}); unpublish it first",
                                 target.display(),

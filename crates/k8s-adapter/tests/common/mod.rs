@@ -17,7 +17,7 @@ use std::{
 use csi_core::{
     Error,
     domain::{GIB, Snapshot, SnapshotId, Topology, Volume, VolumeCondition, VolumeId, VolumeStats},
-    ports::{MockFilesystemBackend, MockMounter, VolumeInfo},
+    ports::{MockFilesystemBackend, MockMounter, PublishSource, VolumeInfo},
     service::{Backends, ControllerService, NodeService},
 };
 use k8s_adapter::{
@@ -259,8 +259,12 @@ pub fn backend(state: Arc<FakeState>) -> MockFilesystemBackend {
         Ok(())
     });
     b.expect_unstage_volume().returning(|_, _| Ok(()));
-    b.expect_publish_source()
-        .returning(|req| Ok(req.staging_path.clone()));
+    b.expect_publish_source().returning(|req| {
+        Ok(PublishSource {
+            staged: req.staging_path.clone(),
+            dir: req.staging_path.clone(),
+        })
+    });
     b.expect_volume_stats().returning(|_, _| {
         Ok(VolumeStats {
             bytes_total: 10 * GIB,
@@ -282,6 +286,13 @@ pub fn mounter(state: Arc<FakeState>) -> MockMounter {
         s.mounted.lock().unwrap().insert(target.to_owned());
         Ok(())
     });
+    // The fake backend stages nothing: any staging path counts as staged.
+    let s = state.clone();
+    m.expect_bind_mount_below()
+        .returning(move |_, _, target, _| {
+            s.mounted.lock().unwrap().insert(target.to_owned());
+            Ok(())
+        });
     let s = state.clone();
     m.expect_unmount().returning(move |target| {
         s.mounted.lock().unwrap().remove(target);
