@@ -164,6 +164,27 @@ pub fn publish_request(
     }
 }
 
+/// Asserts that a read-write NodePublishVolume of `volume` from `staging` to `target` is
+/// refused as not staged (`FailedPrecondition`) and leaves nothing mounted at `target`.
+pub async fn expect_publish_refused_as_unstaged(
+    node: &mut pb::node_client::NodeClient<Channel>,
+    volume: &pb::Volume,
+    staging: &Path,
+    target: &Path,
+) {
+    expect_status(
+        node.node_publish_volume(publish_request(volume, staging, target, rwx(), false))
+            .await,
+        Code::FailedPrecondition,
+        "not staged",
+    );
+    assert!(
+        !crate::mounts::is_mount_point(target),
+        "{} mounted",
+        target.display()
+    );
+}
+
 /// NodeUnpublishVolume.
 pub fn unpublish_request(volume_id: &str, target: &Path) -> pb::NodeUnpublishVolumeRequest {
     pb::NodeUnpublishVolumeRequest {

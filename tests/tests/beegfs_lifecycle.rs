@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pfs_csi_tests::csi::{
-    GIB, create_request, create_volume_settled, delete_request, expect_status, map,
-    publish_request, rwx, stage_request, unpublish_request, unstage_request, usage,
-    wait_snapshot_ready,
+    GIB, create_request, create_volume_settled, delete_request, expect_publish_refused_as_unstaged,
+    expect_status, map, publish_request, rwx, stage_request, unpublish_request, unstage_request,
+    usage, wait_snapshot_ready,
 };
 use pfs_csi_tests::mounts::is_mount_point;
 use pfs_csi_tests::plugin::{PluginProcess, Role};
@@ -166,13 +166,7 @@ async fn dynamic_lifecycle(serve: &Serve, host: &str, name: &str) {
     let staging = serve.pod_path(&format!("{name}/staging"));
     let target = serve.pod_path(&format!("{name}/target"));
     std::fs::create_dir_all(&staging).unwrap();
-    expect_status(
-        node.node_publish_volume(publish_request(&volume, &staging, &target, rwx(), false))
-            .await,
-        Code::FailedPrecondition,
-        "not staged",
-    );
-    assert!(!is_mount_point(&target));
+    expect_publish_refused_as_unstaged(&mut node, &volume, &staging, &target).await;
     node.node_stage_volume(stage_request(&volume, &staging, rwx()))
         .await
         .unwrap();
@@ -286,13 +280,7 @@ async fn dynamic_lifecycle(serve: &Serve, host: &str, name: &str) {
     // is refused, and gives the pod nothing of the staging directory.
     nix::mount::umount2(&staging.join("mount"), nix::mount::MntFlags::MNT_DETACH).unwrap();
     let late = serve.pod_path(&format!("{name}/target-late"));
-    expect_status(
-        node.node_publish_volume(publish_request(&volume, &staging, &late, rwx(), false))
-            .await,
-        Code::FailedPrecondition,
-        "not staged",
-    );
-    assert!(!is_mount_point(&late));
+    expect_publish_refused_as_unstaged(&mut node, &volume, &staging, &late).await;
     // Staged again (as the kubelet does after a node restart), it is published.
     node.node_stage_volume(stage_request(&volume, &staging, rwx()))
         .await

@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pfs_csi_tests::csi::{
-    GIB, create_request, create_volume_settled, delete_request, expect_status, map,
-    publish_request, rwx, stage_request, unpublish_request, unstage_request, usage,
-    wait_snapshot_ready,
+    GIB, create_request, create_volume_settled, delete_request, expect_publish_refused_as_unstaged,
+    expect_status, map, publish_request, rwx, stage_request, unpublish_request, unstage_request,
+    usage, wait_snapshot_ready,
 };
 use pfs_csi_tests::mounts::is_mount_point;
 use pfs_csi_tests::proto::v1 as pb;
@@ -87,13 +87,7 @@ async fn dynamic_volume_lives_through_its_whole_lifecycle() {
     let staging = serve.pod_path("dyn-1/staging");
     let target = serve.pod_path("dyn-1/target");
     std::fs::create_dir_all(&staging).unwrap();
-    expect_status(
-        node.node_publish_volume(publish_request(&volume, &staging, &target, rwx(), false))
-            .await,
-        Code::FailedPrecondition,
-        "not staged",
-    );
-    assert!(!is_mount_point(&target));
+    expect_publish_refused_as_unstaged(&mut node, &volume, &staging, &target).await;
     node.node_stage_volume(stage_request(&volume, &staging, rwx()))
         .await
         .unwrap();
