@@ -1,9 +1,10 @@
-//! Embedding the pfs-csi core in another Rust program, with a mocked filesystem backend.
+//! Embedding the pfs-csi core in another Rust program, with a mocked filesystem backend
+//! and mounter.
 //!
 //! The core knows nothing of gRPC or Kubernetes: a program hands it backends (anything that
-//! implements `ports::FilesystemBackend`) and calls the use cases directly. Here the backend
-//! is the mockall mock the crate exports with the `mock` feature, which is also how a unit
-//! test of code built on the core would look.
+//! implements `ports::FilesystemBackend`) and a mounter, and calls the use cases directly.
+//! Here they are the mockall mocks the crate exports with the `mock` feature, which is also
+//! how a unit test of code built on the core would look.
 //!
 //! Run it with `cargo run -p csi-core --example embed_with_mocks --features mock`.
 
@@ -14,8 +15,8 @@ use csi_core::domain::{
     AccessMode, AccessType, CapacityRange, GIB, Parameters, RequestMetadata, Secrets,
     TopologyRequirement, Volume, VolumeCapability, VolumeId,
 };
-use csi_core::ports::{CreateVolumeRequest, MockFilesystemBackend};
-use csi_core::service::{Backends, ControllerService};
+use csi_core::ports::{CreateVolumeRequest, MockFilesystemBackend, MockMounter, PublishSource};
+use csi_core::service::{Backends, ControllerService, NodeService, PublishVolume};
 
 #[tokio::main]
 async fn main() -> Result<(), csi_core::Error> {
@@ -89,5 +90,66 @@ async fn main() -> Result<(), csi_core::Error> {
         .await
         .expect_err("no backend owns this id");
     println!("get_volume(\"other:1\") -> {:?}: {err}", err.code());
+
+    // 5. The node use cases, with a mocked mounter too. The backend names what a publish
+    //    binds: the volume's staging mount and the directory at or below it. The mounter
+    //    checks that mount and binds in one step, and an unpublish takes off whatever is
+    //    mounted at the target. The target directory itself is made and removed by the
+    //    core, so it lives in a real (temporary) directory.
+    let kubelet = tempfile::tempdir().map_err(|e| csi_core::Error::io("tempdir", "/tmp", e))?;
+    let staging = kubelet.path().join("staging");
+    let target = kubelet.path().join("target");
+    let mut node_backend = MockFilesystemBackend::new();
+    node_backend.expect_name().return_const("demo");
+    node_backend.expect_fs_types().return_const(&["demo"][..]);
+    node_backend
+        .expect_claim_volume_id()
+        .returning(|id| id.as_str().starts_with("demo:").then_some(Ok(())));
+    let staged = staging.clone();
+    node_backend.expect_publish_source().returning(move |_| {
+        Ok(PublishSource {
+            staged: staged.clone(),
+            dir: staged.join("data"),
+        })
+    });
+    let mut mounter = MockMounter::new();
+    mounter
+        .expect_bind_mount_below()
+        .withf(|mount, source, _target, read_only| source.starts_with(mount) && !read_only)
+        .times(1)
+        .returning(|_, _, _, _| Ok(()));
+    mounter
+        .expect_unmount_all()
+        .times(1)
+        .returning(|_| Ok(true));
+    let node = NodeService::new(
+        "node-1".into(),
+        Backends::new(vec![Arc::new(node_backend)]),
+        Arc::new(mounter),
+        None,
+    )?;
+    node.publish(PublishVolume {
+        volume_id: volume.id.to_string(),
+        staging_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        capability: Some(VolumeCapability {
+            access_type: AccessType::Mount,
+            fs_type: String::new(),
+            mount_flags: Vec::new(),
+            access_mode: AccessMode::MultiNodeMultiWriter,
+        }),
+        read_only: false,
+        context: BTreeMap::new(),
+        secrets: Secrets::default(),
+    })
+    .await?;
+    node.unpublish(&volume.id.to_string(), &target.display().to_string())
+        .await?;
+    println!(
+        "published and unpublished {} at {} (the target is gone again: {})",
+        volume.id,
+        target.display(),
+        !target.exists()
+    );
     Ok(())
 }
