@@ -19,6 +19,8 @@ cargo build --workspace --bins --locked
 echo "== tests"
 cargo nextest run --workspace --all-features --locked --no-fail-fast
 cargo test --workspace --doc --all-features --locked
+# The embedding example drives the use cases through the exported mocks: it must still run.
+cargo run --quiet -p csi-core --example embed_with_mocks --features mock --locked
 
 echo "== fuzz every parser, 10 s per target"
 bash scripts/fuzz.sh 10
