@@ -178,14 +178,20 @@ fn open_target(target: &Path) -> Result<File> {
 /// Opens the bind source, refusing a symbolic link or a non-directory: the mount then takes
 /// exactly the directory that was checked, even if the path is swapped for a link meanwhile.
 fn open_source(source: &Path) -> Result<File> {
-    open_dir_nofollow(source).map_err(|errno| match errno {
+    open_dir_nofollow(source).map_err(|errno| source_error(source, errno))
+}
+
+/// The error of opening bind source `source`: `NotFound` when it is missing,
+/// `FailedPrecondition` when it is a link or not a directory.
+fn source_error(source: &Path, errno: Errno) -> Error {
+    match errno {
         Errno::ENOENT => Error::NotFound(format!(
             "bind mount source {} does not exist",
             source.display()
         )),
         Errno::ELOOP | Errno::ENOTDIR => not_a_directory("bind mount source", source),
         other => errno_error("open bind mount source", source, other),
-    })
+    }
 }
 
 /// `FailedPrecondition` for a mount source or target that is a link or not a directory.
@@ -276,17 +282,12 @@ fn open_source_below(mount_dir: &File, rel: &Path, mount: &Path, source: &Path) 
     match openat2(mount_dir, rel, how) {
         Ok(fd) => Ok(File::from(fd)),
         Err(Errno::ENOSYS) => open_source(source),
-        Err(Errno::ENOENT) => Err(Error::NotFound(format!(
-            "bind mount source {} does not exist",
-            source.display()
-        ))),
-        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(not_a_directory("bind mount source", source)),
         Err(Errno::EXDEV) => Err(Error::FailedPrecondition(format!(
             "bind mount source {} leads out of the filesystem mounted at {}; refusing to mount it",
             source.display(),
             mount.display()
         ))),
-        Err(other) => Err(errno_error("open bind mount source", source, other)),
+        Err(other) => Err(source_error(source, other)),
     }
 }
 
