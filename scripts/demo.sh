@@ -187,7 +187,8 @@ node node publish "$VOLUME" --staging-path "$PODS/demo/staging" --target-path "$
     --access-mode rwx "${CONTEXT[@]}"
 
 say "5. Write a file through the target path"
-run tee "$PODS/demo/target/hello.txt" <<<"hello from the demo, $(date -u +%FT%TZ)"
+GREETING="hello from the demo, $(date -u +%FT%TZ)"
+run tee "$PODS/demo/target/hello.txt" <<<"$GREETING"
 run ls -l "$PODS/demo/target"
 
 say "6. Volume stats"
@@ -210,6 +211,16 @@ node node stage "$RESTORED" --staging-path "$PODS/restored/staging" --access-mod
 node node publish "$RESTORED" --staging-path "$PODS/restored/staging" --target-path "$PODS/restored/target" \
     --access-mode rwx --read-only "${RCONTEXT[@]}"
 run cat "$PODS/restored/target/hello.txt"
+if [ "$(cat "$PODS/restored/target/hello.txt")" != "$GREETING" ]; then
+    echo "demo.sh: the restored file is not the one written before the snapshot" >&2
+    exit 1
+fi
+printf '$ touch %s   # published read-only: must fail\n' "$PODS/restored/target/new.txt"
+if touch "$PODS/restored/target/new.txt" 2>/dev/null; then
+    echo "demo.sh: a read-only publish took a write" >&2
+    exit 1
+fi
+echo "refused: read-only file system"
 
 say "10. Unpublish and unstage both volumes"
 node node unpublish "$RESTORED" --target-path "$PODS/restored/target"

@@ -22,6 +22,20 @@ cargo test --workspace --doc --all-features --locked
 # The embedding example drives the use cases through the exported mocks: it must still run.
 cargo run --quiet -p csi-core --example embed_with_mocks --features mock --locked
 
+echo "== the README's first command, on each simulated filesystem"
+# The demo drives a volume's whole lifecycle through the real binaries; it must keep working.
+for fs in lustre beegfs7 beegfs8; do
+    demo_log="$(mktemp)"
+    if ! SKIP_BUILD=1 bash scripts/demo.sh "$fs" > "$demo_log" 2>&1; then
+        cat "$demo_log"
+        rm -f "$demo_log"
+        echo "scripts/demo.sh $fs failed" >&2
+        exit 1
+    fi
+    rm -f "$demo_log"
+    echo "demo.sh $fs: ok"
+done
+
 echo "== fuzz every parser, 10 s per target"
 bash scripts/fuzz.sh 10
 
