@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::{LustreConfig, LustreEntry, LustreSettings};
 use crate::exafs::{ExaFs, NidList};
+use crate::getname::FsNames;
 use crate::mounts::{LUSTRE, SharedMounts};
 use crate::parameters::VolumeParams;
 use crate::quota::{LustreQuota, PROJECT_ID_TTL, ProjectIdCache};
@@ -147,7 +148,12 @@ impl LustreBackend {
                 "EXAScaler filesystem configured"
             );
         }
-        let mounts = SharedMounts::new(ctx.mounter.clone(), ctx.role == Role::Node);
+        let names = FsNames::new(
+            ctx.runner.clone(),
+            &settings.lfs,
+            settings.command_timeout(),
+        );
+        let mounts = SharedMounts::new(ctx.mounter.clone(), names, ctx.role == Role::Node);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -248,7 +254,7 @@ impl Inner {
         let options = &target.entry.default_mount_options;
         let first = self
             .mounts
-            .ensure(&target.mount_point, &source.to_string(), options, None)
+            .ensure(&target.mount_point, &source, options, None)
             .await;
         match first {
             Ok(()) => {}
@@ -262,7 +268,7 @@ impl Inner {
                         ))
                     })?;
                 self.mounts
-                    .ensure(&target.mount_point, &source.to_string(), options, None)
+                    .ensure(&target.mount_point, &source, options, None)
                     .await?;
             }
             Err(e) => return Err(e),

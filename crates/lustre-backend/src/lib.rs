@@ -44,6 +44,7 @@ pub mod config;
 mod controller;
 pub mod error;
 pub mod exafs;
+pub mod getname;
 pub mod mount_options;
 pub mod mounts;
 mod node;

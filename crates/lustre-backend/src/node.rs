@@ -116,7 +116,7 @@ impl Inner {
             self.mounts
                 .ensure(
                     &target.mount_point,
-                    &target.exa_fs.to_string(),
+                    &target.exa_fs,
                     &entry.default_mount_options,
                     Some(&holder),
                 )

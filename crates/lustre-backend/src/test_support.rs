@@ -157,6 +157,8 @@ pub struct FakeMounts {
     /// Mount points whose filesystem hangs: a check of one is `DeadlineExceeded` until it
     /// is unmounted.
     pub hung: HashSet<PathBuf>,
+    /// Mount ids, one more for each mount made.
+    pub ids: HashMap<PathBuf, u32>,
 }
 
 impl FakeMounts {
@@ -164,7 +166,53 @@ impl FakeMounts {
         self.calls.push(format!("umount {}", target.display()));
         self.mounted.remove(target);
         self.read_only.remove(target);
+        self.ids.remove(target);
         Ok(())
+    }
+
+    /// Records a mount of `source` at `target`, with a fresh id.
+    pub fn put(&mut self, target: &Path, source: String) {
+        let id = 100 + u32::try_from(self.calls.len()).unwrap_or(0);
+        self.mounted.insert(target.to_path_buf(), source);
+        self.ids.insert(target.to_path_buf(), id);
+    }
+
+    /// The mount id at `p`, as the real mounter answers: `NotFound` for a missing path,
+    /// `DeadlineExceeded` for a hung mount.
+    fn mount_id(&self, p: &Path) -> Result<Option<u32>> {
+        if !p.exists() {
+            return Err(Error::NotFound(format!("{} does not exist", p.display())));
+        }
+        if self.hung.contains(p) && self.mounted.contains_key(p) {
+            return Err(Error::DeadlineExceeded(format!(
+                "stat of {} did not return",
+                p.display()
+            )));
+        }
+        Ok(self.ids.get(p).copied())
+    }
+
+    /// What `lfs getname` answers for `path`: the fsname of a Lustre mount there.
+    fn getname(&self, path: &Path) -> CommandOutput {
+        let lustre = self.mounted.get(path).and_then(|source| {
+            let (_, fs_path) = source.split_once(":/")?;
+            fs_path.split('/').next().map(str::to_string)
+        });
+        match lustre {
+            Some(fsname) => CommandOutput {
+                status: Some(0),
+                stdout: format!("{fsname}-ffff000000000001 {}\n", path.display()),
+                stderr: String::new(),
+            },
+            None => CommandOutput {
+                status: Some(231),
+                stdout: String::new(),
+                stderr: format!(
+                    "cannot get name for `{}': Inappropriate ioctl for device\n",
+                    path.display()
+                ),
+            },
+        }
     }
 }
 
@@ -349,9 +397,14 @@ impl Harness {
     ) -> LustreBackend {
         let mut runner = MockCommandRunner::new();
         let fake = lfs.clone();
-        runner
-            .expect_run()
-            .returning(move |cmd| Ok(fake.lock().unwrap().run(cmd)));
+        let table = mounts.clone();
+        runner.expect_run().returning(move |cmd| {
+            if cmd.args.first().is_some_and(|a| a == "getname") {
+                let path = Path::new(cmd.args.get(1).map_or("", |a| a.to_str().unwrap_or("")));
+                return Ok(table.lock().unwrap().getname(path));
+            }
+            Ok(fake.lock().unwrap().run(cmd))
+        });
         let ctx = BackendContext {
             role,
             node_id: "node-1".into(),
@@ -393,19 +446,8 @@ impl Harness {
 fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
     let mut m = MockMounter::new();
     let s = state.clone();
-    m.expect_is_mount_point().returning(move |p| {
-        if !p.exists() {
-            return Err(Error::NotFound(format!("{} does not exist", p.display())));
-        }
-        let s = s.lock().unwrap();
-        if s.hung.contains(p) && s.mounted.contains_key(p) {
-            return Err(Error::DeadlineExceeded(format!(
-                "stat of {} did not return",
-                p.display()
-            )));
-        }
-        Ok(s.mounted.contains_key(p))
-    });
+    m.expect_is_mount_point()
+        .returning(move |p| s.lock().unwrap().mount_id(p).map(|id| id.is_some()));
     let s = state.clone();
     m.expect_mount()
         .returning(move |source, target, fs_type, options| {
@@ -429,7 +471,7 @@ fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
                     stderr: "mount.lustre: No such file or directory".into(),
                 });
             }
-            s.mounted.insert(target.to_path_buf(), source.to_string());
+            s.put(target, source.to_string());
             if options.iter().any(|o| o == "ro") {
                 s.read_only.insert(target.to_path_buf());
             }
@@ -444,8 +486,7 @@ fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
                 source.display(),
                 target.display()
             ));
-            s.mounted
-                .insert(target.to_path_buf(), format!("bind:{}", source.display()));
+            s.put(target, format!("bind:{}", source.display()));
             if read_only {
                 s.read_only.insert(target.to_path_buf());
             }
@@ -454,11 +495,13 @@ fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
     let s = state.clone();
     m.expect_unmount()
         .returning(move |target| s.lock().unwrap().unmount(target));
-    let s = state;
+    let s = state.clone();
     m.expect_unmount_all().returning(move |path| {
         s.lock().unwrap().unmount(path)?;
         Ok(path.symlink_metadata().is_ok())
     });
+    m.expect_mount_id()
+        .returning(move |p| state.lock().unwrap().mount_id(p));
     m.expect_list_mounts().returning(|| Ok(Vec::new()));
     m
 }

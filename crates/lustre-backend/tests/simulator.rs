@@ -575,3 +575,78 @@ async fn lifecycle(dir: &Path) {
     }
     assert!(!quota.in_use(project.id).await.unwrap());
 }
+
+/// The deployments bind the host's mount point into the container, so the mount point is a
+/// mount before any Lustre is there; and the Lustre mount can go away under that bind.
+#[test]
+fn a_mount_point_that_is_a_mount_of_something_else_gets_lustre_mounted_over_it() {
+    private_mount_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let _unmount = Unmounter(tmp.path().to_path_buf());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(host_bind(tmp.path()));
+}
+
+async fn host_bind(dir: &Path) {
+    let world = World::new(dir);
+    let host = dir.join("host-exaFS");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::create_dir_all(world.mount_point()).unwrap();
+    let bind = |flags| {
+        nix::mount::mount(
+            Some(&host),
+            &world.mount_point(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .unwrap()
+    };
+    bind(nix::mount::MsFlags::MS_BIND);
+    let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
+    let controller = world.backend(Role::Controller, &runner);
+    let node = world.backend(Role::Node, &runner);
+    controller.check_ready().await.unwrap();
+
+    let vol = controller
+        .create_volume(&create("pvc-h", &[], GIB, None))
+        .await
+        .unwrap();
+    assert!(world.data().join("pvc-h").is_dir(), "made on Lustre");
+    assert_eq!(
+        std::fs::read_dir(&host).unwrap().count(),
+        0,
+        "nothing made in the host directory under Lustre"
+    );
+
+    // The node sees the same: its stage shows the volume's Lustre directory.
+    let staged = stage(
+        &world,
+        &vol.id,
+        "pvc-h",
+        &vol.context,
+        AccessMode::MultiNodeMultiWriter,
+    );
+    node.stage_volume(&staged).await.unwrap();
+    std::fs::write(staged.staging_path.join("f"), b"on lustre").unwrap();
+    assert!(world.data().join("pvc-h/f").is_file());
+    node.unstage_volume(&vol.id, &staged.staging_path)
+        .await
+        .unwrap();
+
+    // Lustre goes away under the bind (an administrator's umount): a delete mounts it again
+    // and deletes the volume, never answering "nothing to delete" from the bare directory.
+    while is_mount_point(&world.mount_point()) {
+        nix::mount::umount2(&world.mount_point(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+    bind(nix::mount::MsFlags::MS_BIND);
+    controller
+        .delete_volume(&vol.id, &Secrets::default())
+        .await
+        .unwrap();
+    assert!(!world.data().join("pvc-h").exists(), "deleted on Lustre");
+    assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0);
+}

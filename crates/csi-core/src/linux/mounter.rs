@@ -23,7 +23,7 @@ use crate::linux::mountinfo::{SELF_MOUNTINFO, read_mount_table};
 use crate::linux::stuck_paths::StuckPaths;
 use crate::ports::{
     Command, CommandRunner, MAX_STACKED_MOUNTS, MountEntry, Mounter, check_below, not_mounted,
-    still_mounted, unmount_one_by_one,
+    still_mounted, top_mount_id, unmount_one_by_one,
 };
 
 /// Mounts with `mount(8)` (through the [`CommandRunner`]) and with syscalls.
@@ -444,13 +444,23 @@ impl Drop for SetOnDrop {
 /// Whether `path` is a mount root, from one `statx` (and one of its parent on kernels that
 /// do not report `STATX_ATTR_MOUNT_ROOT`).
 fn is_mount_point_blocking(path: &Path) -> Result<bool> {
+    mount_root_id_blocking(path).map(|(root, _)| root)
+}
+
+/// Whether `path` is a mount root, and the id of its mount when the kernel tells it
+/// (`STATX_MNT_ID`, Linux 5.8).
+fn mount_root_id_blocking(path: &Path) -> Result<(bool, Option<u32>)> {
     let stx = statx_nofollow(path).map_err(|e| match e {
         Errno::ENOENT | Errno::ENOTDIR => {
             Error::NotFound(format!("{} does not exist", path.display()))
         }
         other => errno_error("statx", path, other),
     })?;
-    mount_root_of(path, &stx)
+    let root = mount_root_of(path, &stx)?;
+    let id = (stx.stx_mask & libc::STATX_MNT_ID != 0)
+        .then(|| u32::try_from(stx.stx_mnt_id).ok())
+        .flatten();
+    Ok((root, id))
 }
 
 /// Whether `stx`, of `path`, is a mount root.
@@ -685,6 +695,25 @@ impl Mounter for LinuxMounter {
             .await?
     }
 
+    /// One `statx`; the mount table only on kernels that do not give the mount id.
+    async fn mount_id(&self, path: &Path) -> Result<Option<u32>> {
+        let owned = path.to_path_buf();
+        let (root, id) = self
+            .stuck
+            .run(
+                path,
+                self.timeout,
+                format!("stat of {}", path.display()),
+                move || mount_root_id_blocking(&owned),
+            )
+            .await??;
+        match (root, id) {
+            (false, _) => Ok(None),
+            (true, Some(id)) => Ok(Some(id)),
+            (true, None) => top_mount_id(&self.list_mounts().await?, path).map(Some),
+        }
+    }
+
     async fn list_mounts(&self) -> Result<Vec<MountEntry>> {
         let path = self.mountinfo.clone();
         let table = try_blocking(
@@ -854,6 +883,18 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.code(), code, "{source} {fs_type}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn mount_id_is_the_mount_tables_and_none_for_a_plain_directory() {
+        let m = mounter(MockCommandRunner::new());
+        let root = Path::new("/proc");
+        let listed = crate::ports::top_mount_id(&m.list_mounts().await.unwrap(), root).unwrap();
+        assert_eq!(m.mount_id(root).await.unwrap(), Some(listed));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(m.mount_id(dir.path()).await.unwrap(), None);
+        let err = m.mount_id(&dir.path().join("missing")).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound);
     }
 
     #[tokio::test]

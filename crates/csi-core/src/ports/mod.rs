@@ -16,7 +16,7 @@ pub use backend::{
 };
 pub use command::{Command, CommandOutput, CommandRunner};
 pub use mounter::{MAX_STACKED_MOUNTS, MountEntry, Mounter, unmount_one_by_one};
-pub(crate) use mounter::{check_below, not_mounted, still_mounted};
+pub(crate) use mounter::{check_below, not_mounted, still_mounted, top_mount_id};
 pub use quota::{QuotaLimits, QuotaManager, QuotaUsage};
 pub use snapshot::{
     ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine,

@@ -109,6 +109,17 @@ pub trait Mounter: Send + Sync {
     /// The whole mount table of this process's mount namespace.
     async fn list_mounts(&self) -> Result<Vec<MountEntry>>;
 
+    /// The id of the mount whose root `path` is (the mount table's first field; a mount
+    /// made there later gets another), `None` when `path` is no mount point, `NotFound` when
+    /// it does not exist. Never follows a symbolic link at `path`. By default
+    /// [`Mounter::is_mount_point`], then the mount table.
+    async fn mount_id(&self, path: &Path) -> Result<Option<u32>> {
+        if !self.is_mount_point(path).await? {
+            return Ok(None);
+        }
+        top_mount_id(&self.list_mounts().await?, path).map(Some)
+    }
+
     /// Unmounts whatever is mounted at `path`, stacked mounts one by one (a stage or publish
     /// retried after a lost reply stacks one more each time). Nothing mounted is not an
     /// error. Returns whether `path` exists; an error when something is still mounted there
@@ -116,6 +127,21 @@ pub trait Mounter: Send + Sync {
     async fn unmount_all(&self, path: &Path) -> Result<bool> {
         unmount_one_by_one(self, path).await
     }
+}
+
+/// The id of the topmost mount at `path` in `mounts`, which `path` is known to be the root of.
+pub(crate) fn top_mount_id(mounts: &[MountEntry], path: &Path) -> Result<u32> {
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == path)
+        .map(|m| m.id)
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "{} is a mount point the mount table does not list",
+                path.display()
+            ))
+        })
 }
 
 /// Most mounts [`Mounter::unmount_all`] takes off one place.

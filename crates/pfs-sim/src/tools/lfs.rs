@@ -1,4 +1,4 @@
-//! Lustre `lfs`: `project`, `setquota -p` and `quota -p`.
+//! Lustre `lfs`: `project`, `setquota -p`, `quota -p` and `getname`.
 
 use super::ToolIo;
 use super::getopt::{Opt, OptSpec, getopt};
@@ -39,7 +39,7 @@ const QUOTA_FILE: &str = "quota.json";
 /// Runs `lfs`.
 pub fn run(args: &[String], root: &StateRoot, io: &mut ToolIo<'_>) -> i32 {
     let Some(command) = args.first() else {
-        io.err("lfs: a command is required (project, setquota, quota)\n");
+        io.err("lfs: a command is required (project, setquota, quota, getname)\n");
         return USAGE_EXIT;
     };
     let rest = &args[1..];
@@ -47,9 +47,10 @@ pub fn run(args: &[String], root: &StateRoot, io: &mut ToolIo<'_>) -> i32 {
         "project" => project(rest, root, io),
         "setquota" => setquota(rest, root, io),
         "quota" => quota(rest, root, io),
+        "getname" => getname(rest, root, io),
         other => {
             io.err(&format!(
-                "lfs: '{other}' is not simulated (project, setquota, quota are)\n"
+                "lfs: '{other}' is not simulated (project, setquota, quota, getname are)\n"
             ));
             USAGE_EXIT
         }
@@ -405,6 +406,41 @@ fn project_tree(path: &str, root: &StateRoot, args: &ProjectArgs, io: &mut ToolI
         }
     }
     code
+}
+
+/// `lfs getname PATH...`: `FSNAME-INSTANCE PATH` for each path on a simulated Lustre mount
+/// (the instance: the filesystem directory's inode, in hex, where the real one is the
+/// client's superblock address); the first path on anything else stops it with
+/// ``cannot get name for `PATH': ...`` and the real tool's status (-ENOTTY).
+fn getname(args: &[String], root: &StateRoot, io: &mut ToolIo<'_>) -> i32 {
+    if args.is_empty() || args.iter().any(|a| a.starts_with('-')) {
+        io.err("usage: getname PATH... (listing every mount without a path is not simulated)\n");
+        return USAGE_EXIT;
+    }
+    for path in args {
+        let located = root
+            .locate(FsKind::Lustre, Path::new(path), false)
+            .map_err(|e| crate::errno_text(&e));
+        let fs = match located {
+            Ok(Some(l)) => l.fs,
+            Ok(None) => {
+                io.err(&format!(
+                    "cannot get name for `{path}': Inappropriate ioctl for device\n"
+                ));
+                return 256 - libc::ENOTTY;
+            }
+            Err(text) => {
+                io.err(&format!("cannot get name for `{path}': {text}\n"));
+                return 256 - libc::ENOENT;
+            }
+        };
+        let instance = std::fs::metadata(&fs.dir).map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        io.out(&format!("{}-ffff{instance:012x} {path}\n", fs.record.name));
+    }
+    0
 }
 
 fn not_lustre(cmd: &str, path: &str, io: &mut ToolIo<'_>) -> i32 {
