@@ -202,6 +202,9 @@ async fn the_dynamic_lifecycle_works_on_beegfs_7_and_8() {
             .lock()
             .unwrap()
             .retain(|e| e.mount_point != target);
+        // An unstage at a staging path the volume is not staged at leaves its stage alone.
+        let elsewhere = staging.with_file_name("elsewhere");
+        node.unstage_volume(&vid(id), &elsewhere).await.unwrap();
         node.unstage_volume(&vid(id), &staging).await.unwrap();
         assert!(!staging.join("mount").exists());
         assert!(

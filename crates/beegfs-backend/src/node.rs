@@ -226,9 +226,11 @@ impl Inner {
         let store = self.staged_store();
         store.put(&key, &record)?;
         if !self.is_mounted(mount_point).await? {
+            // Checked above; opened again below the client mount through directories only,
+            // in the bind's own call, so a link swapped in meanwhile is not followed.
             self.ctx
                 .mounter
-                .bind_mount(&volume_dir, mount_point, false)
+                .bind_mount_below(&shared.mount_point, &volume_dir, mount_point, false)
                 .await?;
         }
         record.node_file = self.touch_node_file(&shared.mount_point, id).await?;
@@ -323,8 +325,10 @@ impl Inner {
             if rec.mode == StageMode::Shared {
                 self.release_shared(id, &id_text).await?;
             }
+            // Only the record of this staging path: an unstage of another one leaves the
+            // volume's real stage, and what it holds, for its own unstage.
+            store.remove(&key)?;
         }
-        store.remove(&key)?;
         info!(volume_id = %id_text, "volume unstaged");
         Ok(())
     }

@@ -450,6 +450,23 @@ impl FakeMounts {
         m.expect_bind_mount()
             .returning(move |source, target, _ro| me.bind(source, target));
         let me = self.clone();
+        m.expect_bind_mount_below()
+            .returning(move |mount, source, target, _ro| {
+                let mounted = me
+                    .table
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.mount_point == mount);
+                if !mounted {
+                    return Err(Error::FailedPrecondition(format!(
+                        "nothing is mounted at {}",
+                        mount.display()
+                    )));
+                }
+                me.bind(source, target)
+            });
+        let me = self.clone();
         m.expect_unmount()
             .returning(move |target| me.unmount(target));
         let me = self.clone();

@@ -276,6 +276,17 @@ async fn a_bind_below_a_mount_needs_the_mount_and_never_leaves_it() {
             source.display()
         );
     }
+    // And a link that stays inside the mount: a user who can write a middle directory
+    // must not be able to point a volume's path at another volume.
+    fs::create_dir_all(src.join("vols/v2/sub")).unwrap();
+    std::os::unix::fs::symlink("v2", src.join("vols/alias")).unwrap();
+    assert_eq!(
+        code(
+            m.bind_mount_below(&src, &src.join("vols/alias/sub"), &dst, false)
+                .await
+        ),
+        ErrorCode::FailedPrecondition
+    );
     // So is a directory of another filesystem mounted inside it.
     fs::create_dir(src.join("inner")).unwrap();
     let _inner_guard = mount_nosuid_nodev_source(&m, &src.join("inner")).await;

@@ -121,17 +121,14 @@ impl Inner {
                     Some(&holder),
                 )
                 .await?;
-            let bound = async {
-                let dir = target.path(&handle.dir);
-                let root = target.mount_point.clone();
-                let dir = self
-                    .fs(format!("resolve {}", dir.display()), move || {
-                        volume_dirs::resolve_inside(&root, &dir)
-                    })
-                    .await?;
-                self.ctx.mounter.bind_mount(&dir, &staging, read_only).await
-            }
-            .await;
+            // The volume's directory is opened below the filesystem's mount through
+            // directories only (no link on the way), in the bind's own call.
+            let dir = target.path(&handle.dir);
+            let bound = self
+                .ctx
+                .mounter
+                .bind_mount_below(&target.mount_point, &dir, &staging, read_only)
+                .await;
             if let Err(e) = bound {
                 if let Err(release) = self.mounts.release(&holder).await {
                     warn!(error = %release, "shared mount not released after a failed stage");

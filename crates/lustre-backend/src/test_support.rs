@@ -177,6 +177,18 @@ impl FakeMounts {
         self.ids.insert(target.to_path_buf(), id);
     }
 
+    fn bind(&mut self, source: &Path, target: &Path, read_only: bool) {
+        self.calls.push(format!(
+            "bind {} {} ro={read_only}",
+            source.display(),
+            target.display()
+        ));
+        self.put(target, format!("bind:{}", source.display()));
+        if read_only {
+            self.read_only.insert(target.to_path_buf());
+        }
+    }
+
     /// The mount id at `p`, as the real mounter answers: `NotFound` for a missing path,
     /// `DeadlineExceeded` for a hung mount.
     fn mount_id(&self, p: &Path) -> Result<Option<u32>> {
@@ -480,16 +492,28 @@ fn mounter(state: Arc<Mutex<FakeMounts>>) -> MockMounter {
     let s = state.clone();
     m.expect_bind_mount()
         .returning(move |source, target, read_only| {
+            s.lock().unwrap().bind(source, target, read_only);
+            Ok(())
+        });
+    let s = state.clone();
+    m.expect_bind_mount_below()
+        .returning(move |mount, source, target, read_only| {
             let mut s = s.lock().unwrap();
-            s.calls.push(format!(
-                "bind {} {} ro={read_only}",
-                source.display(),
-                target.display()
-            ));
-            s.put(target, format!("bind:{}", source.display()));
-            if read_only {
-                s.read_only.insert(target.to_path_buf());
+            if !s.mounted.contains_key(mount) {
+                return Err(Error::FailedPrecondition(format!(
+                    "nothing is mounted at {}",
+                    mount.display()
+                )));
             }
+            // The real mounter opens the source through directories only.
+            csi_core::fs_paths::check_no_symlinks_below(mount, source)?;
+            if !source.is_dir() {
+                return Err(Error::NotFound(format!(
+                    "bind mount source {} does not exist",
+                    source.display()
+                )));
+            }
+            s.bind(source, target, read_only);
             Ok(())
         });
     let s = state.clone();

@@ -273,22 +273,61 @@ fn bind_below_blocking(mount: &Path, source: &Path, target: &Path, read_only: bo
     bind_dirs(&source_dir, &target_dir, source, target, read_only)
 }
 
-/// Opens directory `rel` below `mount_dir` (at `mount`; `source` is the whole path) as
-/// [`open_source`] does, never leaving the mount; by its path on kernels without `openat2`.
+/// Opens directory `rel` below `mount_dir` (at `mount`; `source` is the whole path) through
+/// directories only: no symbolic link anywhere on the way (a user who can write a middle
+/// directory could otherwise point it at another volume), never leaving the mount.
 fn open_source_below(mount_dir: &File, rel: &Path, mount: &Path, source: &Path) -> Result<File> {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_XDEV);
-    match openat2(mount_dir, rel, how) {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(Errno::ENOSYS) => open_source(source),
-        Err(Errno::EXDEV) => Err(Error::FailedPrecondition(format!(
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_XDEV
+                | ResolveFlag::RESOLVE_NO_SYMLINKS,
+        );
+    let opened = match openat2(mount_dir, rel, how) {
+        Err(Errno::ENOSYS) => open_by_components(mount_dir, rel),
+        other => other.map(File::from),
+    };
+    opened.map_err(|errno| match errno {
+        Errno::EXDEV => Error::FailedPrecondition(format!(
             "bind mount source {} leads out of the filesystem mounted at {}; refusing to mount it",
             source.display(),
             mount.display()
-        ))),
-        Err(other) => Err(source_error(source, other)),
+        )),
+        Errno::ELOOP | Errno::ENOTDIR => Error::FailedPrecondition(format!(
+            "bind mount source {} is not a directory reached through directories only from {} (a symbolic link on the way?); refusing to mount it",
+            source.display(),
+            mount.display()
+        )),
+        other => source_error(source, other),
+    })
+}
+
+/// What [`open_source_below`]'s `openat2` does, on kernels without it (before 5.6): one
+/// component at a time, none followed if it is a link, each on the mount `mount_dir` is.
+fn open_by_components(mount_dir: &File, rel: &Path) -> std::result::Result<File, Errno> {
+    let mount_id =
+        |dir: &File| statx_fd(dir).map(|s| (s.stx_mnt_id, s.stx_dev_major, s.stx_dev_minor));
+    let mount = mount_id(mount_dir)?;
+    let mut dir = mount_dir
+        .try_clone()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    for component in rel.components() {
+        let std::path::Component::Normal(name) = component else {
+            return Err(Errno::EXDEV);
+        };
+        let fd = nix::fcntl::openat(
+            &dir,
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        dir = File::from(fd);
+        if mount_id(&dir)? != mount {
+            return Err(Errno::EXDEV);
+        }
     }
+    Ok(dir)
 }
 
 /// The bind of the open directories, read-only as [`bind_blocking`] describes.
@@ -882,6 +921,22 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(err.code(), code, "{source} {fs_type}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_walk_without_openat2_takes_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/file"), b"").unwrap();
+        std::os::unix::fs::symlink("a", dir.path().join("link")).unwrap();
+        let root = open_dir_nofollow(dir.path()).unwrap();
+        let opened = open_by_components(&root, Path::new("a/b")).unwrap();
+        let ino = |f: &File| statx_fd(f).unwrap().stx_ino;
+        let b = open_dir_nofollow(&dir.path().join("a/b")).unwrap();
+        assert_eq!(ino(&opened), ino(&b));
+        for rel in ["link/b", "a/file", "a/missing", "a/../a/b"] {
+            assert!(open_by_components(&root, Path::new(rel)).is_err(), "{rel}");
         }
     }
 
