@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use csi_core::domain::{Secrets, Snapshot, SnapshotId};
 use csi_core::ports::{ArchiveOptions, CreateSnapshotRequest};
-use csi_core::{Error, Result};
+use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
 
 use crate::backend::{Inner, Target};
@@ -22,7 +22,7 @@ use crate::records::{
     LocationRecord, RECORD_VERSION, SnapshotRecord, SnapshotState, ToolRecord, VolumeState, now,
 };
 use crate::tasks::StopSignal;
-use crate::volume_dirs::{self, DirState};
+use crate::volume_dirs;
 use crate::volume_id::{Location, LustreSnapshotId, VolumePath, check_name};
 
 /// Key of the background task cutting snapshot `name` of `entry`.
@@ -93,18 +93,19 @@ impl Inner {
         let target = Target::at(&entry, location.as_ref());
         self.mount_controller(&target, mgmt.as_ref()).await?;
         let source_dir = target.path(&handle.dir);
-        let d = source_dir.clone();
-        if self
-            .fs(format!("stat {}", source_dir.display()), move || {
-                volume_dirs::dir_state(&d)
-            })
-            .await?
-            != DirState::Directory
-        {
-            return Err(Error::NotFound(format!(
-                "source volume {source_id} does not exist"
-            )));
-        }
+        // Through no link on the way: a static volume's path may lie where users write, and
+        // a link in its middle would archive another volume's data.
+        let (root, d) = (target.mount_point.clone(), source_dir.clone());
+        self.fs(format!("resolve {}", source_dir.display()), move || {
+            volume_dirs::resolve_inside(&root, &d)
+        })
+        .await
+        .map_err(|e| match e.code() {
+            ErrorCode::NotFound => {
+                Error::NotFound(format!("source volume {source_id} does not exist"))
+            }
+            _ => e,
+        })?;
         let folder = match &params.folder {
             Some(f) => f.clone(),
             None => VolumePath::parse(&format!("{}/snapshots", self.settings.metadata_dir))
@@ -645,6 +646,17 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::NotFound);
+        // A static volume reached through a link in the middle of its path is not archived.
+        std::fs::create_dir_all(h.fs("exa1").join("bob/data")).unwrap();
+        std::fs::create_dir_all(h.fs("exa1").join("alice")).unwrap();
+        std::os::unix::fs::symlink("../bob", h.fs("exa1").join("alice/envs")).unwrap();
+        let err = h
+            .backend
+            .create_snapshot(&snap_request("s", "exa1:/alice/envs/data", &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
         // Deleting a snapshot that never existed is fine.
         h.backend
             .delete_snapshot(
