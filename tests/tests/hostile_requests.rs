@@ -929,9 +929,9 @@ async fn hostile_lustre_requests_get_exact_codes_and_touch_nothing_outside() {
             Code::InvalidArgument,
         ),
         case(
-            "snapshot: source a planted symbolic link",
+            "snapshot: source a planted symbolic link (refused as a clone source is)",
             Call::CreateSnapshot(snapshot("s2", "exa1:/evil", &[])),
-            Code::NotFound,
+            Code::FailedPrecondition,
         ),
         case(
             "snapshot: snapshotFolder climbing out",
