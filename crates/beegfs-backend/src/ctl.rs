@@ -131,6 +131,11 @@ pub enum CtlOp {
         /// Storage pool.
         pool: u16,
     },
+    /// Reads the default quota limits of `pool`.
+    GetDefaultQuota {
+        /// Storage pool.
+        pool: u16,
+    },
 }
 
 fn limit_text(limit: Option<u64>) -> String {
@@ -204,6 +209,9 @@ pub fn build_command(
                     .arg(gid.to_string())
                     .arg("--csv")
                     .arg(format!("--storagepoolid={pool}")),
+                CtlOp::GetDefaultQuota { pool } => cmd
+                    .args(["--getquota", "--defaultlimits", "--csv"])
+                    .arg(format!("--storagepoolid={pool}")),
             }
         }
         BeegfsVersion::V8 => {
@@ -275,6 +283,7 @@ pub fn build_command(
                     .args(["--raw", "quota", "list-usage"])
                     .arg(format!("--gids={gid}"))
                     .arg(format!("--pool={pool}")),
+                CtlOp::GetDefaultQuota { .. } => cmd.args(["--raw", "quota", "list-defaults"]),
             }
         }
     }
@@ -535,6 +544,27 @@ pub struct QuotaRow {
     pub inodes_used: u64,
     /// Inode limit; `None`: unlimited.
     pub inodes_limit: Option<u64>,
+}
+
+/// BeeGFS 7's default group limits (bytes, inodes; `None`: unlimited) from
+/// `--getquota --defaultlimits --csv`: a header line naming the user and group size and
+/// chunk-file limits, then one line of values.
+pub fn parse_default_group_limits_v7(output: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let mut lines = output.lines().map(str::trim).filter(|l| !l.is_empty());
+    let header: Vec<String> = lines
+        .find(|l| l.contains("group size limit"))?
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    let values: Vec<&str> = lines.next()?.split(',').collect();
+    if values.len() != header.len() {
+        return None;
+    }
+    let cell = |name: &str| {
+        let i = header.iter().position(|h| h.starts_with(name))?;
+        limit_cell(values[i])
+    };
+    Some((cell("group size")?, cell("group chunk files")?))
 }
 
 /// A limit cell: `unlimited`, `∞`, empty, `-`, `?` and the tools' "no limit" values (0, and
@@ -901,6 +931,28 @@ impl Ctl {
             BeegfsVersion::V8 => parse_quota_usage_v8(&out.stdout, gid),
         };
         Ok(parsed.unwrap_or_default())
+    }
+
+    /// The limits `--getquota` shows BeeGFS 7 groups without limits of their own in `pool`
+    /// (bytes, inodes; `None`: unlimited); `None` on BeeGFS 8, whose `quota list-usage`
+    /// lists only groups with usage, so that an unused group never shows a default.
+    pub async fn default_group_limits(
+        &self,
+        target: &CtlTarget,
+        pool: u16,
+    ) -> Result<Option<(Option<u64>, Option<u64>)>> {
+        if self.version(target).await? == BeegfsVersion::V8 {
+            return Ok(None);
+        }
+        let what = format!("default quota limits on {}", target.host);
+        let (_, out) = self
+            .run_checked(target, &CtlOp::GetDefaultQuota { pool }, &what)
+            .await?;
+        parse_default_group_limits_v7(&out.stdout)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Internal(format!("{what}: unexpected output: {}", out.stdout.trim()))
+            })
     }
 
     /// Sets the limits of group `gid` in `pool`.
@@ -1485,7 +1537,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn default_group_limits_of_beegfs_7() {
+        let csv = "user size limit,user chunk files limit,group size limit,group chunk files\n\
+                   unlimited,unlimited,1099511627776,100000\n";
+        assert_eq!(
+            parse_default_group_limits_v7(csv),
+            Some((Some(1 << 40), Some(100_000)))
+        );
+        let none = "user size limit,user chunk files limit,group size limit,group chunk files\n\
+                    5000,unlimited,unlimited,unlimited\n";
+        assert_eq!(parse_default_group_limits_v7(none), Some((None, None)));
+        assert_eq!(parse_default_group_limits_v7("Error: no quota\n"), None);
+        assert_eq!(
+            parse_default_group_limits_v7("user size limit,group size limit\n1,2,3\n"),
+            None
+        );
+    }
+
     proptest! {
+        #[test]
+        fn default_limit_lines_parse_back(
+            group in prop::option::of(1u64..1 << 60),
+            files in prop::option::of(1u64..1 << 40),
+        ) {
+            let cell = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+            let csv = format!(
+                "user size limit,user chunk files limit,group size limit,group chunk files\n\
+                 unlimited,unlimited,{},{}\n",
+                cell(group),
+                cell(files)
+            );
+            prop_assert_eq!(parse_default_group_limits_v7(&csv), Some((group, files)));
+        }
+
+        #[test]
+        fn default_limit_parsing_never_panics(text in "(.{0,30}\n){0,3}") {
+            let _ = parse_default_group_limits_v7(&text);
+        }
+
         #[test]
         fn entry_info_parser_never_panics(text in "(?s).{0,400}") {
             let _ = parse_entry_info(&text);

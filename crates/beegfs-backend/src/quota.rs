@@ -100,12 +100,21 @@ impl QuotaManager for BeegfsQuota {
         })
     }
 
+    /// Usage, or limits of the group's own: BeeGFS 7 shows a group without limits of its own
+    /// the pool's default ones, which every unused group would then seem to have.
     async fn in_use(&self, id: u32) -> Result<bool> {
         let u = self.usage(id).await?;
-        Ok(u.bytes_used > 0
-            || u.inodes_used > 0
-            || u.bytes_limit.is_some()
-            || u.inodes_limit.is_some())
+        if u.bytes_used > 0 || u.inodes_used > 0 {
+            return Ok(true);
+        }
+        if u.bytes_limit.is_none() && u.inodes_limit.is_none() {
+            return Ok(false);
+        }
+        let defaults = self
+            .ctl
+            .default_group_limits(&self.target, self.pool)
+            .await?;
+        Ok(defaults != Some((u.bytes_limit, u.inodes_limit)))
     }
 
     async fn clear(&self, id: u32) -> Result<()> {

@@ -623,3 +623,72 @@ async fn lifecycle(dir: &Path) {
         "BeeGFS 8 got its secrets by file"
     );
 }
+
+/// BeeGFS 7 shows a group without limits of its own the pool's default limits: with defaults
+/// set, every unused group id seemed taken and quota-enabled creates ran out of ids.
+#[test]
+fn default_group_limits_leave_unused_group_ids_free() {
+    private_mount_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let _unmount = Unmounter(tmp.path().to_path_buf());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(default_limits(tmp.path()));
+}
+
+async fn default_limits(dir: &Path) {
+    let world = World::new(dir);
+    let conf = dir.join("admin-client.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "sysMgmtdHost = {FS7}\nconnAuthFile = {}\n",
+            dir.join("sim-secrets/s7").display()
+        ),
+    )
+    .unwrap();
+    let ctl = |args: &[&str]| {
+        let out = Process::new(world.tools.join("beegfs-ctl"))
+            .arg(format!("--cfgFile={}", conf.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "beegfs-ctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ctl(&[
+        "--setquota",
+        "--default",
+        "--gid",
+        "--sizelimit=1T",
+        "--inodelimit=100000",
+        "--storagepoolid=1",
+    ]);
+    // As the real tool: an unused group shows the defaults.
+    let shown = ctl(&["--getquota", "--gid", "4242", "--csv", "--storagepoolid=1"]);
+    assert!(
+        shown.contains("4242,4242,0,1099511627776,0,100000"),
+        "{shown}"
+    );
+
+    let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
+    let controller = world.backend(
+        Role::Controller,
+        "controller",
+        ClientMountMode::PerVolume,
+        &runner,
+    );
+    controller.check_ready().await.unwrap();
+    let vol = controller
+        .create_volume(&create("pvc-defaults", FS7, GIB, None))
+        .await
+        .unwrap();
+    let gid = &vol.context["quotaGid"];
+    let own = ctl(&["--getquota", "--gid", gid, "--csv", "--storagepoolid=1"]);
+    assert!(
+        own.contains(&format!("{gid},{gid},0,{GIB},")),
+        "the volume's group has its own limit: {own}"
+    );
+}

@@ -372,6 +372,11 @@ struct Quotas {
     users: BTreeMap<u32, BTreeMap<u16, Limit>>,
     #[serde(default)]
     groups: BTreeMap<u32, BTreeMap<u16, Limit>>,
+    /// Default limits per pool, of ids without limits of their own.
+    #[serde(default)]
+    user_defaults: BTreeMap<u16, Limit>,
+    #[serde(default)]
+    group_defaults: BTreeMap<u16, Limit>,
 }
 
 impl Quotas {
@@ -379,6 +384,61 @@ impl Quotas {
         match kind {
             QuotaKind::User => &mut self.users,
             QuotaKind::Group => &mut self.groups,
+        }
+    }
+
+    fn defaults(&mut self, kind: QuotaKind) -> &mut BTreeMap<u16, Limit> {
+        match kind {
+            QuotaKind::User => &mut self.user_defaults,
+            QuotaKind::Group => &mut self.group_defaults,
+        }
+    }
+}
+
+/// Sets the default limits of `kind` in a pool (absent values keep their setting).
+pub fn set_default_limits(
+    fs: &Filesystem,
+    kind: QuotaKind,
+    pool: u16,
+    space: Option<u64>,
+    inodes: Option<u64>,
+) -> crate::error::Result<()> {
+    let _lock = fs.lock()?;
+    let mut quotas: Quotas = fs.read_meta(QUOTAS)?;
+    let limit = quotas.defaults(kind).entry(pool).or_default();
+    if let Some(space) = space {
+        limit.space = space;
+    }
+    if let Some(inodes) = inodes {
+        limit.inodes = inodes;
+    }
+    fs.write_meta(QUOTAS, &quotas)
+}
+
+/// The default limits of `kind` in a pool (0: none).
+pub fn default_limits(fs: &Filesystem, kind: QuotaKind, pool: u16) -> crate::error::Result<Limit> {
+    let mut quotas: Quotas = fs.read_meta(QUOTAS)?;
+    Ok(quotas
+        .defaults(kind)
+        .get(&pool)
+        .copied()
+        .unwrap_or_default())
+}
+
+impl Limit {
+    /// The limits an id shows: its own where set (not 0), else the default.
+    pub fn or_default(self, default: Limit) -> Limit {
+        Limit {
+            space: if self.space == 0 {
+                default.space
+            } else {
+                self.space
+            },
+            inodes: if self.inodes == 0 {
+                default.inodes
+            } else {
+                self.inodes
+            },
         }
     }
 }

@@ -610,7 +610,8 @@ fn set_quota(session: &mut Session, io: &mut ToolIo<'_>) -> i32 {
             1
         }
     };
-    for unsupported in ["--all", "--file", "--list", "--range", "--default"] {
+    let default = session.map.remove("--default").is_some();
+    for unsupported in ["--all", "--file", "--list", "--range"] {
         if session.map.contains_key(unsupported) {
             io.err(&format!(
                 "Invalid configuration. {unsupported} is not simulated.\n"
@@ -645,6 +646,22 @@ fn set_quota(session: &mut Session, io: &mut ToolIo<'_>) -> i32 {
         return APPCODE_INVALID_CONFIG;
     }
     session.map.remove("--mount");
+    if default {
+        if check_invalid_args(&session.map, io) {
+            return APPCODE_INVALID_CONFIG;
+        }
+        if session.fs.pool(pool).is_none() {
+            io.err(&format!("Storage pool ID doesn't exist: {pool}.\n"));
+            return APPCODE_RUNTIME_ERROR;
+        }
+        return match common::set_default_limits(&session.fs, kind, pool, space, inodes) {
+            Ok(()) => 0,
+            Err(e) => {
+                io.err(&format!("Communication with server failed: {e}\n"));
+                APPCODE_RUNTIME_ERROR
+            }
+        };
+    }
     let Some(id_text) = take_path(&mut session.map) else {
         io.err("No ID specified.\n");
         return APPCODE_INVALID_CONFIG;
@@ -741,6 +758,65 @@ fn id_name(kind: QuotaKind, id: u32) -> String {
     name.unwrap_or_else(|| id.to_string())
 }
 
+/// `--getquota --defaultlimits`: the default user and group limits of a pool (of each pool
+/// under its heading without `--storagepoolid`), as a table or CSV with sizes in bytes.
+fn print_default_limits(
+    session: &mut Session,
+    pool: Option<u16>,
+    csv: bool,
+    io: &mut ToolIo<'_>,
+) -> i32 {
+    session.map.remove("--mount");
+    if check_invalid_args(&session.map, io) {
+        return APPCODE_INVALID_CONFIG;
+    }
+    let pools: Vec<u16> = match pool {
+        Some(p) if session.fs.pool(p).is_none() => {
+            io.err(&format!("Storage pool ID doesn't exist: {p}.\n"));
+            return APPCODE_INVALID_CONFIG;
+        }
+        Some(p) => vec![p],
+        None => session.fs.record.pools.iter().map(|p| p.id).collect(),
+    };
+    let text = |value: u64, size: bool| {
+        if Limit::unlimited(value) {
+            "unlimited".to_string()
+        } else if size && !csv {
+            beegfs7_quota_size(value)
+        } else {
+            value.to_string()
+        }
+    };
+    for p in pools {
+        let user = common::default_limits(&session.fs, QuotaKind::User, p).unwrap_or_default();
+        let group = common::default_limits(&session.fs, QuotaKind::Group, p).unwrap_or_default();
+        if pool.is_none() {
+            io.out(&format!(
+                "\nQuota information for storage pool (ID: {p}):\n\n"
+            ));
+        }
+        if csv {
+            io.out("user size limit,user chunk files limit,group size limit,group chunk files\n");
+            io.out(&format!(
+                "{},{},{},{}\n",
+                text(user.space, true),
+                text(user.inodes, false),
+                text(group.space, true),
+                text(group.inodes, false)
+            ));
+        } else {
+            io.out(&format!(
+                "user size limit:        {}\nuser chunk files limit: {}\ngroup size limit:       {}\ngroup chunk files:      {}\n\n",
+                text(user.space, true),
+                text(user.inodes, false),
+                text(group.space, true),
+                text(group.inodes, false)
+            ));
+        }
+    }
+    0
+}
+
 fn get_quota(session: &mut Session, io: &mut ToolIo<'_>) -> i32 {
     let pool = match session.map.remove("--storagepoolid") {
         None => None,
@@ -753,6 +829,9 @@ fn get_quota(session: &mut Session, io: &mut ToolIo<'_>) -> i32 {
         }
     };
     let csv = session.map.remove("--csv").is_some();
+    if session.map.remove("--defaultlimits").is_some() {
+        return print_default_limits(session, pool, csv, io);
+    }
     let kind = match quota_kind(&mut session.map, io) {
         Ok(kind) => kind,
         Err(code) => return code,
@@ -761,7 +840,7 @@ fn get_quota(session: &mut Session, io: &mut ToolIo<'_>) -> i32 {
     session.map.remove("--withsystem");
     session.map.remove("--mount");
     let list = session.map.remove("--list").is_some();
-    for unsupported in ["--all", "--range", "--defaultlimits"] {
+    for unsupported in ["--all", "--range"] {
         if session.map.contains_key(unsupported) {
             io.err(&format!(
                 "Invalid configuration. {unsupported} is not simulated.\n"
@@ -815,6 +894,7 @@ fn get_quota(session: &mut Session, io: &mut ToolIo<'_>) -> i32 {
             }
         };
         let limits = common::limits(&session.fs, kind, p).unwrap_or_default();
+        let default = common::default_limits(&session.fs, kind, p).unwrap_or_default();
         let rows: Vec<QuotaRow> = ids
             .iter()
             .map(|id| {
@@ -824,7 +904,11 @@ fn get_quota(session: &mut Session, io: &mut ToolIo<'_>) -> i32 {
                     id: *id,
                     used_bytes: used.bytes,
                     used_inodes: used.inodes,
-                    limit: limits.get(id).copied().unwrap_or_default(),
+                    limit: limits
+                        .get(id)
+                        .copied()
+                        .unwrap_or_default()
+                        .or_default(default),
                 }
             })
             .collect();
