@@ -789,6 +789,38 @@ async fn stage_of_a_missing_directory_is_not_found_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_volume_being_created_or_deleted_is_neither_snapshotted_nor_cloned() {
+    let (world, ctl) = v7_controller(quota_settings(300, 400));
+    let src = ctl
+        .create_volume(&req("src", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let root = world.fake.root(HOST);
+    let store = crate::records::volume_store(&root, &VolumePath::clean("base", "/k").unwrap());
+    for state in [
+        crate::records::VolumeState::Creating,
+        crate::records::VolumeState::Deleting,
+    ] {
+        let mut rec = store.get("src").unwrap().unwrap();
+        rec.state = state;
+        store.put("src", &rec).unwrap();
+        let snap = CreateSnapshotRequest {
+            name: "snap-partial".into(),
+            source_volume_id: src.id.clone(),
+            parameters: Parameters::default(),
+            secrets: Secrets::default(),
+        };
+        let err = ctl.create_snapshot(&snap).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable, "{state:?}: {err}");
+        let mut clone = req("clone-partial", &params("/k"), GIB as i64);
+        clone.content_source = Some(VolumeContentSource::Volume(src.id.to_string()));
+        let err = ctl.create_volume(&clone).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable, "{state:?}: {err}");
+        assert!(!root.join("k/clone-partial/sub").exists());
+    }
+}
+
+#[tokio::test]
 async fn snapshots_restore_and_clone_into_new_volumes() {
     let (world, ctl) = v7_controller(quota_settings(300, 400));
     let src = ctl

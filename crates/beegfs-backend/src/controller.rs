@@ -641,11 +641,15 @@ impl Inner {
                 "source volume {id} does not exist"
             )));
         }
-        let capacity = self
-            .volume_record(&fs, &vid)
-            .await?
-            .map(|r| r.capacity_bytes);
-        Ok((dir, capacity))
+        let record = self.volume_record(&fs, &vid).await?;
+        if let Some(r) = record.as_ref().filter(|r| r.state != VolumeState::Ready) {
+            // Being created or deleted: its tree is partial.
+            return Err(Error::Unavailable(format!(
+                "source volume {id} is not ready (it is {:?}); retry later",
+                r.state
+            )));
+        }
+        Ok((dir, record.map(|r| r.capacity_bytes)))
     }
 
     /// Fills a new volume directory from its source, then gives its content the volume's

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::backend::{FsAccess, Inner};
 use crate::controller::{Listing, check_name};
-use crate::records::{SnapshotRecord, meta_dir, snapshot_archive, snapshot_folder};
+use crate::records::{SnapshotRecord, VolumeState, meta_dir, snapshot_archive, snapshot_folder};
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId};
 
 impl SnapshotRecord {
@@ -146,6 +146,12 @@ impl Inner {
                     None => rec.to_snapshot(),
                 }
             }
+            // A volume still being created or already being deleted has no content to
+            // stand by: its tree is partial.
+            None if volume.state != VolumeState::Ready => Err(Error::Unavailable(format!(
+                "volume {source_text} is not ready (it is {:?}); retry later",
+                volume.state
+            ))),
             None => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
