@@ -728,6 +728,12 @@ impl Inner {
                 "volume {id_text} is being deleted; retry later"
             )));
         };
+        // Read again under the claim: a deletion that held it until a moment ago may have
+        // finished, and its group id may be another volume's by now.
+        let Some(record) = this.volume_record(&fs, id).await? else {
+            info!(volume_id = %id_text, "volume deleted by an earlier call");
+            return Ok(());
+        };
         // The removal may outlast the caller (a client that gives up drops this call): it
         // runs in a task of its own, which finishes the deletion and then gives the claim
         // back, whether anyone still waits for it or not.
