@@ -19,6 +19,7 @@ use csi_core::ports::{
     ArchiveOptions, ArchiveTool, BackendContext, CreateSnapshotRequest, CreateVolumeRequest,
     FilesystemBackend, NodePublishRequest, NodeStageRequest, PublishSource, VolumeInfo,
 };
+use csi_core::tasks::Tasks;
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
 
@@ -81,6 +82,10 @@ pub(crate) struct Inner {
     node_targets: Mutex<HashMap<String, CtlTarget>>,
     /// Snapshot ids being cut in this process, with their source volume ids.
     pub cuts: Mutex<HashMap<String, String>>,
+    /// Volumes being made from a content source, which outlives the CreateVolume calls.
+    pub fills: Tasks,
+    /// The failure of each fill that ended badly, for the CreateVolume call that waits for it.
+    pub fill_failures: Mutex<HashMap<String, Error>>,
     /// Volume ids whose directory is being deleted in this process.
     pub deleting: Mutex<HashSet<String>>,
     /// Volume paths whose stats call is still blocked after its timeout.
@@ -132,6 +137,8 @@ impl BeegfsBackend {
                 controller_fs: Mutex::new(HashMap::new()),
                 node_targets: Mutex::new(HashMap::new()),
                 cuts: Mutex::new(HashMap::new()),
+                fills: Tasks::default(),
+                fill_failures: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashSet::new()),
                 stuck: StuckPaths::default(),
                 #[cfg(test)]

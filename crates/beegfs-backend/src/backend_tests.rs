@@ -820,6 +820,56 @@ async fn a_volume_being_created_or_deleted_is_neither_snapshotted_nor_cloned() {
     }
 }
 
+/// A fill that outlasts the caller's wait goes on, and retries wait for it instead of
+/// starting it over; a deletion stops it and removes what it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_fill_outlives_its_call_and_is_never_started_twice() {
+    use std::sync::atomic::Ordering;
+    let world = World::new();
+    world.add_fs("ctl", HOST, BeegfsVersion::V7, None);
+    let settings = BeegfsSettings {
+        content_wait_seconds: 0,
+        ..quota_settings(300, 400)
+    };
+    let ctl = controller(&world, settings, NO_AUTH, None);
+    let src = ctl
+        .create_volume(&req("src", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let root = world.fake.root(HOST);
+    std::fs::write(root.join("k/src/file"), b"hello").unwrap();
+    world.fills.delay_ms.store(1500, Ordering::SeqCst);
+    let mut clone = req("clone", &params("/k"), GIB as i64);
+    clone.content_source = Some(VolumeContentSource::Volume(src.id.to_string()));
+    for _ in 0..2 {
+        let err = ctl.create_volume(&clone).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
+    }
+    assert_eq!(world.fills.runs.load(Ordering::SeqCst), 1);
+    let made = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        match ctl.create_volume(&clone).await {
+            Ok(v) => break v,
+            Err(e) => assert_eq!(e.code(), ErrorCode::Aborted, "{e}"),
+        }
+    };
+    assert_eq!(world.fills.runs.load(Ordering::SeqCst), 1, "filled once");
+    assert_eq!(std::fs::read(root.join("k/clone/file")).unwrap(), b"hello");
+    assert_eq!(made.content_source, clone.content_source);
+
+    // Deleted while it fills: the fill stops, and nothing of it stays.
+    let mut other = req("other", &params("/k"), GIB as i64);
+    other.content_source = clone.content_source.clone();
+    let err = ctl.create_volume(&other).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
+    let other_id = vid(&made.id.as_str().replace("/clone", "/other"));
+    ctl.delete_volume(&other_id, &Secrets::default())
+        .await
+        .unwrap();
+    assert!(!root.join("k/other").exists());
+    assert!(!root.join("k/.pfs-csi/volumes/other.json").exists());
+}
+
 #[tokio::test]
 async fn snapshots_restore_and_clone_into_new_volumes() {
     let (world, ctl) = v7_controller(quota_settings(300, 400));

@@ -32,6 +32,23 @@ use crate::records::{
 use crate::settings::QuotaSettings;
 use crate::volume_id::{BeegfsSnapshotId, BeegfsVolumeId, VolumePath};
 
+/// What [`Inner::make_volume`] needs of a CreateVolume, owned: it may run on after the call.
+struct Making {
+    fs: FsAccess,
+    id: BeegfsVolumeId,
+    path: VolumePath,
+    params: VolumeParams,
+    quota: Option<QuotaSettings>,
+    store: RecordStore<VolumeRecord>,
+    record: VolumeRecord,
+    name: String,
+}
+
+/// The key of the background making of volume `id` (one with a content source).
+fn fill_key(id: &str) -> String {
+    format!("fill:{id}")
+}
+
 /// The id of a new volume named `name` (checked as a directory name) with `params`.
 fn new_volume_id(params: &VolumeParams, name: &str) -> Result<BeegfsVolumeId> {
     check_name("name", name)?;
@@ -345,7 +362,10 @@ impl Inner {
     }
 
     /// CreateVolume.
-    pub(crate) async fn create_volume(&self, request: &CreateVolumeRequest) -> Result<Volume> {
+    pub(crate) async fn create_volume(
+        self: &Arc<Self>,
+        request: &CreateVolumeRequest,
+    ) -> Result<Volume> {
         let params = VolumeParams::parse(&request.parameters)?;
         let id = new_volume_id(&params, &request.name)?;
         let path = id.path.clone();
@@ -383,7 +403,7 @@ impl Inner {
             .await?
         };
         let mut _reservation = None;
-        let mut record = match existing {
+        let record = match existing {
             Some(rec) => {
                 if rec.stripe != params.stripe
                     || rec.permissions != params.permissions
@@ -456,6 +476,83 @@ impl Inner {
             }
         };
 
+        let (fs_access, volume_id) = (fs.clone(), id.clone());
+        let making = Making {
+            fs,
+            id,
+            path,
+            params,
+            quota,
+            store,
+            record,
+            name: request.name.clone(),
+        };
+        if making.record.source.is_none() {
+            return self.make_volume(making).await;
+        }
+        // Filling from a snapshot or a volume can outlast any caller's deadline: it runs on
+        // its own, and a retry waits for it again instead of starting it over.
+        let key = fill_key(&id_text);
+        if !self.fills.is_running(&key) {
+            // What an earlier attempt left is not this attempt's outcome. (Calls for one
+            // volume come one at a time: the core holds its lock.)
+            let mut failures = self.fill_failures.lock().unwrap_or_else(|e| e.into_inner());
+            failures.remove(&key);
+        }
+        let task = self.clone();
+        self.fills.spawn(&key, |mut stop| {
+            let key = key.clone();
+            async move {
+                let made = tokio::select! {
+                    made = task.make_volume(making) => made,
+                    // DeleteVolume stops it; the deletion removes what it made.
+                    () = stop.requested() => return,
+                };
+                if let Err(e) = made {
+                    task.fill_failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, e);
+                }
+            }
+        });
+        let wait = Duration::from_secs(self.settings.content_wait_seconds);
+        if !self.fills.wait(&key, wait).await {
+            return Err(Error::Aborted(format!(
+                "volume {id_text} is still being filled from its content source; retry later"
+            )));
+        }
+        let failure = self
+            .fill_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        match self.volume_record(&fs_access, &volume_id).await? {
+            Some(rec) if rec.state == VolumeState::Ready => rec.to_volume(),
+            _ => Err(Error::Aborted(format!(
+                "volume {id_text} was not finished; retry"
+            ))),
+        }
+    }
+
+    /// Makes the directory of a volume whose record says `Creating`: the directory with its
+    /// owner, mode and stripe pattern, its quota group, the content of its source, its
+    /// limits; then records it ready. A failure a retry can finish keeps the record; any
+    /// other undoes what was made.
+    async fn make_volume(self: &Arc<Self>, m: Making) -> Result<Volume> {
+        let Making {
+            fs,
+            id,
+            path,
+            params,
+            quota,
+            store,
+            mut record,
+            name,
+        } = m;
         let made = async {
             let perms = &params.permissions;
             let group = record.quota_gid.or(perms.gid);
@@ -481,7 +578,7 @@ impl Inner {
                     path.relative().to_string(),
                     dir.clone(),
                     perms.mode,
-                    nodes_dir(&fs.root, &params.base, &request.name),
+                    nodes_dir(&fs.root, &params.base, &name),
                 );
                 let owner_uid = uid;
                 let owner_gid = group;
@@ -686,6 +783,9 @@ impl Inner {
     /// DeleteVolume.
     pub(crate) async fn delete_volume(this: &Arc<Inner>, id: &BeegfsVolumeId) -> Result<()> {
         let id_text = id.to_string();
+        // A fill still running writes into the directory about to be removed: it stops first
+        // (the record still says Creating; the deletion removes what it made).
+        this.fills.stop(&fill_key(&id_text)).await;
         let fs = this.controller_fs(&id.host).await?;
         let Some(mut record) = this.volume_record(&fs, id).await? else {
             let dir = fs.root.join(id.path.relative());

@@ -140,7 +140,8 @@ pub struct BeegfsSettings {
     /// How long one DeleteVolume call waits for nodes before answering "retry later".
     pub delete_wait_seconds: u64,
     /// How long a restore, a DeleteSnapshot or a DeleteVolume waits for a snapshot of the
-    /// volume that is still being cut before answering "retry later".
+    /// volume that is still being cut, and a CreateVolume for the restore or clone filling
+    /// it, before answering "retry later".
     pub content_wait_seconds: u64,
     /// The BeeGFS 8 management gRPC port when the driver configuration gives none.
     pub grpc_port: u16,

@@ -637,7 +637,26 @@ impl FakeMounts {
 }
 
 /// A snapshot engine storing trees as JSON maps of relative path to file content.
-pub fn fake_snapshots() -> MockSnapshotEngine {
+/// How the fake engine fills volumes: how many fills (restores and copies) ran, and how
+/// long each takes (blocking its thread, as a real one would).
+#[derive(Debug, Default)]
+pub struct FillControl {
+    /// Fills started.
+    pub runs: std::sync::atomic::AtomicUsize,
+    /// Milliseconds each fill takes.
+    pub delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl FillControl {
+    fn run(&self) {
+        use std::sync::atomic::Ordering;
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+}
+
+pub fn fake_snapshots(fills: Arc<FillControl>) -> MockSnapshotEngine {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Option<String>>) {
         for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
             let path = entry.path();
@@ -675,14 +694,17 @@ pub fn fake_snapshots() -> MockSnapshotEngine {
             checksum: None,
         })
     });
-    engine.expect_restore().returning(|archive, dest, _| {
+    let control = fills.clone();
+    engine.expect_restore().returning(move |archive, dest, _| {
+        control.run();
         let tree: BTreeMap<String, Option<String>> = serde_json::from_slice(
             &std::fs::read(archive).map_err(|e| Error::io("read", archive, e))?,
         )
         .unwrap();
         restore(&tree, dest)
     });
-    engine.expect_copy_tree().returning(|source, dest, _| {
+    engine.expect_copy_tree().returning(move |source, dest, _| {
+        fills.run();
         let mut tree = BTreeMap::new();
         walk(source, source, &mut tree);
         restore(&tree, dest)
@@ -699,6 +721,7 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub fake: Arc<FakeBeegfs>,
     pub mounts: Arc<FakeMounts>,
+    pub fills: Arc<FillControl>,
 }
 
 impl World {
@@ -707,6 +730,7 @@ impl World {
             dir: tempfile::tempdir().unwrap(),
             fake: Arc::new(FakeBeegfs::default()),
             mounts: Arc::new(FakeMounts::default()),
+            fills: Arc::new(FillControl::default()),
         }
     }
 
@@ -741,7 +765,7 @@ impl World {
             driver_name: "beegfs.csi.netapp.com".into(),
             runner: Arc::new(self.fake.runner()),
             mounter: Arc::new(self.mounts.mounter(&self.fake)),
-            snapshots: Arc::new(fake_snapshots()),
+            snapshots: Arc::new(fake_snapshots(self.fills.clone())),
             state_dir: self.state(who),
             kubelet_dir: self.dir.path().join(who).join("kubelet"),
         };

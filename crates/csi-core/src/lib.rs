@@ -26,5 +26,6 @@ pub mod ports;
 pub mod records;
 pub mod service;
 pub mod snapshot_engine;
+pub mod tasks;
 
 pub use error::{Error, ErrorCode, Result};

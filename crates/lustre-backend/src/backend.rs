@@ -29,11 +29,11 @@ use crate::mounts::{LUSTRE, SharedMounts};
 use crate::parameters::VolumeParams;
 use crate::quota::{LustreQuota, PROJECT_ID_TTL, ProjectIdCache};
 use crate::records::Stores;
-use crate::tasks::Tasks;
 use crate::volume_dirs;
 use crate::volume_id::{
     Location, LustreSnapshotId, LustreVolumeHandle, VolumePath, parse_volume_id,
 };
+use csi_core::tasks::Tasks;
 
 /// The topology key of an EXAScaler zone.
 pub const ZONE_KEY: &str = "topology.exa.csi.ddn.com/zone";

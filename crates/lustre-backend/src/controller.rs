@@ -34,9 +34,9 @@ use crate::quota::kib_ceil;
 use crate::records::{
     ContentRecord, LocationRecord, RECORD_VERSION, SnapshotState, VolumeRecord, VolumeState, now,
 };
-use crate::tasks::StopSignal;
 use crate::volume_dirs::{self, DirState};
 use crate::volume_id::{LustreSnapshotId, VolumePath, canonical_volume_id, check_name};
+use csi_core::tasks::StopSignal;
 
 /// Mode of a volume directory when neither the StorageClass nor the entry sets one.
 pub const DEFAULT_PERMISSIONS: u32 = 0o777;

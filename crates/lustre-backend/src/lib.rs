@@ -52,7 +52,6 @@ pub mod parameters;
 pub mod quota;
 pub mod records;
 mod snapshots;
-pub mod tasks;
 #[cfg(test)]
 mod test_support;
 pub mod volume_dirs;

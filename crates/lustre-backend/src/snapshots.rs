@@ -21,9 +21,9 @@ use crate::parameters::{SnapshotParams, VolumeParams};
 use crate::records::{
     LocationRecord, RECORD_VERSION, SnapshotRecord, SnapshotState, ToolRecord, VolumeState, now,
 };
-use crate::tasks::StopSignal;
 use crate::volume_dirs;
 use crate::volume_id::{Location, LustreSnapshotId, VolumePath, check_name};
+use csi_core::tasks::StopSignal;
 
 /// Key of the background task cutting snapshot `name` of `entry`.
 pub(crate) fn cut_key(entry: &str, name: &str) -> String {

@@ -112,7 +112,7 @@ impl Tasks {
     }
 
     /// Ends the task of `key` at once, as a dying process would (tests of restarts).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "mock"))]
     pub async fn abort(&self, key: &str) {
         let task = self.map().remove(key);
         if let Some(task) = task {
