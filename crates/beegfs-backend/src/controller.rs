@@ -647,7 +647,9 @@ impl Inner {
         if let (Some(gid), Some(q)) = (record.quota_gid, quota)
             && let Err(e) = self.quota_manager(fs, q).clear(gid).await
         {
-            warn!(volume_id = %record.volume_id, gid, error = %e, "could not clear the quota of a half-made volume");
+            // The record keeps the group id this driver's own until its limits are gone.
+            warn!(volume_id = %record.volume_id, gid, error = %e, "could not clear the quota of a half-made volume; its record stays for a retry or DeleteVolume");
+            return;
         }
         match self.remove_record(store, record).await {
             Ok(()) => {

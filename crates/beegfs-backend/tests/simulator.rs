@@ -692,3 +692,42 @@ async fn default_limits(dir: &Path) {
         "the volume's group has its own limit: {own}"
     );
 }
+
+/// A creation that fails for good, and whose group limits then cannot be cleared, keeps its
+/// record: the group id stays this driver's, and a retry finishes the volume.
+#[test]
+fn limits_that_cannot_be_cleared_keep_the_failed_volumes_record() {
+    private_mount_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let _unmount = Unmounter(tmp.path().to_path_buf());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(uncleared_limits(tmp.path()));
+}
+
+async fn uncleared_limits(dir: &Path) {
+    let world = World::new(dir);
+    let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
+    let controller = world.backend(
+        Role::Controller,
+        "controller",
+        ClientMountMode::PerVolume,
+        &runner,
+    );
+    controller.check_ready().await.unwrap();
+    // Setting the limits fails, then so does clearing them.
+    world.fault(serde_json::json!([{
+        "tool": "beegfs-ctl",
+        "args_contain": ["--setquota"],
+        "action": {"fail": {"exit_code": 1, "stderr": "Error: quota is not supported here"}},
+        "times": 2
+    }]));
+    let request = create("pvc-u", FS7, GIB, None);
+    controller.create_volume(&request).await.unwrap_err();
+    let record = world.data(FS7).join("k8s/all/.pfs-csi/volumes/pvc-u.json");
+    assert!(record.exists(), "the record stays");
+    let vol = controller.create_volume(&request).await.unwrap();
+    assert_eq!(vol.id.as_str(), format!("beegfs://{FS7}/k8s/all/pvc-u"));
+}

@@ -459,7 +459,10 @@ impl Inner {
             return;
         }
         if let Err(e) = self.quota(&target.mount_point).clear(rec.project_id).await {
-            warn!(project = rec.project_id, error = %e, "limits of a failed volume not cleared");
+            // The record keeps the project id this driver's own: without it, the id's
+            // limits would make it look taken for good, or a later volume would get them.
+            warn!(project = rec.project_id, error = %e, "limits of a failed volume not cleared; its record stays for a retry or DeleteVolume");
+            return;
         }
         if let Err(e) = stores.remove_volume(&rec.name).await {
             warn!(volume = %rec.name, error = %e, "record of a failed volume kept");
@@ -1319,6 +1322,28 @@ mod tests {
             .create_volume(&create_request("pvc-1", &[("projectId", "55")], GIB as i64))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn limits_that_cannot_be_cleared_keep_the_failed_volumes_record() {
+        let h = Harness::controller(ONE);
+        for _ in 0..2 {
+            h.lfs.lock().unwrap().fail.push((
+                "setquota".into(),
+                "lfs setquota: quotactl failed: Operation not supported".into(),
+            ));
+        }
+        let request = create_request("pvc-1", &[("projectId", "55")], GIB as i64);
+        h.backend.create_volume(&request).await.unwrap_err();
+        // Its project's limits may still be set: the record keeps the id this driver's.
+        assert!(h.fs("exa1").join(".pfs-csi/volumes/pvc-1.json").exists());
+        // The retry finishes the creation.
+        let made = h.backend.create_volume(&request).await.unwrap();
+        assert_eq!(made.id.as_str(), "exa1:/pvc-1");
+        assert_eq!(
+            h.lfs.lock().unwrap().limits.get(&55).copied(),
+            Some(1 << 20)
+        );
     }
 
     #[tokio::test]
