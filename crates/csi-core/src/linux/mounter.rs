@@ -359,9 +359,12 @@ fn bind_dirs(
     bind_then_remount(source_dir, target_dir, target, read_only, statvfs)
 }
 
-/// `MS_BIND` of `source_dir` on `target_dir` and, for `read_only`, a `MS_REMOUNT` keeping
-/// the flags `stat` reports of the new mount. Fails closed: when those flags cannot be
-/// read or the remount fails, the bind is undone and the error returned.
+/// `MS_BIND` of `source_dir` on `target_dir`. For `read_only`, the bind is made in a
+/// private scratch directory first ([`scratch_slot`]), remounted read-only there keeping
+/// the flags `stat` reports of it, and only then moved onto the target: the copies
+/// propagation makes of a mount (the host's, through a Bidirectional pods directory) are
+/// made when it is attached, with the flags it has then, so none of them is ever writable.
+/// Fails closed: nothing is attached at the target unless it is read-only.
 fn bind_then_remount(
     source_dir: &File,
     target_dir: &File,
@@ -369,62 +372,87 @@ fn bind_then_remount(
     read_only: bool,
     stat: impl FnOnce(&Path) -> nix::Result<Statvfs>,
 ) -> Result<()> {
-    nix::mount::mount(
-        Some(&fd_path(source_dir)),
-        &fd_path(target_dir),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| errno_error("bind mount", target, e))?;
-    if !read_only {
-        return Ok(());
-    }
-    // Reopen: the path now leads to the new mount's root, which is what gets remounted.
-    let mounted = match open_target(target) {
-        Ok(mounted) => mounted,
-        Err(e) => {
-            undo_bind(target, MntFlags::UMOUNT_NOFOLLOW, target);
-            return Err(e);
-        }
+    let bind = |at: &Path| {
+        nix::mount::mount(
+            Some(&fd_path(source_dir)),
+            at,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| errno_error("bind mount", target, e))
     };
-    let path = fd_path(&mounted);
-    let remount = kept_flags(&path, stat)
-        .map_err(|e| errno_error("read the flags of the new bind mount", target, e))
-        .and_then(|kept| {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
-            nix::mount::mount(None::<&str>, &path, None::<&str>, flags, None::<&str>)
-                .map_err(|e| errno_error("remount read-only", target, e))
-        });
-    if let Err(e) = remount {
-        // Never leave a writable bind behind a failed read-only publish. An unmount
-        // detaches whatever is on top at a place, so only while that is this bind.
-        if !is_top_mount(&mounted, target) {
-            warn!(target = %target.display(), "another mount went on top of the bind mount before it was made read-only; both are left in place");
-            return Err(Error::Internal(format!(
-                "{e}; the writable bind mount at {} is covered by another mount and was not \
-                 undone",
-                target.display()
-            )));
-        }
-        undo_bind(&path, MntFlags::empty(), target);
-        return Err(e);
+    if !read_only {
+        return bind(&fd_path(target_dir));
     }
-    Ok(())
+    let slot =
+        scratch_slot().map_err(|e| errno_error("make a scratch directory for", target, e))?;
+    let moved = bind(&slot).and_then(|()| {
+        let remount = kept_flags(&slot, stat)
+            .map_err(|e| errno_error("read the flags of the new bind mount", target, e))
+            .and_then(|kept| {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
+                nix::mount::mount(None::<&str>, &slot, None::<&str>, flags, None::<&str>)
+                    .map_err(|e| errno_error("remount read-only", target, e))
+            })
+            .and_then(|()| {
+                nix::mount::mount(
+                    Some(&slot),
+                    &fd_path(target_dir),
+                    None::<&str>,
+                    MsFlags::MS_MOVE,
+                    None::<&str>,
+                )
+                .map_err(|e| errno_error("move the read-only bind mount onto", target, e))
+            });
+        if remount.is_err() {
+            undo_bind(&slot, MntFlags::UMOUNT_NOFOLLOW, target);
+        }
+        remount
+    });
+    let _ = std::fs::remove_dir(&slot);
+    moved
 }
 
-/// Whether the mount on top at `target` is the one `mounted` (a descriptor of its root) is
-/// on: the same mount id, or before Linux 5.8 the same device and inode.
-fn is_top_mount(mounted: &File, target: &Path) -> bool {
-    let (Ok(ours), Ok(top)) = (statx_fd(mounted), statx_nofollow(target)) else {
-        return false;
-    };
-    let mnt_id = libc::STATX_MNT_ID;
-    if ours.stx_mask & top.stx_mask & mnt_id != 0 {
-        return ours.stx_mnt_id == top.stx_mnt_id;
+/// A fresh directory below this process's scratch place for read-only binds
+/// (`$TMPDIR/pfs-csi-read-only`, which the deployments give an `emptyDir`), made a private
+/// mount of its own first so that no mount made below it propagates anywhere.
+fn scratch_slot() -> std::result::Result<PathBuf, Errno> {
+    use std::os::unix::fs::DirBuilderExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let root = std::env::temp_dir().join("pfs-csi-read-only");
+    let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&root)
+        .map_err(io)?;
+    let stx = statx_nofollow(&root)?;
+    if !mount_root_of(&root, &stx).unwrap_or(false) {
+        nix::mount::mount(
+            Some(&root),
+            &root,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
     }
-    let id = |s: &libc::statx| (s.stx_dev_major, s.stx_dev_minor, s.stx_ino);
-    id(&ours) == id(&top)
+    nix::mount::mount(
+        None::<&str>,
+        &root,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let slot = root.join(format!("{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&slot) {
+            Ok(()) => return Ok(slot),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(e)),
+        }
+    }
 }
 
 /// Detaches the mount at `path` (the bind just made at `target`; a `/proc/self/fd` link is
@@ -1125,11 +1153,11 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_read_only_bind_never_detaches_a_mount_made_on_top_of_it() {
+    fn a_failed_read_only_bind_leaves_a_mount_someone_else_made_at_the_target() {
         in_private_mount_namespace(|| {
             let (_dir, src, dst) = tmpfs_source(MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
             let (source_dir, target_dir) = (open_source(&src).unwrap(), open_target(&dst).unwrap());
-            // While the flags are read, another mount goes on top of the new bind.
+            // While the flags are read, another mount goes on the target.
             let err = bind_then_remount(&source_dir, &target_dir, &dst, true, |_| {
                 nix::mount::mount(
                     Some("later"),
@@ -1143,12 +1171,49 @@ mod tests {
                 Err(Errno::EIO)
             })
             .unwrap_err();
-            assert!(
-                err.to_string().contains("covered by another mount"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("read the flags"), "{err}");
             assert!(dst.join("later").exists(), "{:?}", mounted_at(&dst));
-            assert_eq!(mounted_at(&dst), ["tmpfs", "tmpfs"]);
+            assert_eq!(mounted_at(&dst), ["tmpfs"]);
+        });
+    }
+
+    #[test]
+    fn a_read_only_bind_is_read_only_in_every_copy_propagation_makes() {
+        in_private_mount_namespace(|| {
+            let (dir, src, _) = tmpfs_source(MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+            // A shared "pods" mount with a peer elsewhere, as the host's pods directory is
+            // to the plugin's Bidirectional view of it.
+            let (pods, peer) = (dir.path().join("pods"), dir.path().join("peer"));
+            for d in [&pods, &peer] {
+                std::fs::create_dir(d).unwrap();
+            }
+            let mount = |source: &Path, target: &Path, flags: MsFlags| {
+                nix::mount::mount(Some(source), target, None::<&str>, flags, None::<&str>).unwrap();
+            };
+            mount(&pods, &pods, MsFlags::MS_BIND);
+            nix::mount::mount(
+                None::<&str>,
+                &pods,
+                None::<&str>,
+                MsFlags::MS_SHARED,
+                None::<&str>,
+            )
+            .unwrap();
+            mount(&pods, &peer, MsFlags::MS_BIND);
+            let target = pods.join("target");
+            std::fs::create_dir(&target).unwrap();
+            let (source_dir, target_dir) =
+                (open_source(&src).unwrap(), open_target(&target).unwrap());
+            bind_then_remount(&source_dir, &target_dir, &target, true, statvfs).unwrap();
+            for copy in [&target, &peer.join("target")] {
+                assert_eq!(std::fs::read(copy.join("file")).unwrap(), b"data");
+                let err = std::fs::write(copy.join("new"), "x").unwrap_err();
+                assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{}", copy.display());
+            }
+            // Nothing is left in the scratch place.
+            let scratch = std::env::temp_dir().join("pfs-csi-read-only");
+            assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+            assert_eq!(mounted_at(&scratch).len(), 1, "its own private mount only");
         });
     }
 
