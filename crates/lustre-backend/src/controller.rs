@@ -419,7 +419,7 @@ impl Inner {
         let (uid, gid, mode) = (rec.uid, rec.gid, rec.permissions);
         let d = dir.clone();
         self.fs(format!("create {}", dir.display()), move || {
-            volume_dirs::create_volume_dir(&d, uid, gid, mode)
+            volume_dirs::create_volume_dir(&d, mode)
         })
         .await?;
         let quota = self.quota(&target.mount_point);
@@ -431,7 +431,12 @@ impl Inner {
             };
             quota.set_limits(rec.project_id, &limits).await?;
         }
-        Ok(())
+        // Last: from here on its owner can change it.
+        let d = dir.clone();
+        self.fs(format!("chown {}", dir.display()), move || {
+            volume_dirs::hand_over_volume_dir(&d, uid, gid)
+        })
+        .await
     }
 
     /// Best-effort undo of a failed creation: an empty directory, the limits and the record

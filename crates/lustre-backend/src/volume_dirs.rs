@@ -32,26 +32,44 @@ pub fn dir_state(path: &Path) -> Result<DirState> {
     }
 }
 
-/// Creates the volume directory (an existing directory is fine: a retried create), then
-/// sets its owner and mode. A non-directory in the way is `FailedPrecondition`.
-pub fn create_volume_dir(path: &Path, uid: Option<u32>, gid: Option<u32>, mode: u32) -> Result<()> {
+/// Creates the volume directory (an existing directory is fine: a retried create) and sets
+/// its mode, through the directory itself. A non-directory in the way, a link included, is
+/// `FailedPrecondition`. Its owner is set last, by [`hand_over_volume_dir`], once the
+/// quota is in place: until then no user owns it, so none can swap it for a link under
+/// the steps that still name it by path (`lfs project`).
+pub fn create_volume_dir(path: &Path, mode: u32) -> Result<()> {
     match fs::create_dir(path) {
         Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            if dir_state(path)? != DirState::Directory {
-                return Err(Error::FailedPrecondition(format!(
-                    "{} exists and is not a directory",
-                    path.display()
-                )));
-            }
-        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create volume directory", path, e)),
     }
-    if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::lchown(path, uid, gid).map_err(|e| Error::io("chown", path, e))?;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    open_volume_dir(path)?
+        .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("chmod", path, e))
+}
+
+/// Gives the volume directory its owner and group, through the directory itself.
+pub fn hand_over_volume_dir(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    let dir = open_volume_dir(path)?;
+    std::os::unix::fs::fchown(&dir, uid, gid).map_err(|e| Error::io("chown", path, e))
+}
+
+/// The volume directory at `path`, opened without following a link there.
+fn open_volume_dir(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTDIR | libc::ELOOP) => Error::FailedPrecondition(format!(
+                "{} exists and is not a directory",
+                path.display()
+            )),
+            _ => Error::io("open volume directory", path, e),
+        })
 }
 
 /// Creates the snapshot folder `path` below `root` (with its missing parents) and makes it
@@ -193,14 +211,28 @@ mod tests {
     fn volume_dirs_get_their_mode_and_owner_and_retries_are_fine() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("pvc-1");
-        create_volume_dir(&dir, Some(1001), Some(1002), 0o2775).unwrap();
-        create_volume_dir(&dir, Some(1001), Some(1002), 0o2775).unwrap();
+        for _ in 0..2 {
+            create_volume_dir(&dir, 0o2775).unwrap();
+            hand_over_volume_dir(&dir, Some(1001), Some(1002)).unwrap();
+        }
         let meta = fs::metadata(&dir).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o2775);
         assert_eq!((meta.uid(), meta.gid()), (1001, 1002));
         fs::write(root.path().join("file"), b"x").unwrap();
-        let err = create_volume_dir(&root.path().join("file"), None, None, 0o777).unwrap_err();
+        let err = create_volume_dir(&root.path().join("file"), 0o777).unwrap_err();
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+        // A link swapped in for the directory is never followed, by the mode or the owner.
+        let other = root.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&other, root.path().join("pvc-2")).unwrap();
+        let link = root.path().join("pvc-2");
+        let err = create_volume_dir(&link, 0o777).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+        let err = hand_over_volume_dir(&link, Some(1001), None).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+        let meta = fs::metadata(&other).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, 0));
     }
 
     #[test]
