@@ -31,6 +31,34 @@ pub(crate) fn cut_key(entry: &str, name: &str) -> String {
 }
 
 impl Inner {
+    /// Refuses a `snapshotFolder` where archives would not be safe: in the metadata
+    /// directory anywhere but its `snapshots` folder (the trash there is purged), or in a
+    /// volume of this driver (its pods could read other volumes' archives, its deletion
+    /// would take them).
+    async fn check_snapshot_folder(
+        &self,
+        folder: &VolumePath,
+        stores: &crate::records::Stores,
+    ) -> Result<()> {
+        let parts = folder.components();
+        let bad = |why: String| Err(Error::invalid("parameters[snapshotFolder]", why));
+        if parts.first() == Some(&self.settings.metadata_dir) {
+            if parts.get(1).map(String::as_str) != Some("snapshots") {
+                return bad(format!(
+                    "{folder} is in the driver's metadata directory; use {}/snapshots or a folder of your own",
+                    self.settings.metadata_dir
+                ));
+            }
+            return Ok(());
+        }
+        if let Some(first) = parts.first()
+            && stores.volume(first).await?.is_some()
+        {
+            return bad(format!("{folder} is in volume {first}'s directory"));
+        }
+        Ok(())
+    }
+
     fn snapshot_of(rec: &SnapshotRecord) -> Result<Snapshot> {
         Ok(Snapshot {
             id: SnapshotId::parse(&rec.snapshot_id)?,
@@ -107,7 +135,10 @@ impl Inner {
             _ => e,
         })?;
         let folder = match &params.folder {
-            Some(f) => f.clone(),
+            Some(f) => {
+                self.check_snapshot_folder(f, &stores).await?;
+                f.clone()
+            }
             None => VolumePath::parse(&format!("{}/snapshots", self.settings.metadata_dir))
                 .map_err(Error::Internal)?,
         };
@@ -630,6 +661,11 @@ mod tests {
                 vec![("snapshotFolder", "../up")],
                 "parameters[snapshotFolder]",
             ),
+            (
+                vec![("snapshotFolder", ".pfs-csi/trash")],
+                "metadata directory",
+            ),
+            (vec![("snapshotFolder", "pvc-1/bak")], "volume pvc-1"),
             (vec![("projectId", "1")], "StorageClass parameter"),
         ] {
             let err = h
