@@ -838,14 +838,19 @@ async fn a_long_fill_outlives_its_call_and_is_never_started_twice() {
         .unwrap();
     let root = world.fake.root(HOST);
     std::fs::write(root.join("k/src/file"), b"hello").unwrap();
-    world.fills.delay_ms.store(1500, Ordering::SeqCst);
+    world.fills.delay_ms.store(3000, Ordering::SeqCst);
     let mut clone = req("clone", &params("/k"), GIB as i64);
     clone.content_source = Some(VolumeContentSource::Volume(src.id.to_string()));
-    for _ in 0..2 {
-        let err = ctl.create_volume(&clone).await.unwrap_err();
-        assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
+    let err = ctl.create_volume(&clone).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
+    // Once the copy runs, a retry waits for it rather than starting another.
+    let started = std::time::Instant::now();
+    while world.fills.runs.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed().as_secs() < 30, "the fill never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(world.fills.runs.load(Ordering::SeqCst), 1);
+    let err = ctl.create_volume(&clone).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
     let made = loop {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         match ctl.create_volume(&clone).await {
