@@ -27,7 +27,7 @@ use crate::exafs::{ExaFs, NidList};
 use crate::getname::FsNames;
 use crate::mounts::{LUSTRE, SharedMounts};
 use crate::parameters::VolumeParams;
-use crate::quota::{LustreQuota, PROJECT_ID_TTL, ProjectIdCache};
+use crate::quota::{LFS_TIMEOUT_BACKOFF, LustreQuota, PROJECT_ID_TTL, PathCache, ProjectIdCache};
 use crate::records::Stores;
 use crate::volume_dirs;
 use crate::volume_id::{
@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     pub client_seen: Mutex<Option<(Instant, String)>>,
     /// Project ids of the volume paths whose stats were asked for.
     pub project_ids: ProjectIdCache,
+    /// Volume paths whose stats' `lfs` timed out lately: no `lfs` for them until it is past.
+    pub lfs_timed_out: PathCache<()>,
     /// Volume paths whose stats call is still blocked after its timeout.
     pub stuck: StuckPaths,
 }
@@ -166,6 +168,7 @@ impl LustreBackend {
                 purge_scheduled: Mutex::new(HashSet::new()),
                 client_seen: Mutex::new(None),
                 project_ids: ProjectIdCache::new(PROJECT_ID_TTL),
+                lfs_timed_out: PathCache::new(LFS_TIMEOUT_BACKOFF),
                 stuck: StuckPaths::default(),
             }),
         })

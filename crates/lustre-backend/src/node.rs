@@ -219,6 +219,29 @@ impl Inner {
         _id: &VolumeId,
         path: &Path,
     ) -> Result<VolumeStats> {
+        let p = path.to_path_buf();
+        // First, as it asks the servers too: kubelet asks again every minute, and a hung
+        // filesystem then holds one thread, not one `lfs` process a call.
+        let space = self
+            .stuck
+            .run(
+                path,
+                self.settings.command_timeout(),
+                format!("statvfs {}", path.display()),
+                move || volume_dirs::statvfs(&p),
+            )
+            .await??;
+        if self.lfs_timed_out.get(path).is_some() {
+            return Err(Error::DeadlineExceeded(format!(
+                "lfs on {} timed out less than {} s ago; not run again until then",
+                path.display(),
+                crate::quota::LFS_TIMEOUT_BACKOFF.as_secs()
+            )));
+        }
+        let timed_out = |e: Error| {
+            self.lfs_timed_out.put(path, ());
+            e
+        };
         let quota = self.quota(path);
         let project = match self.project_ids.get(path) {
             Some(id) => Ok(id),
@@ -234,30 +257,19 @@ impl Inner {
                     // Read the project again next time: it may have changed.
                     self.project_ids.forget(path);
                     if e.code() == ErrorCode::DeadlineExceeded {
-                        return Err(e);
+                        return Err(timed_out(e));
                     }
                     warn!(path = %path.display(), error = %e, "project usage unreadable; reporting the filesystem's");
                     None
                 }
             },
             Ok(_) => None,
-            Err(e) if e.code() == ErrorCode::DeadlineExceeded => return Err(e),
+            Err(e) if e.code() == ErrorCode::DeadlineExceeded => return Err(timed_out(e)),
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "project unreadable; reporting the filesystem's");
                 None
             }
         };
-        let p = path.to_path_buf();
-        // Kubelet asks again every minute: a hung filesystem holds one thread, not one a call.
-        let space = self
-            .stuck
-            .run(
-                path,
-                self.settings.command_timeout(),
-                format!("statvfs {}", path.display()),
-                move || volume_dirs::statvfs(&p),
-            )
-            .await??;
         Ok(stats_of(report.as_ref(), &space))
     }
 
@@ -769,6 +781,31 @@ mod tests {
         assert_ne!(stats().await.unwrap().bytes_total, 1 << 20);
         assert_eq!(stats().await.unwrap().bytes_total, 1 << 20);
         assert_eq!(projects_read(), 2);
+    }
+
+    #[tokio::test]
+    async fn after_lfs_timed_out_a_volumes_stats_run_no_lfs_for_a_while() {
+        let h = Harness::node(ONE);
+        let dir = project_volume(&h);
+        let id = VolumeId::parse("exa1:/pvc-1").unwrap();
+        let runs = || h.lfs.lock().unwrap().calls.len();
+        h.lfs.lock().unwrap().time_outs = 1;
+        let err = h.backend.volume_stats(&id, &dir).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
+        let after_first = runs();
+        for _ in 0..3 {
+            let err = h.backend.volume_stats(&id, &dir).await.unwrap_err();
+            assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{err}");
+            assert!(err.to_string().contains("not run again"), "{err}");
+        }
+        assert_eq!(runs(), after_first, "no lfs while the backoff lasts");
+        // Other volumes are not held back.
+        let other = h.fs("exa1").join("plain");
+        std::fs::create_dir_all(&other).unwrap();
+        h.backend
+            .volume_stats(&VolumeId::parse("exa1:/plain").unwrap(), &other)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -387,15 +387,24 @@ impl QuotaManager for LustreQuota {
 /// changes a volume's project, and an administrator who does is seen within this time.
 pub const PROJECT_ID_TTL: Duration = Duration::from_secs(600);
 
-/// Project ids of directories as last read, each for [`PROJECT_ID_TTL`], so that a volume's
-/// stats run `lfs quota` alone most of the time.
+/// How long the stats of a volume whose `lfs` timed out run no `lfs` again: a filesystem
+/// whose servers are gone leaves each timed-out `lfs` stuck in the kernel, unkillable, and
+/// kubelet asks every minute.
+pub const LFS_TIMEOUT_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Values about directories as last seen, each for a time to live: project ids (for
+/// [`PROJECT_ID_TTL`], so that a volume's stats run `lfs quota` alone most of the time),
+/// `lfs` timeouts (for [`LFS_TIMEOUT_BACKOFF`]).
 #[derive(Debug)]
-pub(crate) struct ProjectIdCache {
+pub(crate) struct PathCache<V: Copy> {
     ttl: Duration,
-    ids: Mutex<HashMap<PathBuf, (u32, Instant)>>,
+    ids: Mutex<HashMap<PathBuf, (V, Instant)>>,
 }
 
-impl ProjectIdCache {
+/// Project ids of directories.
+pub(crate) type ProjectIdCache = PathCache<u32>;
+
+impl<V: Copy> PathCache<V> {
     /// An empty cache whose entries stand for `ttl`.
     pub(crate) fn new(ttl: Duration) -> Self {
         Self {
@@ -404,22 +413,22 @@ impl ProjectIdCache {
         }
     }
 
-    /// The project id of `dir`, when read less than the time to live ago.
-    pub(crate) fn get(&self, dir: &Path) -> Option<u32> {
+    /// The value of `dir`, when seen less than the time to live ago.
+    pub(crate) fn get(&self, dir: &Path) -> Option<V> {
         let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         ids.get(dir)
             .filter(|(_, read)| read.elapsed() < self.ttl)
             .map(|(id, _)| *id)
     }
 
-    /// Remembers `id` as the project of `dir`, now; forgets entries past their time.
-    pub(crate) fn put(&self, dir: &Path, id: u32) {
+    /// Remembers `value` for `dir`, now; forgets entries past their time.
+    pub(crate) fn put(&self, dir: &Path, value: V) {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         ids.retain(|_, (_, read)| read.elapsed() < self.ttl);
-        ids.insert(dir.to_path_buf(), (id, Instant::now()));
+        ids.insert(dir.to_path_buf(), (value, Instant::now()));
     }
 
-    /// Forgets `dir`'s project id (its quota could not be read with it).
+    /// Forgets `dir`.
     pub(crate) fn forget(&self, dir: &Path) {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         ids.remove(dir);

@@ -40,6 +40,8 @@ pub struct FakeLfs {
     pub fail: Vec<(String, String)>,
     /// Every command line run.
     pub calls: Vec<String>,
+    /// How many of the next runs time out (the tool stuck on a hung filesystem).
+    pub time_outs: usize,
 }
 
 impl FakeLfs {
@@ -415,7 +417,17 @@ impl Harness {
                 let path = Path::new(cmd.args.get(1).map_or("", |a| a.to_str().unwrap_or("")));
                 return Ok(table.lock().unwrap().getname(path));
             }
-            Ok(fake.lock().unwrap().run(cmd))
+            let mut fake = fake.lock().unwrap();
+            if fake.time_outs > 0 {
+                fake.time_outs -= 1;
+                fake.calls.push(format!("timed out: {}", cmd.display()));
+                return Err(Error::Command {
+                    program: "lfs".into(),
+                    failure: CommandFailure::Timeout(cmd.timeout),
+                    stderr: String::new(),
+                });
+            }
+            Ok(fake.run(cmd))
         });
         let ctx = BackendContext {
             role,
