@@ -238,6 +238,15 @@ impl FakeBeegfs {
             }
             return out(0, "", "");
         }
+        if has("--getquota") && has("--defaultlimits") {
+            // No default limits on the fake filesystems.
+            return out(
+                0,
+                "user size limit,user chunk files limit,group size limit,group chunk files\n\
+                 unlimited,unlimited,unlimited,unlimited\n",
+                "",
+            );
+        }
         if has("--getquota") {
             let Some(gid) = gid_after() else {
                 return out(1, "", "No ID specified.");
