@@ -85,6 +85,19 @@ fn mountinfo() -> PathBuf {
     ))
 }
 
+/// Runs `body` in a private mount namespace on a fresh temporary directory, unmounting
+/// whatever it mounted there afterwards, also when it fails.
+fn isolated<F: std::future::Future<Output = ()>>(body: impl FnOnce(PathBuf) -> F) {
+    private_mount_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let _unmount = Unmounter(tmp.path().to_path_buf());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(body(tmp.path().to_path_buf()));
+}
+
 /// Unmounts everything below a directory when dropped (also when the test fails).
 struct Unmounter(PathBuf);
 
@@ -346,14 +359,7 @@ fn publish(id: &VolumeId, staging: &Path, target: &Path) -> NodePublishRequest {
 
 #[test]
 fn volumes_live_their_whole_life_on_simulated_beegfs_7_and_8() {
-    private_mount_namespace();
-    let tmp = tempfile::tempdir().unwrap();
-    let _unmount = Unmounter(tmp.path().to_path_buf());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(lifecycle(tmp.path()));
+    isolated(|dir| async move { lifecycle(&dir).await });
 }
 
 async fn lifecycle(dir: &Path) {
@@ -628,14 +634,7 @@ async fn lifecycle(dir: &Path) {
 /// set, every unused group id seemed taken and quota-enabled creates ran out of ids.
 #[test]
 fn default_group_limits_leave_unused_group_ids_free() {
-    private_mount_namespace();
-    let tmp = tempfile::tempdir().unwrap();
-    let _unmount = Unmounter(tmp.path().to_path_buf());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(default_limits(tmp.path()));
+    isolated(|dir| async move { default_limits(&dir).await });
 }
 
 async fn default_limits(dir: &Path) {
@@ -697,14 +696,7 @@ async fn default_limits(dir: &Path) {
 /// record: the group id stays this driver's, and a retry finishes the volume.
 #[test]
 fn limits_that_cannot_be_cleared_keep_the_failed_volumes_record() {
-    private_mount_namespace();
-    let tmp = tempfile::tempdir().unwrap();
-    let _unmount = Unmounter(tmp.path().to_path_buf());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(uncleared_limits(tmp.path()));
+    isolated(|dir| async move { uncleared_limits(&dir).await });
 }
 
 async fn uncleared_limits(dir: &Path) {

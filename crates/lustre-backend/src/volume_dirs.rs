@@ -43,7 +43,7 @@ pub fn create_volume_dir(path: &Path, mode: u32) -> Result<()> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create volume directory", path, e)),
     }
-    open_volume_dir(path)?
+    open_dir_nofollow(path)?
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("chmod", path, e))
 }
@@ -53,22 +53,23 @@ pub fn hand_over_volume_dir(path: &Path, uid: Option<u32>, gid: Option<u32>) -> 
     if uid.is_none() && gid.is_none() {
         return Ok(());
     }
-    let dir = open_volume_dir(path)?;
+    let dir = open_dir_nofollow(path)?;
     std::os::unix::fs::fchown(&dir, uid, gid).map_err(|e| Error::io("chown", path, e))
 }
 
-/// The volume directory at `path`, opened without following a link there.
-fn open_volume_dir(path: &Path) -> Result<fs::File> {
+/// The directory at `path`, opened without following a link there: a link or anything
+/// but a directory is `FailedPrecondition`.
+fn open_dir_nofollow(path: &Path) -> Result<fs::File> {
     fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOTDIR | libc::ELOOP) => Error::FailedPrecondition(format!(
-                "{} exists and is not a directory",
+                "{} is not a directory; refusing to follow it",
                 path.display()
             )),
-            _ => Error::io("open volume directory", path, e),
+            _ => Error::io("open", path, e),
         })
 }
 
@@ -79,18 +80,8 @@ fn open_volume_dir(path: &Path) -> Result<fs::File> {
 pub fn ensure_snapshot_folder(root: &Path, path: &Path) -> Result<()> {
     csi_core::fs_paths::check_no_symlinks_below(root, path)?;
     fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
-    let dir = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP | libc::ENOTDIR) => Error::FailedPrecondition(format!(
-                "{} is not a directory; refusing to follow it",
-                path.display()
-            )),
-            _ => Error::io("open", path, e),
-        })?;
-    dir.set_permissions(fs::Permissions::from_mode(0o700))
+    open_dir_nofollow(path)?
+        .set_permissions(fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io("chmod", path, e))
 }
 

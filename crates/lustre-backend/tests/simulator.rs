@@ -72,6 +72,19 @@ fn private_mount_namespace() {
     .expect("make / private");
 }
 
+/// Runs `body` in a private mount namespace on a fresh temporary directory, unmounting
+/// whatever it mounted there afterwards, also when it fails.
+fn isolated<F: std::future::Future<Output = ()>>(body: impl FnOnce(PathBuf) -> F) {
+    private_mount_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let _unmount = Unmounter(tmp.path().to_path_buf());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(body(tmp.path().to_path_buf()));
+}
+
 /// Unmounts everything below a directory when dropped (also when the test fails).
 struct Unmounter(PathBuf);
 
@@ -290,14 +303,7 @@ fn is_mount_point(path: &Path) -> bool {
 
 #[test]
 fn a_volume_lives_its_whole_life_on_the_simulated_filesystem() {
-    private_mount_namespace();
-    let tmp = tempfile::tempdir().unwrap();
-    let _unmount = Unmounter(tmp.path().to_path_buf());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(lifecycle(tmp.path()));
+    isolated(|dir| async move { lifecycle(&dir).await });
 }
 
 async fn lifecycle(dir: &Path) {
@@ -580,14 +586,7 @@ async fn lifecycle(dir: &Path) {
 /// mount before any Lustre is there; and the Lustre mount can go away under that bind.
 #[test]
 fn a_mount_point_that_is_a_mount_of_something_else_gets_lustre_mounted_over_it() {
-    private_mount_namespace();
-    let tmp = tempfile::tempdir().unwrap();
-    let _unmount = Unmounter(tmp.path().to_path_buf());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(host_bind(tmp.path()));
+    isolated(|dir| async move { host_bind(&dir).await });
 }
 
 async fn host_bind(dir: &Path) {

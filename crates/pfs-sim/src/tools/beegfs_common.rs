@@ -405,13 +405,11 @@ pub fn set_default_limits(
 ) -> crate::error::Result<()> {
     let _lock = fs.lock()?;
     let mut quotas: Quotas = fs.read_meta(QUOTAS)?;
-    let limit = quotas.defaults(kind).entry(pool).or_default();
-    if let Some(space) = space {
-        limit.space = space;
-    }
-    if let Some(inodes) = inodes {
-        limit.inodes = inodes;
-    }
+    quotas
+        .defaults(kind)
+        .entry(pool)
+        .or_default()
+        .update(space, inodes);
     fs.write_meta(QUOTAS, &quotas)
 }
 
@@ -426,6 +424,16 @@ pub fn default_limits(fs: &Filesystem, kind: QuotaKind, pool: u16) -> crate::err
 }
 
 impl Limit {
+    /// Sets the values given; absent ones keep their setting.
+    fn update(&mut self, space: Option<u64>, inodes: Option<u64>) {
+        if let Some(space) = space {
+            self.space = space;
+        }
+        if let Some(inodes) = inodes {
+            self.inodes = inodes;
+        }
+    }
+
     /// The limits an id shows: its own where set (not 0), else the default.
     pub fn or_default(self, default: Limit) -> Limit {
         Limit {
@@ -461,12 +469,7 @@ pub fn set_limits(
             .or_default()
             .entry(pool)
             .or_default();
-        if let Some(space) = space {
-            limit.space = space;
-        }
-        if let Some(inodes) = inodes {
-            limit.inodes = inodes;
-        }
+        limit.update(space, inodes);
     }
     fs.write_meta(QUOTAS, &quotas)
 }
