@@ -199,6 +199,19 @@ impl World {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A controller over both filesystems, checked ready.
+    async fn ready_controller(&self) -> BeegfsBackend {
+        let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
+        let controller = self.backend(
+            Role::Controller,
+            "controller",
+            ClientMountMode::PerVolume,
+            &runner,
+        );
+        controller.check_ready().await.unwrap();
+        controller
+    }
+
     /// Replaces the simulator's fault rules.
     fn fault(&self, rules: serde_json::Value) {
         std::fs::write(self.state.join("faults.json"), rules.to_string()).unwrap();
@@ -672,14 +685,7 @@ async fn default_limits(dir: &Path) {
         "{shown}"
     );
 
-    let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
-    let controller = world.backend(
-        Role::Controller,
-        "controller",
-        ClientMountMode::PerVolume,
-        &runner,
-    );
-    controller.check_ready().await.unwrap();
+    let controller = world.ready_controller().await;
     let vol = controller
         .create_volume(&create("pvc-defaults", FS7, GIB, None))
         .await
@@ -701,14 +707,7 @@ fn limits_that_cannot_be_cleared_keep_the_failed_volumes_record() {
 
 async fn uncleared_limits(dir: &Path) {
     let world = World::new(dir);
-    let runner: Arc<dyn CommandRunner> = Arc::new(TokioCommandRunner::new());
-    let controller = world.backend(
-        Role::Controller,
-        "controller",
-        ClientMountMode::PerVolume,
-        &runner,
-    );
-    controller.check_ready().await.unwrap();
+    let controller = world.ready_controller().await;
     // Setting the limits fails, then so does clearing them.
     world.fault(serde_json::json!([{
         "tool": "beegfs-ctl",
