@@ -170,6 +170,19 @@ async fn an_id_no_backend_knows_is_not_found_except_for_delete() {
 }
 
 #[tokio::test]
+async fn a_delete_never_answers_not_found() {
+    let mut b = backend();
+    b.expect_delete_volume()
+        .returning(|_, _| Err(Error::NotFound("storage pool 9 does not exist".into())));
+    let err = controller(b)
+        .delete_volume("lustre:pvc-1", &Secrets::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal, "{err}");
+    assert!(err.to_string().contains("storage pool 9"), "{err}");
+}
+
+#[tokio::test]
 async fn a_delete_of_an_id_naming_an_unconfigured_filesystem_is_a_failed_precondition() {
     // No delete expectations: a call into the backend would fail the test.
     let mut b = MockFilesystemBackend::new();

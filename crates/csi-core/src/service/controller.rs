@@ -125,7 +125,10 @@ impl ControllerService {
             return Ok(());
         };
         let _guard = self.lock_volume(&id)?;
-        backend.delete_volume(&id, secrets).await
+        backend
+            .delete_volume(&id, secrets)
+            .await
+            .map_err(|e| missing_part(e, "volume", id.as_str()))
     }
 
     /// ControllerExpandVolume: raises the quota; a volume already at least as large as
@@ -294,7 +297,10 @@ impl ControllerService {
         let _guard = self
             .locks
             .try_lock(format!("snapshot:{id}"), &format!("snapshot {id}"))?;
-        backend.delete_snapshot(&id, secrets).await
+        backend
+            .delete_snapshot(&id, secrets)
+            .await
+            .map_err(|e| missing_part(e, "snapshot", id.as_str()))
     }
 
     /// ListSnapshots, optionally filtered by snapshot id or source volume id.
@@ -379,6 +385,18 @@ fn not_deletable(error: Error) -> Error {
     match error {
         Error::NotFound(reason) => Error::FailedPrecondition(format!(
             "{reason}; nothing was deleted: configure that filesystem again to delete it"
+        )),
+        other => other,
+    }
+}
+
+/// A delete answers success for what does not exist, never NotFound (the CSI spec): a
+/// NotFound from a backend's delete is about something the deletion needs (a storage pool,
+/// a tool's object), which is an internal failure of the delete.
+fn missing_part(error: Error, what: &str, id: &str) -> Error {
+    match error {
+        Error::NotFound(reason) => Error::Internal(format!(
+            "deleting {what} {id}: something it needs is missing: {reason}"
         )),
         other => other,
     }
