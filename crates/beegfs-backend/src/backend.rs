@@ -454,6 +454,11 @@ impl FilesystemBackend for BeegfsBackend {
         self.inner.planned_volume_id(request)
     }
 
+    fn planned_snapshot_id(&self, request: &CreateSnapshotRequest) -> Option<SnapshotId> {
+        let source = BeegfsVolumeId::parse(request.source_volume_id.as_str()).ok()?;
+        SnapshotId::parse(&BeegfsSnapshotId::of(&source, &request.name).to_string()).ok()
+    }
+
     async fn delete_volume(&self, id: &VolumeId, _secrets: &Secrets) -> Result<()> {
         Inner::delete_volume(&self.inner, &parse_volume_id(id)?).await
     }

@@ -899,6 +899,7 @@ async fn snapshots_restore_and_clone_into_new_volumes() {
         secrets: Secrets::default(),
     };
     let first = ctl.create_snapshot(&snap_req).await.unwrap();
+    assert_eq!(ctl.planned_snapshot_id(&snap_req), Some(first.id.clone()));
     assert_eq!(first.id.as_str(), "beegfs-snap://10.0.0.5/k/snap-1");
     assert!(!first.ready_to_use, "the cut runs in the background");
     // Restoring right away waits for the cut.

@@ -116,11 +116,7 @@ impl Inner {
                 Error::NotFound(format!("source volume {source_text} does not exist"))
             });
         };
-        let sid = BeegfsSnapshotId {
-            host: source.host.clone(),
-            base: source.path.parent(),
-            name: request.name.clone(),
-        };
+        let sid = BeegfsSnapshotId::of(&source, &request.name);
         let sid_text = sid.to_string();
         if sid_text.len() > csi_core::domain::MAX_ID_BYTES {
             return Err(Error::invalid(

@@ -187,6 +187,15 @@ pub struct BeegfsSnapshotId {
 }
 
 impl BeegfsSnapshotId {
+    /// The snapshot `name` of volume `source`, kept beside it in its base path.
+    pub fn of(source: &BeegfsVolumeId, name: &str) -> Self {
+        Self {
+            host: source.host.clone(),
+            base: source.path.parent(),
+            name: name.to_string(),
+        }
+    }
+
     /// Whether `raw` is in this backend's snapshot id format at all.
     pub fn claims(raw: &str) -> bool {
         raw.starts_with(SNAPSHOT_SCHEME)

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use csi_core::domain::{
-    AccessMode, AccessType, CapacityRange, GIB, RequestMetadata, Secrets, TopologyRequirement,
-    Volume, VolumeCapability, VolumeCondition, VolumeContentSource, VolumeId, VolumeStats,
+    AccessMode, AccessType, CapacityRange, GIB, RequestMetadata, Secrets, Snapshot, SnapshotId,
+    TopologyRequirement, Volume, VolumeCapability, VolumeCondition, VolumeContentSource, VolumeId,
+    VolumeStats,
 };
 use csi_core::ports::{
     CreateVolumeRequest, MockFilesystemBackend, MockMounter, MountEntry, Mounter, PublishSource,
@@ -61,6 +62,8 @@ fn backend() -> MockFilesystemBackend {
     b.expect_capacity_unit().return_const(1u64);
     b.expect_planned_volume_id()
         .returning(|r| VolumeId::parse(&format!("{PREFIX}{}", r.name)).ok());
+    b.expect_planned_snapshot_id()
+        .returning(|r| SnapshotId::parse(&format!("{PREFIX}snapshot:{}", r.name)).ok());
     b.expect_claim_volume_id().returning(|id| {
         let rest = id.as_str().strip_prefix(PREFIX)?;
         Some(if rest.contains("..") {
@@ -354,6 +357,65 @@ async fn a_delete_of_a_volume_being_created_waits_for_the_create() {
     release.send(()).unwrap();
     first.await.unwrap().unwrap();
     c.delete_volume("lustre:pvc-gone", &Secrets::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_of_a_snapshot_being_created_is_aborted() {
+    let entered = Arc::new(std::sync::Barrier::new(2));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let mut b = backend();
+    b.expect_create_volume()
+        .returning(|r| Ok(volume(&format!("{PREFIX}{}", r.name), GIB)));
+    b.expect_volume()
+        .returning(|id| Ok(volume(id.as_str(), GIB)));
+    {
+        let entered = entered.clone();
+        b.expect_create_snapshot().times(1).returning(move |r| {
+            entered.wait();
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_secs(10));
+            Ok(Snapshot {
+                id: SnapshotId::parse(&format!("{PREFIX}snapshot:{}", r.name)).unwrap(),
+                source_volume_id: r.source_volume_id.to_string(),
+                creation_time: std::time::SystemTime::UNIX_EPOCH,
+                size_bytes: 0,
+                ready_to_use: false,
+            })
+        });
+    }
+    b.expect_claim_snapshot_id()
+        .returning(|id| id.as_str().starts_with(PREFIX).then_some(Ok(())));
+    b.expect_delete_snapshot().times(1).returning(|_, _| Ok(()));
+    let c = controller(b);
+    c.create_volume(request("pvc-src", 0, 0)).await.unwrap();
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.create_snapshot(
+                "snap-1",
+                "lustre:pvc-src",
+                Default::default(),
+                Secrets::default(),
+            )
+            .await
+        }
+    });
+    let e = entered.clone();
+    tokio::task::spawn_blocking(move || e.wait()).await.unwrap();
+    // A delete of the id it will get, while it is started: not beside it.
+    let err = c
+        .delete_snapshot("lustre:snapshot:snap-1", &Secrets::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Aborted, "{err}");
+    release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    c.delete_snapshot("lustre:snapshot:snap-1", &Secrets::default())
         .await
         .unwrap();
 }

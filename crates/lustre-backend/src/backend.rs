@@ -446,6 +446,10 @@ impl FilesystemBackend for LustreBackend {
         self.inner.planned_volume_id(request)
     }
 
+    fn planned_snapshot_id(&self, request: &CreateSnapshotRequest) -> Option<SnapshotId> {
+        self.inner.planned_snapshot_id(request)
+    }
+
     async fn delete_volume(&self, id: &VolumeId, secrets: &Secrets) -> Result<()> {
         self.inner.delete_volume(id, secrets).await
     }

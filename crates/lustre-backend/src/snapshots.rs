@@ -78,6 +78,13 @@ impl Inner {
         Target::at(entry, location.as_ref())
     }
 
+    /// The id CreateSnapshot gives `req`'s snapshot: its source's entry and its name.
+    pub(crate) fn planned_snapshot_id(&self, req: &CreateSnapshotRequest) -> Option<SnapshotId> {
+        let handle = self.handle(req.source_volume_id.as_str()).ok()?;
+        let id = LustreSnapshotId::new(&handle.entry, &req.name).ok()?;
+        SnapshotId::parse(&id.to_string()).ok()
+    }
+
     /// CreateSnapshot.
     pub(crate) async fn create_snapshot(
         self: &Arc<Self>,
@@ -421,6 +428,7 @@ mod tests {
         h.engine.set_open(false);
         let req = snap_request("snap-1", vol.id.as_str(), &[]);
         let first = h.backend.create_snapshot(&req).await.unwrap();
+        assert_eq!(h.backend.planned_snapshot_id(&req), Some(first.id.clone()));
         assert_eq!(first.id.as_str(), "exa1:snapshot:snap-1");
         assert!(!first.ready_to_use);
         assert_eq!(first.size_bytes, 0);

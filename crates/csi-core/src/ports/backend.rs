@@ -180,6 +180,15 @@ pub trait FilesystemBackend: Send + Sync {
     /// while the archive is still being written. `NotFound` when the source does not exist.
     async fn create_snapshot(&self, request: &CreateSnapshotRequest) -> Result<Snapshot>;
 
+    /// The id [`Self::create_snapshot`] would give `request`'s snapshot, told without
+    /// touching the filesystem; `None` when the request does not say. The core holds that
+    /// id's lock while the snapshot is started, so a DeleteSnapshot of it waits instead of
+    /// finding no record a moment before the create writes one. `None` by default.
+    fn planned_snapshot_id(&self, request: &CreateSnapshotRequest) -> Option<SnapshotId> {
+        let _ = request;
+        None
+    }
+
     /// Deletes a snapshot; not an error when it does not exist.
     async fn delete_snapshot(&self, id: &SnapshotId, secrets: &Secrets) -> Result<()>;
 

@@ -284,6 +284,12 @@ impl ControllerService {
             parameters,
             secrets,
         };
+        // The snapshot's own lock too, when its id is known before it exists: a delete of
+        // that id cannot run beside its creation.
+        let _snapshot = backend
+            .planned_snapshot_id(&request)
+            .map(|id| self.lock_snapshot(&id))
+            .transpose()?;
         backend.create_snapshot(&request).await
     }
 
@@ -294,9 +300,7 @@ impl ControllerService {
             info!(snapshot_id = %id, "no configured filesystem uses this snapshot id format: nothing to delete");
             return Ok(());
         };
-        let _guard = self
-            .locks
-            .try_lock(format!("snapshot:{id}"), &format!("snapshot {id}"))?;
+        let _guard = self.lock_snapshot(&id)?;
         backend
             .delete_snapshot(&id, secrets)
             .await
@@ -363,6 +367,11 @@ impl ControllerService {
     fn lock_volume(&self, id: &VolumeId) -> Result<super::LockGuard> {
         self.locks
             .try_lock(format!("volume:{id}"), &format!("volume {id}"))
+    }
+
+    fn lock_snapshot(&self, id: &SnapshotId) -> Result<super::LockGuard> {
+        self.locks
+            .try_lock(format!("snapshot:{id}"), &format!("snapshot {id}"))
     }
 }
 

@@ -173,6 +173,7 @@ pub fn backend(state: Arc<FakeState>) -> MockFilesystemBackend {
     let s = state.clone();
     b.expect_capacity_unit().return_const(1u64);
     b.expect_planned_volume_id().return_const(None);
+    b.expect_planned_snapshot_id().return_const(None);
     b.expect_expand_volume().returning(move |id, bytes, _| {
         let mut volumes = s.volumes.lock().unwrap();
         let volume = volumes
