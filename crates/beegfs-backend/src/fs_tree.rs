@@ -7,6 +7,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path};
 
+use csi_core::fs_paths::open_dir;
 use csi_core::{Error, Result};
 
 pub use csi_core::fs_paths::{check_no_symlinks, check_no_symlinks_below, existing_dirs};
@@ -101,15 +102,10 @@ pub fn regroup_tree(dir: &Path, gid: u32) -> Result<()> {
 
 /// Sets the exact mode (special bits included) of directory `path`, not following links.
 pub fn set_dir_mode(path: &Path, mode: u32) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    if !meta.is_dir() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} is not a directory",
-            path.display()
-        )));
-    }
+    let dir = open_dir(path)?;
+    let meta = dir.metadata().map_err(|e| Error::io("stat", path, e))?;
     if meta.permissions().mode() & 0o7777 != mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        dir.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("set mode of", path, e))?;
     }
     Ok(())
@@ -117,11 +113,12 @@ pub fn set_dir_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Sets the owner of directory `path` where it differs, not following links.
 pub fn set_owner(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let dir = open_dir(path)?;
+    let meta = dir.metadata().map_err(|e| Error::io("stat", path, e))?;
     let uid = uid.filter(|u| *u != meta.uid());
     let gid = gid.filter(|g| *g != meta.gid());
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::lchown(path, uid, gid)
+        std::os::unix::fs::fchown(&dir, uid, gid)
             .map_err(|e| Error::io("change owner of", path, e))?;
     }
     Ok(())
@@ -251,6 +248,20 @@ mod tests {
         );
         set_owner(&vol, Some(12), None).unwrap();
         assert_eq!(std::fs::metadata(&vol).unwrap().uid(), 12);
+        // A link put in a volume directory's place is never followed.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("swapped");
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        assert!(set_dir_mode(&link, 0o777).is_err());
+        assert!(set_owner(&link, Some(12), Some(12)).is_err());
+        assert!(crate::quota::assign_group(&link, 3131).is_err());
+        let meta = std::fs::metadata(&other).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o700, 0, 0)
+        );
         assert!(fs_space(dir.path()).unwrap().total > 0);
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use csi_core::blocking::try_blocking;
+use csi_core::fs_paths::open_dir;
 use csi_core::ports::{QuotaLimits, QuotaManager, QuotaUsage};
 use csi_core::{Error, Result};
 
@@ -47,22 +48,16 @@ impl BeegfsQuota {
 /// Gives directory `dir` group `gid` and the setgid bit; refuses anything but a real
 /// directory (a symbolic link is never followed).
 pub fn assign_group(dir: &Path, gid: u32) -> Result<()> {
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-    if !meta.file_type().is_dir() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} is not a directory; refusing to change its group",
-            dir.display()
-        )));
-    }
-    if meta.gid() != gid {
-        std::os::unix::fs::lchown(dir, None, Some(gid))
+    let file = open_dir(dir)?;
+    let stat = |file: &std::fs::File| file.metadata().map_err(|e| Error::io("stat", dir, e));
+    if stat(&file)?.gid() != gid {
+        std::os::unix::fs::fchown(&file, None, Some(gid))
             .map_err(|e| Error::io("change group of", dir, e))?;
     }
     // chown may clear the setgid bit, so the mode is read again.
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-    let mode = meta.permissions().mode() & 0o7777;
+    let mode = stat(&file)?.permissions().mode() & 0o7777;
     if mode & SETGID == 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | SETGID))
+        file.set_permissions(std::fs::Permissions::from_mode(mode | SETGID))
             .map_err(|e| Error::io("set the setgid bit of", dir, e))?;
     }
     Ok(())

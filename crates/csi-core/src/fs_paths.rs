@@ -3,9 +3,28 @@
 //! place it was meant for. Blocking calls: run them under a timeout on a mounted
 //! filesystem.
 
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path};
 
 use crate::error::{Error, Result};
+
+/// The directory at `path`, opened for reading without following a link there: a link or
+/// anything but a directory is `FailedPrecondition`. Changes made through it (its mode, its
+/// owner) land on that directory even if a link is put in its place meanwhile.
+pub fn open_dir(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTDIR | libc::ELOOP) => Error::FailedPrecondition(format!(
+                "{} is not a directory; refusing to follow it",
+                path.display()
+            )),
+            _ => Error::io("open", path, e),
+        })
+}
 
 /// Refuses a path below `root` whose existing components include a symbolic link, so a
 /// link planted in the filesystem cannot redirect an operation out of it.

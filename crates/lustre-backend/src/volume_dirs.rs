@@ -4,9 +4,10 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use csi_core::fs_paths::open_dir;
 use csi_core::records::{check_private_dir, ensure_private_dir};
 use csi_core::{Error, Result};
 use tracing::{info, warn};
@@ -43,7 +44,7 @@ pub fn create_volume_dir(path: &Path, mode: u32) -> Result<()> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create volume directory", path, e)),
     }
-    open_dir_nofollow(path)?
+    open_dir(path)?
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("chmod", path, e))
 }
@@ -53,24 +54,8 @@ pub fn hand_over_volume_dir(path: &Path, uid: Option<u32>, gid: Option<u32>) -> 
     if uid.is_none() && gid.is_none() {
         return Ok(());
     }
-    let dir = open_dir_nofollow(path)?;
+    let dir = open_dir(path)?;
     std::os::unix::fs::fchown(&dir, uid, gid).map_err(|e| Error::io("chown", path, e))
-}
-
-/// The directory at `path`, opened without following a link there: a link or anything
-/// but a directory is `FailedPrecondition`.
-fn open_dir_nofollow(path: &Path) -> Result<fs::File> {
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTDIR | libc::ELOOP) => Error::FailedPrecondition(format!(
-                "{} is not a directory; refusing to follow it",
-                path.display()
-            )),
-            _ => Error::io("open", path, e),
-        })
 }
 
 /// Creates the snapshot folder `path` below `root` (with its missing parents) and makes it
@@ -80,7 +65,7 @@ fn open_dir_nofollow(path: &Path) -> Result<fs::File> {
 pub fn ensure_snapshot_folder(root: &Path, path: &Path) -> Result<()> {
     csi_core::fs_paths::check_no_symlinks_below(root, path)?;
     fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
-    open_dir_nofollow(path)?
+    open_dir(path)?
         .set_permissions(fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io("chmod", path, e))
 }
