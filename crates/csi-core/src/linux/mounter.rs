@@ -406,7 +406,7 @@ fn bind_then_remount(
                 .map_err(|e| errno_error("move the read-only bind mount onto", target, e))
             });
         if remount.is_err() {
-            undo_bind(&slot, MntFlags::UMOUNT_NOFOLLOW, target);
+            undo_bind(&slot, target);
         }
         remount
     });
@@ -455,10 +455,10 @@ fn scratch_slot() -> std::result::Result<PathBuf, Errno> {
     }
 }
 
-/// Detaches the mount at `path` (the bind just made at `target`; a `/proc/self/fd` link is
-/// followed, so `flags` holds no `UMOUNT_NOFOLLOW` then), logging a failure.
-fn undo_bind(path: &Path, flags: MntFlags, target: &Path) {
-    if let Err(undo) = nix::mount::umount2(path, MntFlags::MNT_DETACH | flags) {
+/// Detaches the bind at scratch directory `slot` (made for `target`), logging a failure.
+fn undo_bind(slot: &Path, target: &Path) {
+    let flags = MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW;
+    if let Err(undo) = nix::mount::umount2(slot, flags) {
         warn!(target = %target.display(), error = %undo, "could not undo the bind mount after the read-only remount failed");
     }
 }
