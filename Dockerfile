@@ -18,9 +18,10 @@ FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
 COPY . .
 # Protobuf code is generated with protox (pure Rust): no protoc needed.
+# scripts/build-release.sh: cargo build --release, the node plugin linked statically.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins \
+    bash scripts/build-release.sh \
     && mkdir -p /artifacts/release \
     && cp target/release/pfs-csi-controller target/release/pfs-csi-node target/release/pfsctl \
           /artifacts/release/

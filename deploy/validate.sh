@@ -103,16 +103,20 @@ python3 "$repo/deploy/tests/validate_objects.py" --kubernetes-version "$k8s_vers
 
 built=()
 if [ "${PFS_VALIDATE_BUILD:-0}" = 1 ]; then
-    log "cargo build --release of the image's three binaries"
-    (cd "$repo" && cargo build --release --locked -p pfs-csi-controller -p pfs-csi-node -p pfsctl)
+    log "release build of the image's three binaries (scripts/build-release.sh)"
+    bash "$repo/scripts/build-release.sh"
     built=(--built-target-dir "${CARGO_TARGET_DIR:-$repo/target}")
+
+    node_bin="${CARGO_TARGET_DIR:-$repo/target}/release/pfs-csi-node"
+    ! readelf -l "$node_bin" | grep -q "program interpreter" \
+        || die "the release node plugin is linked dynamically: scripts/build-release.sh links it statically where glibc's libc.a is installed"
 
     # The node plugin's idle memory depends on its function layout list naming the
     # functions of this build (symbol names change with code and dependency features).
     log "the node plugin's function layout list against the release binary"
     order="$repo/bins/node/symbol-order.txt"
     listed=$(sort -u "$order" | wc -l)
-    found=$(nm --defined-only "${CARGO_TARGET_DIR:-$repo/target}/release/pfs-csi-node" \
+    found=$(nm --defined-only "$node_bin" \
         | awk 'NF == 3 {print $3}' | sort -u | comm -12 - <(sort -u "$order") | wc -l)
     [ $((found * 100)) -ge $((listed * 90)) ] \
         || die "bins/node/symbol-order.txt is stale: $found of its $listed functions are in the release node binary; regenerate it as root with scripts/node-symbol-order.sh"

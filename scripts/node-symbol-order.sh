@@ -2,10 +2,10 @@
 # Regenerates bins/node/symbol-order.txt: the functions the node plugin runs, in the order
 # it first runs them, which the release build lays out together (see bins/node/build.rs).
 #
-# The release node plugin runs under valgrind's callgrind against the simulator, on each
-# simulated filesystem: start-up, Probe, NodeGetInfo, NodeGetCapabilities, then stage,
-# publish, stats, unpublish and unstage of a volume. Needs root (the simulator mounts) and
-# valgrind. Run it after changes that rename or add much code on those paths; the bench's
+# The release node plugin, built as the image has it, runs under valgrind's callgrind
+# against the simulator, on each simulated filesystem: start-up, Probe, NodeGetInfo,
+# NodeGetCapabilities, then stage, publish, stats, unpublish and unstage of a volume. Needs
+# root (the simulator mounts) and valgrind. Run it after changes that rename or add much code on those paths; the bench's
 # idle RSS of the node shows when the list has gone stale.
 #
 #   sudo scripts/node-symbol-order.sh
@@ -17,8 +17,8 @@ order="$repo/bins/node/symbol-order.txt"
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root: the simulator mounts" >&2; exit 1; }
 
-cargo build --release --manifest-path "$repo/Cargo.toml" \
-    -p pfs-sim -p pfs-csi-controller -p pfs-csi-node -p pfsctl
+# The node plugin as the image has it (statically linked, scripts/build-release.sh).
+bash "$repo/scripts/build-release.sh" -p pfs-sim
 work=$(mktemp -d /tmp/pfs-csi-order.XXXXXX)
 serve_pid=
 cleanup() {

@@ -2,7 +2,7 @@
 //! figures, with the targets of the project next to them.
 //!
 //! ```text
-//! cargo build --release -p pfs-csi-bench -p pfs-csi-controller -p pfs-csi-node -p pfs-sim
+//! bash scripts/build-release.sh -p pfs-sim -p pfs-csi-bench   # the node plugin as the image has it
 //! sudo target/release/pfs-csi-bench [--quick] [--json] [--filesystem lustre,beegfs8]
 //! ```
 //!

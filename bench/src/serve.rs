@@ -111,7 +111,7 @@ impl Served {
         for bin in [SIM_BIN, CONTROLLER_BIN, NODE_BIN] {
             if !bin_dir.join(bin).is_file() {
                 return Err(BenchError::Setup(format!(
-                    "{bin} not found in {}: build it with `cargo build --release -p pfs-csi-controller -p pfs-csi-node -p pfs-sim`, or give --bin-dir",
+                    "{bin} not found in {}: build it with `scripts/build-release.sh -p pfs-sim`, or give --bin-dir",
                     bin_dir.display()
                 )));
             }

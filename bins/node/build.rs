@@ -9,7 +9,9 @@
 //!   binary. A function missing from the list (code changed since it was made) is only
 //!   placed as usual.
 //!
-//! `PFS_CSI_PLAIN_LINK=1` turns both off, for linkers that know neither.
+//! `PFS_CSI_PLAIN_LINK=1` turns both off, for linkers that know neither. The static link of
+//! the image's node plugin is not made here (a build script can't set `crt-static`):
+//! `scripts/build-release.sh` asks for it.
 
 use std::path::Path;
 

@@ -873,9 +873,8 @@ def check_dockerfile(repo):
     for name in BINARIES:
         expect(name in finals, f"Dockerfile does not copy {name}")
         expect(f"/usr/bin/{name}" in finals[name], f"{name} is not copied to /usr/bin/{name}")
-    build = re.findall(r"cargo build[^\n]*", text)
-    expect(any("--release" in b and "--bins" in b for b in build),
-           "the builder must run cargo build --release --bins")
+    expect(re.search(r"^\s*bash scripts/build-release\.sh\b", text, re.M) is not None,
+           "the builder must run scripts/build-release.sh (release build, static node plugin)")
 
 
 def check_binary_mentions(repo):
