@@ -79,6 +79,22 @@ async fn every_identity_rpc_answers_on_both_sockets() {
 }
 
 #[tokio::test]
+async fn lustre_readiness_reads_the_client_version_file_and_spawns_nothing() {
+    // A serve of its own: the shared one's calls log holds other tests' tool runs.
+    let serve = Serve::start(ServeOptions::lustre());
+    for socket in [serve.controller_socket(), serve.node_socket()] {
+        let mut identity = csi::identity(&socket).await;
+        let ready = identity.probe(pb::ProbeRequest {}).await.unwrap();
+        assert_eq!(ready.into_inner().ready, Some(true), "{}", socket.display());
+    }
+    let calls = serve.calls_log();
+    assert!(
+        !calls.contains("\"tool\":\"lctl\""),
+        "Probe started lctl although the client's version file is readable: {calls}"
+    );
+}
+
+#[tokio::test]
 async fn capability_rpcs_list_what_each_plugin_implements() {
     let serve = serve();
     let controller: BTreeSet<i32> = serve

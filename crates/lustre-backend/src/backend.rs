@@ -22,6 +22,7 @@ use csi_core::ports::{
 use csi_core::{Error, ErrorCode, Result};
 use tracing::{info, warn};
 
+use crate::client_version;
 use crate::config::{LustreConfig, LustreEntry, LustreSettings};
 use crate::exafs::{ExaFs, NidList};
 use crate::getname::FsNames;
@@ -324,8 +325,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Checks that the Lustre client is loaded (`lctl get_param -n version` answers); a
-    /// success stands for a minute so frequent probes spawn no process.
+    /// Checks that the Lustre client is loaded: its version file can be read (no process),
+    /// else `lctl get_param -n version` answers. A success stands for a minute.
     pub async fn check_client(&self) -> Result<()> {
         let fresh = |seen: &Option<(Instant, String)>| {
             seen.as_ref()
@@ -334,6 +335,20 @@ impl Inner {
         if fresh(&self.client_seen.lock().unwrap_or_else(|e| e.into_inner())) {
             return Ok(());
         }
+        let version = match client_version::read_version_file(&self.settings.client_version_file) {
+            Some(version) => version,
+            None => self.lctl_version().await?,
+        };
+        let mut seen = self.client_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_none() {
+            info!(version = %version, "Lustre client ready");
+        }
+        *seen = Some((Instant::now(), version));
+        Ok(())
+    }
+
+    /// The client version `lctl get_param -n version` prints; Unavailable when it fails.
+    async fn lctl_version(&self) -> Result<String> {
         let cmd = Command::new(&self.settings.lctl, self.settings.command_timeout()).args([
             "get_param",
             "-n",
@@ -346,13 +361,7 @@ impl Inner {
             .await?
             .check("lctl get_param")
             .map_err(|e| Error::Unavailable(format!("the Lustre client is not ready: {e}")))?;
-        let version = out.stdout.trim().to_string();
-        let mut seen = self.client_seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.is_none() {
-            info!(version = %version, "Lustre client ready");
-        }
-        *seen = Some((Instant::now(), version));
-        Ok(())
+        Ok(out.stdout.trim().to_string())
     }
 
     /// Starts removing the trash of `target` once per process (left over from a restart).
@@ -532,6 +541,7 @@ mod tests {
         let settings = LustreSettings {
             lfs: dir.join("lfs"),
             lctl: dir.join("lctl"),
+            client_version_file: dir.join("version"),
             tar: dir.join("tar"),
             ..Default::default()
         };
@@ -591,5 +601,30 @@ mod tests {
         std::fs::remove_file(dir.path().join("tar")).unwrap();
         let err = b.check_ready().await.unwrap_err();
         assert!(err.to_string().contains("tar ("), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_readable_version_file_spares_lctl() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("version"), "2.15.5\n").unwrap();
+        // The mock has no expectation: a process started would fail the test.
+        let b = backend(dir.path(), MockCommandRunner::new(), Role::Node);
+        b.check_ready().await.unwrap();
+        let seen = b.inner.client_seen.lock().unwrap().clone();
+        assert_eq!(seen.map(|(_, v)| v).as_deref(), Some("2.15.5"));
+
+        // A file that names no version falls back to lctl, whose failure is Unavailable.
+        std::fs::write(dir.path().join("version"), "\n").unwrap();
+        let mut runner = MockCommandRunner::new();
+        runner.expect_run().times(1).returning(|_| {
+            Ok(CommandOutput {
+                status: Some(2),
+                stdout: String::new(),
+                stderr: "error: get_param: param_path 'version': No such file or directory".into(),
+            })
+        });
+        let b = backend(dir.path(), runner, Role::Node);
+        let err = b.check_ready().await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable);
     }
 }

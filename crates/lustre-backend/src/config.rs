@@ -571,6 +571,10 @@ pub struct LustreSettings {
     pub lfs: PathBuf,
     /// The `lctl` program.
     pub lctl: PathBuf,
+    /// The Lustre client's version file, which Probe reads to see the client loaded; where it
+    /// can't be read (clients before 2.12 keep it in `/proc/fs/lustre`), Probe runs
+    /// `lctl get_param -n version`.
+    pub client_version_file: PathBuf,
     /// GNU `tar`.
     pub tar: PathBuf,
     /// mpifileutils `dtar`, used when a snapshot class asks for it without `dtarPath`.
@@ -605,6 +609,7 @@ impl Default for LustreSettings {
             mount: "mount".into(),
             lfs: "lfs".into(),
             lctl: "lctl".into(),
+            client_version_file: "/sys/fs/lustre/version".into(),
             tar: "tar".into(),
             dtar: "/opt/ddn/mpifileutils/bin/dtar".into(),
             command_timeout_seconds: 60,
@@ -660,6 +665,7 @@ impl LustreSettings {
             ("mount", &self.mount),
             ("lfs", &self.lfs),
             ("lctl", &self.lctl),
+            ("clientVersionFile", &self.client_version_file),
             ("tar", &self.tar),
             ("dtar", &self.dtar),
         ] {

@@ -40,6 +40,7 @@
 //!   copy is done.
 
 pub mod backend;
+pub mod client_version;
 pub mod config;
 mod controller;
 pub mod error;

@@ -381,6 +381,7 @@ impl Harness {
         let config = json!({ "exascaler_map": map });
         let settings = LustreSettings {
             lfs: "/sim/lfs".into(),
+            client_version_file: root.path().join("no-lustre-version"),
             command_timeout_seconds: 5,
             content_wait_seconds: 2,
             ..Default::default()

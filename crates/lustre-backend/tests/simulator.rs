@@ -174,6 +174,8 @@ impl World {
             mount: self.tools.join("mount"),
             lfs: self.tools.join("lfs"),
             lctl: self.tools.join("lctl"),
+            // Written by the simulator with the filesystem, as the kernel module does in sysfs.
+            client_version_file: self.state.join("sys/fs/lustre/version"),
             dtar: self.tools.join("dtar"),
             command_timeout_seconds: 20,
             mount_timeout_seconds: 20,

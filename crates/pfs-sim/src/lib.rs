@@ -24,6 +24,8 @@
 //! lustre/<fsname>/data/  the files clients see through their mounts
 //! lustre/<fsname>/meta/  fs.json (kind, NIDs, project backend), quota.json (project limits in
 //!                        KiB), projects.json (recorded project ids), mounts.json
+//! sys/fs/lustre/version  the Lustre client's version (as in sysfs), made with the first Lustre
+//!                        filesystem; the driver's Probe reads it, else runs `lctl`
 //! beegfs/<host>/data/    the files clients see
 //! beegfs/<host>/meta/    fs.json (version 7|8, gRPC port, pools, targets), conn.auth (the
 //!                        secret, 0400), tls-cert.pem, entries.json (entry ids, stripe

@@ -7,6 +7,7 @@
 
 use crate::error::{Result, SimError};
 use crate::projects::{self, ProjectBackend};
+use crate::tools::lctl::LUSTRE_VERSION;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -227,6 +228,12 @@ impl StateRoot {
         &self.path
     }
 
+    /// `sys/fs/lustre/version`: the Lustre client's version file, as the kernel shows it
+    /// while the module is loaded; written with the first Lustre filesystem.
+    pub fn lustre_version_file(&self) -> PathBuf {
+        self.path.join("sys/fs/lustre/version")
+    }
+
     /// `faults.json`.
     pub fn faults_file(&self) -> PathBuf {
         self.path.join("faults.json")
@@ -332,6 +339,14 @@ impl StateRoot {
         let mut record = record;
         if record.kind == FsKind::Lustre {
             record.project_backend = projects::probe_backend(&meta);
+            let version = self.lustre_version_file();
+            if !version.exists() {
+                if let Some(dir) = version.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| SimError::io("create", dir, e))?;
+                }
+                let text = format!("{LUSTRE_VERSION}\n");
+                write_file_atomic(&version, text.as_bytes(), 0o444)?;
+            }
         }
         if let Some(secret) = secret {
             write_file_atomic(&meta.join("conn.auth"), secret, 0o400)?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::error::{Result, SimError};
+use crate::state::StateRoot;
 
 /// Which simulated filesystem `serve` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -221,6 +222,10 @@ pub fn driver_config(kind: ServedFs, layout: &Layout, filesystems: &[SimFilesyst
                         "mount": tool("mount"),
                         "lfs": tool("lfs"),
                         "lctl": tool("lctl"),
+                        "clientVersionFile": StateRoot::new(layout.sim_root())
+                            .lustre_version_file()
+                            .display()
+                            .to_string(),
                         "dtar": tool("dtar"),
                         "tar": "tar",
                         "commandTimeoutSeconds": 30,
