@@ -269,7 +269,10 @@ impl Inner {
         let stores = self.stores(&entry);
         let name = req.name.clone();
 
-        let record = match stores.volume(&name).await? {
+        // The project id stays reserved until the directory and its limits carry it: until
+        // then the filesystem shows it unused, and a create in another entry on the same
+        // filesystem (whose records are elsewhere) could draw it too.
+        let (record, reservation) = match stores.volume(&name).await? {
             Some(rec) => {
                 if rec.entry != entry.name
                     || rec.parameters != *req.parameters.as_map()
@@ -289,10 +292,11 @@ impl Inner {
                     }
                     VolumeState::Filling => return self.continue_fill(rec, &entry).await,
                     VolumeState::Creating => {
+                        let reservation = self.ids.reserve(rec.project_id)?;
                         let mut rec = rec;
                         rec.capacity_bytes = capacity;
                         stores.put_volume(&rec).await?;
-                        rec
+                        (rec, reservation)
                     }
                 }
             }
@@ -335,10 +339,9 @@ impl Inner {
                     created_unix,
                     error: None,
                 };
-                // Written before the directory exists; the reservation is held until then.
+                // Written before the directory exists.
                 stores.put_volume(&rec).await?;
-                drop(reservation);
-                rec
+                (rec, reservation)
             }
         };
 
@@ -347,6 +350,7 @@ impl Inner {
             self.undo_create(&record, &target, &stores).await;
             return Err(e);
         }
+        drop(reservation);
         let mut record = record;
         if record.content_source.is_some() {
             record.state = VolumeState::Filling;
@@ -1198,6 +1202,25 @@ mod tests {
                 .join(".pfs-csi/volumes/someones-data.json")
                 .exists()
         );
+    }
+
+    #[tokio::test]
+    async fn a_project_id_stays_reserved_until_the_directory_carries_it() {
+        let h = Harness::controller(ONE);
+        let ids = h.backend.inner.ids.clone();
+        h.lfs.lock().unwrap().reservation_probe = Some(ids.clone());
+        h.backend
+            .create_volume(&create_request("a", &[], 1024))
+            .await
+            .unwrap();
+        let assigned = h.lfs.lock().unwrap().reserved_at_assign.clone();
+        assert_eq!(assigned.len(), 1, "{assigned:?}");
+        let (id, reserved) = assigned[0];
+        assert!(
+            reserved,
+            "project {id} was free to draw while its directory was being given it"
+        );
+        assert!(ids.reserve(id).is_ok(), "released once the volume is made");
     }
 
     #[tokio::test]

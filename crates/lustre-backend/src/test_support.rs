@@ -14,6 +14,7 @@ use csi_core::domain::{
     TopologyRequirement, VolumeCapability, VolumeContentSource,
 };
 use csi_core::error::CommandFailure;
+use csi_core::id_alloc::IdAllocator;
 use csi_core::ports::{
     ArchiveChecksum, ArchiveInfo, ArchiveOptions, BackendContext, Command, CommandOutput,
     CreateVolumeRequest, MockCommandRunner, MockMounter, Role, SnapshotEngine,
@@ -42,6 +43,11 @@ pub struct FakeLfs {
     pub calls: Vec<String>,
     /// How many of the next runs time out (the tool stuck on a hung filesystem).
     pub time_outs: usize,
+    /// When set, each `lfs project -p ID -s` records in `reserved_at_assign` whether ID was
+    /// reserved in this allocator at that moment.
+    pub reservation_probe: Option<IdAllocator>,
+    /// (project id, still reserved) of each assignment while `reservation_probe` is set.
+    pub reserved_at_assign: Vec<(u32, bool)>,
 }
 
 impl FakeLfs {
@@ -77,8 +83,12 @@ impl FakeLfs {
             .as_slice()
         {
             ["project", "-p", id, "-s", dir] => {
-                self.projects
-                    .insert(PathBuf::from(dir), id.parse().unwrap());
+                let id: u32 = id.parse().unwrap();
+                if let Some(probe) = &self.reservation_probe {
+                    let reserved = probe.reserve(id).is_err();
+                    self.reserved_at_assign.push((id, reserved));
+                }
+                self.projects.insert(PathBuf::from(dir), id);
                 ok(String::new())
             }
             ["project", "-d", dir] => {
