@@ -192,6 +192,19 @@ impl Inner {
         self.settings.command_timeout()
     }
 
+    /// Runs `f`, which works below the client mount `mount`, on the blocking pool within
+    /// [`Self::fs_timeout`]; refused at once while an earlier call there is still blocked
+    /// (a hung filesystem then holds one thread per mount, not one per retry).
+    pub async fn through_mount<T, F>(&self, mount: &Path, what: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        self.stuck
+            .run(mount, self.fs_timeout(), what.to_string(), f)
+            .await?
+    }
+
     /// How snapshot archives are written.
     pub fn archive_options(&self) -> ArchiveOptions {
         let tool = match &self.settings.snapshots.dtar {

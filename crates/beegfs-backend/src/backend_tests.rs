@@ -1516,6 +1516,69 @@ async fn unstage_of_a_hung_client_unmounts_first_in_both_mount_modes() {
 }
 
 #[tokio::test]
+async fn a_stage_below_a_client_mount_with_a_blocked_call_fails_at_once() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let Staged {
+            world,
+            node,
+            volume: v,
+            staging,
+            ..
+        } = staged_volume(mode).await;
+        node.unstage_volume(&v.id, &staging).await.unwrap();
+        let mount = match mode {
+            ClientMountMode::PerVolume => staging.join("mount"),
+            ClientMountMode::Shared => world
+                .state("n1")
+                .join("beegfs/node/fs")
+                .join(crate::records::safe_key(HOST))
+                .join("mount"),
+        };
+        // A call below the client mount that has not come back (a hung filesystem).
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let held = node
+            .inner
+            .stuck
+            .run(
+                &mount,
+                Duration::from_millis(20),
+                "held".into(),
+                move || {
+                    let _ = blocked.recv();
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(held.code(), ErrorCode::DeadlineExceeded);
+
+        let started = Instant::now();
+        let err = node
+            .stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{mode:?}: {err}");
+        assert!(
+            err.to_string().contains("has not returned"),
+            "{mode:?}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode:?}: no wait"
+        );
+
+        // Once the blocked call returns, the stage goes through.
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while node.inner.stuck.is_stuck(&mount) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
 async fn an_unreadable_record_is_skipped_by_listings_but_stops_group_id_allocation() {
     let (world, ctl) = v7_controller(quota_settings(20, 40));
     let root = world.fake.root(HOST);

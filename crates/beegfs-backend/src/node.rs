@@ -15,7 +15,6 @@ use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use csi_core::blocking::try_blocking;
 use csi_core::domain::VolumeStats;
 use csi_core::ports::{NodePublishRequest, NodeStageRequest, PublishSource};
 use csi_core::records::RecordStore;
@@ -55,7 +54,7 @@ impl Inner {
         let nodes = nodes_dir(fs_mount, &id.path.parent(), name);
         let file = nodes.join(&self.ctx.node_id);
         let relative = file.strip_prefix(fs_mount).map(Path::to_path_buf).ok();
-        try_blocking(self.fs_timeout(), "record this node's staging", move || {
+        self.through_mount(fs_mount, "record this node's staging", move || {
             if !fs_tree::is_real_dir(&nodes)? {
                 return Ok(None);
             }
@@ -145,11 +144,12 @@ impl Inner {
         }
         let dir = mount_point.join(id.path.relative());
         let (root, rel) = (mount_point.to_path_buf(), id.path.relative().to_string());
-        let exists = try_blocking(self.fs_timeout(), "stat volume", move || {
-            fs_tree::check_no_symlinks(&root, &rel)?;
-            fs_tree::is_real_dir(&dir)
-        })
-        .await;
+        let exists = self
+            .through_mount(mount_point, "stat volume", move || {
+                fs_tree::check_no_symlinks(&root, &rel)?;
+                fs_tree::is_real_dir(&dir)
+            })
+            .await;
         if !matches!(exists, Ok(true)) {
             let _ = self.ctx.mounter.unmount(mount_point).await;
             let _ = std::fs::remove_dir(mount_point);
@@ -195,11 +195,12 @@ impl Inner {
             id.path.relative().to_string(),
             volume_dir.clone(),
         );
-        let exists = try_blocking(self.fs_timeout(), "stat volume", move || {
-            fs_tree::check_no_symlinks(&root, &rel)?;
-            fs_tree::is_real_dir(&check)
-        })
-        .await;
+        let exists = self
+            .through_mount(&shared.mount_point, "stat volume", move || {
+                fs_tree::check_no_symlinks(&root, &rel)?;
+                fs_tree::is_real_dir(&check)
+            })
+            .await;
         if !matches!(exists, Ok(true)) {
             if shared.users.is_empty() {
                 let _ = self.ctx.mounter.unmount(&shared.mount_point).await;
@@ -292,16 +293,15 @@ impl Inner {
             .and_then(|r| r.node_file.as_ref())
             .map(|rel| fs_mount.join(rel));
         if let Some(file) = node_file.clone() {
-            let removed = try_blocking(
-                self.fs_timeout(),
-                "remove this node's staging record",
-                move || match std::fs::remove_file(&file) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(Error::io("remove", &file, e)),
-                },
-            )
-            .await;
+            let removed = self
+                .through_mount(&fs_mount, "remove this node's staging record", move || {
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        Err(e) => Err(Error::io("remove", &file, e)),
+                    }
+                })
+                .await;
             if let Err(e) = removed {
                 warn!(volume_id = %id_text, error = %e, "node tracking file not removed; DeleteVolume will wait for its timeout");
             }
@@ -309,7 +309,7 @@ impl Inner {
         // Unmount first, check after: a check of a hung client mount never answers.
         if let Err(e) = self.ctx.mounter.unmount_all(&mount_point).await {
             if let Some(file) = node_file {
-                self.restore_node_file(&id_text, file).await;
+                self.restore_node_file(&id_text, &fs_mount, file).await;
             }
             return Err(e);
         }
@@ -335,20 +335,17 @@ impl Inner {
 
     /// Puts this node's tracking file back after an unstage that failed, so DeleteVolume
     /// keeps waiting for this node.
-    async fn restore_node_file(&self, id_text: &str, file: PathBuf) {
-        let restored = try_blocking(
-            self.fs_timeout(),
-            "restore this node's staging record",
-            move || {
+    async fn restore_node_file(&self, id_text: &str, fs_mount: &Path, file: PathBuf) {
+        let restored = self
+            .through_mount(fs_mount, "restore this node's staging record", move || {
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&file)
                     .map(drop)
                     .map_err(|e| Error::io("create", &file, e))
-            },
-        )
-        .await;
+            })
+            .await;
         if let Err(e) = restored {
             warn!(volume_id = %id_text, error = %e, "node tracking file not restored after a failed unstage; DeleteVolume may not wait for this node");
         }
@@ -443,11 +440,12 @@ impl Inner {
         let (root, rel) = (mount_point.clone(), id.path.relative().to_string());
         let below = mount_point.join(id.path.relative());
         let probe = below.clone();
-        let is_dir = try_blocking(self.fs_timeout(), "stat volume", move || {
-            fs_tree::check_no_symlinks(&root, &rel)?;
-            fs_tree::is_real_dir(&probe)
-        })
-        .await?;
+        let is_dir = self
+            .through_mount(&mount_point, "stat volume", move || {
+                fs_tree::check_no_symlinks(&root, &rel)?;
+                fs_tree::is_real_dir(&probe)
+            })
+            .await?;
         if !is_dir {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id}: directory {} is not on the filesystem mounted at {}",
