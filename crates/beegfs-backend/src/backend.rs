@@ -192,17 +192,26 @@ impl Inner {
         self.settings.command_timeout()
     }
 
-    /// Runs `f`, which works below the client mount `mount`, on the blocking pool within
-    /// [`Self::fs_timeout`]; refused at once while an earlier call there is still blocked
-    /// (a hung filesystem then holds one thread per mount, not one per retry).
-    pub async fn through_mount<T, F>(&self, mount: &Path, what: &str, f: F) -> Result<T>
+    /// Runs `f`, which works on `path` below a client mount, on the blocking pool within
+    /// [`Self::fs_timeout`]; refused at once while an earlier call on `path` is still blocked
+    /// (a hung directory then holds one thread, not one per retry, and other volumes' calls
+    /// go on). [`Self::unmount_client`] forgets the calls below the mount it removes.
+    pub async fn below_mount<T, F>(&self, path: &Path, what: &str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T> + Send + 'static,
     {
         self.stuck
-            .run(mount, self.fs_timeout(), what.to_string(), f)
+            .run(path, self.fs_timeout(), what.to_string(), f)
             .await?
+    }
+
+    /// Unmounts everything at the client mount `mount`, then stops refusing the calls below
+    /// it that are still blocked: a client mounted there later is another one.
+    pub async fn unmount_client(&self, mount: &Path) -> Result<()> {
+        self.ctx.mounter.unmount_all(mount).await?;
+        self.stuck.forget_below(mount);
+        Ok(())
     }
 
     /// How snapshot archives are written.

@@ -1515,18 +1515,34 @@ async fn unstage_of_a_hung_client_unmounts_first_in_both_mount_modes() {
     }
 }
 
+/// A call on `path` that does not come back until the sender is dropped or sent to (a
+/// hung directory), left marked stuck in `node`'s registry.
+async fn hold_call(node: &BeegfsBackend, path: &Path) -> std::sync::mpsc::Sender<()> {
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let held = node
+        .inner
+        .stuck
+        .run(path, Duration::from_millis(20), "held".into(), move || {
+            let _ = blocked.recv();
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), ErrorCode::DeadlineExceeded);
+    release
+}
+
 #[tokio::test]
-async fn a_stage_below_a_client_mount_with_a_blocked_call_fails_at_once() {
+async fn a_blocked_call_below_a_client_mount_refuses_its_own_path_until_unmounted() {
     for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
         let Staged {
             world,
+            _controller: controller,
             node,
-            volume: v,
+            volume: a,
             staging,
             ..
         } = staged_volume(mode).await;
-        node.unstage_volume(&v.id, &staging).await.unwrap();
-        let mount = match mode {
+        let fs_mount = match mode {
             ClientMountMode::PerVolume => staging.join("mount"),
             ClientMountMode::Shared => world
                 .state("n1")
@@ -1534,26 +1550,37 @@ async fn a_stage_below_a_client_mount_with_a_blocked_call_fails_at_once() {
                 .join(crate::records::safe_key(HOST))
                 .join("mount"),
         };
-        // A call below the client mount that has not come back (a hung filesystem).
-        let (release, blocked) = std::sync::mpsc::channel::<()>();
-        let held = node
-            .inner
-            .stuck
-            .run(
-                &mount,
-                Duration::from_millis(20),
-                "held".into(),
-                move || {
-                    let _ = blocked.recv();
-                },
-            )
+        // Volume b is made, and a staged again so the node's mount shows b too.
+        let b = controller
+            .create_volume(&req("b", &params("/k"), 0))
             .await
-            .unwrap_err();
-        assert_eq!(held.code(), ErrorCode::DeadlineExceeded);
+            .unwrap();
+        node.unstage_volume(&a.id, &staging).await.unwrap();
+        node.stage_volume(&stage_request(a.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        let _a_hangs = hold_call(&node, &fs_mount.join("k/a")).await;
 
+        // Another volume of the filesystem stages all the same.
+        let staging_b = world.dir.path().join("n1/staging/b");
+        node.stage_volume(&stage_request(b.id.as_str(), &staging_b, &[]))
+            .await
+            .unwrap();
+        node.unstage_volume(&b.id, &staging_b).await.unwrap();
+
+        // Unstaged, the client mount is gone: a fresh one there is not refused, though the
+        // blocked call has not returned.
+        node.unstage_volume(&a.id, &staging).await.unwrap();
+        node.stage_volume(&stage_request(a.id.as_str(), &staging, &[]))
+            .await
+            .unwrap();
+        node.unstage_volume(&a.id, &staging).await.unwrap();
+
+        // A stage whose check meets a blocked call on its directory fails at once.
+        let release = hold_call(&node, &fs_mount.join("k/a")).await;
         let started = Instant::now();
         let err = node
-            .stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+            .stage_volume(&stage_request(a.id.as_str(), &staging, &[]))
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{mode:?}: {err}");
@@ -1565,16 +1592,35 @@ async fn a_stage_below_a_client_mount_with_a_blocked_call_fails_at_once() {
             started.elapsed() < Duration::from_secs(5),
             "{mode:?}: no wait"
         );
-
-        // Once the blocked call returns, the stage goes through.
         release.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while node.inner.stuck.is_stuck(&mount) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        node.stage_volume(&stage_request(v.id.as_str(), &staging, &[]))
+    }
+}
+
+#[tokio::test]
+async fn a_restage_writes_the_tracking_file_an_interrupted_stage_missed() {
+    for mode in [ClientMountMode::PerVolume, ClientMountMode::Shared] {
+        let Staged {
+            world: _world,
+            node,
+            volume: a,
+            staging,
+            ..
+        } = staged_volume(mode).await;
+        let store = node.inner.staged_store();
+        let (key, mut rec) = store.list().unwrap().pop().unwrap();
+        let file = rec.fs_mount.join(rec.node_file.as_ref().unwrap());
+        assert!(file.ends_with("k/.csi/volumes/a/nodes/n1-node"), "{file:?}");
+        assert!(file.exists(), "{mode:?}: staged, tracked");
+        // The stage was cut off after its mount, before its tracking file.
+        std::fs::remove_file(&file).unwrap();
+        rec.node_file = None;
+        store.put(&key, &rec).unwrap();
+
+        node.stage_volume(&stage_request(a.id.as_str(), &staging, &[]))
             .await
             .unwrap();
+        assert!(file.exists(), "{mode:?}: the retry tracks this node");
+        assert!(store.get(&key).unwrap().unwrap().node_file.is_some());
     }
 }
 

@@ -29,7 +29,7 @@ use crate::settings::ClientMountMode;
 use crate::volume_id::BeegfsVolumeId;
 
 impl Inner {
-    fn staged_store(&self) -> RecordStore<StagedVolume> {
+    pub(crate) fn staged_store(&self) -> RecordStore<StagedVolume> {
         RecordStore::new(self.state().join("node").join("staged"))
     }
 
@@ -54,7 +54,8 @@ impl Inner {
         let nodes = nodes_dir(fs_mount, &id.path.parent(), name);
         let file = nodes.join(&self.ctx.node_id);
         let relative = file.strip_prefix(fs_mount).map(Path::to_path_buf).ok();
-        self.through_mount(fs_mount, "record this node's staging", move || {
+        let key = file.clone();
+        self.below_mount(&key, "record this node's staging", move || {
             if !fs_tree::is_real_dir(&nodes)? {
                 return Ok(None);
             }
@@ -82,6 +83,15 @@ impl Inner {
                 )));
             }
             if self.is_mounted(&rec.mount_point).await? {
+                // A stage interrupted before its tracking file was written: write it now,
+                // or DeleteVolume would not wait for this node.
+                if rec.node_file.is_none() {
+                    let mut rec = rec;
+                    rec.node_file = self.touch_node_file(&rec.fs_mount, &id).await?;
+                    if rec.node_file.is_some() {
+                        store.put(&key, &rec)?;
+                    }
+                }
                 return Ok(());
             }
             warn!(volume_id = %id_text, "staging record without a mount; staging again");
@@ -143,15 +153,19 @@ impl Inner {
             return Err(e);
         }
         let dir = mount_point.join(id.path.relative());
-        let (root, rel) = (mount_point.to_path_buf(), id.path.relative().to_string());
+        let (root, rel, check) = (
+            mount_point.to_path_buf(),
+            id.path.relative().to_string(),
+            dir.clone(),
+        );
         let exists = self
-            .through_mount(mount_point, "stat volume", move || {
+            .below_mount(&dir, "stat volume", move || {
                 fs_tree::check_no_symlinks(&root, &rel)?;
-                fs_tree::is_real_dir(&dir)
+                fs_tree::is_real_dir(&check)
             })
             .await;
         if !matches!(exists, Ok(true)) {
-            let _ = self.ctx.mounter.unmount(mount_point).await;
+            let _ = self.unmount_client(mount_point).await;
             let _ = std::fs::remove_dir(mount_point);
             let _ = std::fs::remove_dir_all(&files_dir);
             let _ = store.remove(&key);
@@ -196,14 +210,14 @@ impl Inner {
             volume_dir.clone(),
         );
         let exists = self
-            .through_mount(&shared.mount_point, "stat volume", move || {
+            .below_mount(&volume_dir, "stat volume", move || {
                 fs_tree::check_no_symlinks(&root, &rel)?;
                 fs_tree::is_real_dir(&check)
             })
             .await;
         if !matches!(exists, Ok(true)) {
             if shared.users.is_empty() {
-                let _ = self.ctx.mounter.unmount(&shared.mount_point).await;
+                let _ = self.unmount_client(&shared.mount_point).await;
                 let _ = shared_store.remove(&host_key);
             }
             exists?;
@@ -293,8 +307,9 @@ impl Inner {
             .and_then(|r| r.node_file.as_ref())
             .map(|rel| fs_mount.join(rel));
         if let Some(file) = node_file.clone() {
+            let key = file.clone();
             let removed = self
-                .through_mount(&fs_mount, "remove this node's staging record", move || {
+                .below_mount(&key, "remove this node's staging record", move || {
                     match std::fs::remove_file(&file) {
                         Ok(()) => Ok(()),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -307,9 +322,9 @@ impl Inner {
             }
         }
         // Unmount first, check after: a check of a hung client mount never answers.
-        if let Err(e) = self.ctx.mounter.unmount_all(&mount_point).await {
+        if let Err(e) = self.unmount_client(&mount_point).await {
             if let Some(file) = node_file {
-                self.restore_node_file(&id_text, &fs_mount, file).await;
+                self.restore_node_file(&id_text, file).await;
             }
             return Err(e);
         }
@@ -335,9 +350,10 @@ impl Inner {
 
     /// Puts this node's tracking file back after an unstage that failed, so DeleteVolume
     /// keeps waiting for this node.
-    async fn restore_node_file(&self, id_text: &str, fs_mount: &Path, file: PathBuf) {
+    async fn restore_node_file(&self, id_text: &str, file: PathBuf) {
+        let key = file.clone();
         let restored = self
-            .through_mount(fs_mount, "restore this node's staging record", move || {
+            .below_mount(&key, "restore this node's staging record", move || {
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -365,7 +381,7 @@ impl Inner {
             store.put(&host_key, &shared)?;
             return Ok(());
         }
-        self.ctx.mounter.unmount_all(&shared.mount_point).await?;
+        self.unmount_client(&shared.mount_point).await?;
         let _ = std::fs::remove_dir(&shared.mount_point);
         store.remove(&host_key)?;
         info!(host = %id.host, "last volume unstaged; shared client mount removed");
@@ -441,7 +457,7 @@ impl Inner {
         let below = mount_point.join(id.path.relative());
         let probe = below.clone();
         let is_dir = self
-            .through_mount(&mount_point, "stat volume", move || {
+            .below_mount(&below, "stat volume", move || {
                 fs_tree::check_no_symlinks(&root, &rel)?;
                 fs_tree::is_real_dir(&probe)
             })

@@ -96,6 +96,12 @@ impl StuckPaths {
         self.paths().remove(path);
     }
 
+    /// [`Self::forget`] for `root` and every path below it: for when the mount at `root` was
+    /// taken away (one made there later is another filesystem).
+    pub fn forget_below(&self, root: &Path) {
+        self.paths().retain(|path, _| !path.starts_with(root));
+    }
+
     /// Runs `f`, which works on `path`, on the blocking pool within `timeout`, as
     /// [`run_blocking`] does; refused at once (`DeadlineExceeded`, no thread started) while
     /// an earlier call on `path` is still blocked after its timeout or its caller's end.
@@ -245,6 +251,28 @@ mod tests {
         second_release.send(()).unwrap();
         second_returned.recv().unwrap();
         assert_cleared(&stuck, path).await;
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_mount_forgets_the_paths_below_it_only() {
+        let stuck = StuckPaths::default();
+        let (mount, other) = (Path::new("/mnt/a"), Path::new("/mnt/ab/x"));
+        let mut held = Vec::new();
+        for path in [mount, &mount.join("d/e"), other] {
+            held.push(blocked_call(&stuck, path).await);
+        }
+        stuck.forget_below(mount);
+        assert!(!stuck.is_stuck(mount));
+        assert!(!stuck.is_stuck(&mount.join("d/e")));
+        assert!(
+            stuck.is_stuck(other),
+            "a sibling sharing a name prefix stays refused"
+        );
+        for (release, returned) in held {
+            release.send(()).unwrap();
+            returned.recv().unwrap();
+        }
+        assert_cleared(&stuck, other).await;
     }
 
     #[tokio::test]
