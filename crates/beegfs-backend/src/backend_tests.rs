@@ -876,6 +876,37 @@ async fn a_long_fill_outlives_its_call_and_is_never_started_twice() {
 }
 
 #[tokio::test]
+async fn a_filled_volume_is_private_to_root_until_its_content_is_in() {
+    let (world, ctl) = v7_controller(BeegfsSettings::default());
+    let src = ctl
+        .create_volume(&req("src", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let root = world.fake.root(HOST);
+    std::fs::write(root.join("k/src/file"), b"hello").unwrap();
+    let mut p = params("/k");
+    p.push(("permissions/uid", "1000".into()));
+    p.push(("permissions/gid", "1001".into()));
+    p.push(("permissions/mode", "0770".into()));
+    let mut clone = req("clone", &p, GIB as i64);
+    clone.content_source = Some(VolumeContentSource::Volume(src.id.to_string()));
+    ctl.create_volume(&clone).await.unwrap();
+    // The copy ran in a directory nobody but root could enter...
+    let euid = nix::unistd::geteuid().as_raw();
+    assert_eq!(
+        world.fills.dests.lock().unwrap().clone(),
+        vec![(0o700, euid)]
+    );
+    // ...which then got what the parameters ask for.
+    let meta = std::fs::metadata(root.join("k/clone")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
+        (1000, 1001, 0o770)
+    );
+    assert_eq!(std::fs::read(root.join("k/clone/file")).unwrap(), b"hello");
+}
+
+#[tokio::test]
 async fn snapshots_restore_and_clone_into_new_volumes() {
     let (world, ctl) = v7_controller(quota_settings(300, 400));
     let src = ctl

@@ -44,6 +44,9 @@ struct Making {
     name: String,
 }
 
+/// The mode of a volume directory while it is being filled: root's alone.
+const FILLING_MODE: u32 = 0o700;
+
 /// The key of the background making of volume `id` (one with a content source).
 fn fill_key(id: &str) -> String {
     format!("fill:{id}")
@@ -557,6 +560,15 @@ impl Inner {
             let perms = &params.permissions;
             let group = record.quota_gid.or(perms.gid);
             let uid = (perms.uid != 0).then_some(perms.uid);
+            // A volume filled from a snapshot or another volume stays root's and private
+            // until its content is in: the fill writes as root, and nobody may plant a link
+            // in the directory for it (or the regrouping) to follow meanwhile.
+            let filled = record.source.is_some();
+            let (first_mode, first_uid) = if filled {
+                (FILLING_MODE, None)
+            } else {
+                (perms.mode, uid)
+            };
             // Parents already there (the base path, after the first volume) need no tool run.
             let known = {
                 let (root, rel) = (fs.root.clone(), path.relative().to_string());
@@ -566,7 +578,7 @@ impl Inner {
                 .await?
             };
             self.ctl
-                .create_dir_all(&fs.target, &path, perms.mode, uid, group, known)
+                .create_dir_all(&fs.target, &path, first_mode, first_uid, group, known)
                 .await?;
             self.ctl
                 .set_pattern(&fs.target, &path, &params.stripe)
@@ -577,10 +589,10 @@ impl Inner {
                     fs.root.clone(),
                     path.relative().to_string(),
                     dir.clone(),
-                    perms.mode,
+                    first_mode,
                     nodes_dir(&fs.root, &params.base, &name),
                 );
-                let owner_uid = uid;
+                let owner_uid = first_uid;
                 let owner_gid = group;
                 try_blocking(self.fs_timeout(), "prepare volume directory", move || {
                     fs_tree::check_no_symlinks(&root, &rel)?;
@@ -601,6 +613,14 @@ impl Inner {
             }
             if let Some(src) = &record.source {
                 self.fill_from_source(src, &dir, record.quota_gid).await?;
+                // Content in: the mode and owner the parameters ask for (a restore may have
+                // given the directory the archive's), owner first, as at creation.
+                let (d, mode) = (dir.clone(), perms.mode);
+                try_blocking(self.fs_timeout(), "hand over the filled volume", move || {
+                    fs_tree::set_owner(&d, uid, group)?;
+                    fs_tree::set_dir_mode(&d, mode)
+                })
+                .await?;
             }
             if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
                 self.quota_manager(&fs, q)

@@ -654,11 +654,17 @@ pub struct FillControl {
     pub runs: std::sync::atomic::AtomicUsize,
     /// Milliseconds each fill takes.
     pub delay_ms: std::sync::atomic::AtomicU64,
+    /// The mode and owner of each fill's destination as the fill began.
+    pub dests: Mutex<Vec<(u32, u32)>>,
 }
 
 impl FillControl {
-    fn run(&self) {
+    fn run(&self, dest: &Path) {
         use std::sync::atomic::Ordering;
+        if let Ok(meta) = std::fs::metadata(dest) {
+            let seen = (meta.permissions().mode() & 0o7777, meta.uid());
+            self.dests.lock().unwrap().push(seen);
+        }
         self.runs.fetch_add(1, Ordering::SeqCst);
         let delay = self.delay_ms.load(Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(delay));
@@ -705,7 +711,7 @@ pub fn fake_snapshots(fills: Arc<FillControl>) -> MockSnapshotEngine {
     });
     let control = fills.clone();
     engine.expect_restore().returning(move |archive, dest, _| {
-        control.run();
+        control.run(dest);
         let tree: BTreeMap<String, Option<String>> = serde_json::from_slice(
             &std::fs::read(archive).map_err(|e| Error::io("read", archive, e))?,
         )
@@ -713,7 +719,7 @@ pub fn fake_snapshots(fills: Arc<FillControl>) -> MockSnapshotEngine {
         restore(&tree, dest)
     });
     engine.expect_copy_tree().returning(move |source, dest, _| {
-        fills.run();
+        fills.run(dest);
         let mut tree = BTreeMap::new();
         walk(source, source, &mut tree);
         restore(&tree, dest)

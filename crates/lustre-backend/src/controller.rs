@@ -9,7 +9,7 @@
 //! clears the limits, removes the record, and empties the trash in the background.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ use csi_core::tasks::StopSignal;
 
 /// Mode of a volume directory when neither the StorageClass nor the entry sets one.
 pub const DEFAULT_PERMISSIONS: u32 = 0o777;
+
+/// The mode of a volume directory while it is being filled: root's alone.
+const FILLING_PERMISSIONS: u32 = 0o700;
 
 /// The hard limit for a capacity range: whole KiB, at least `required`, at most `limit`.
 pub fn quota_capacity(range: &CapacityRange) -> Result<u64> {
@@ -420,7 +423,15 @@ impl Inner {
 
     async fn make_directory_and_quota(&self, rec: &VolumeRecord, target: &Target) -> Result<()> {
         let dir = target.path(&rec.dir());
-        let (uid, gid, mode) = (rec.uid, rec.gid, rec.permissions);
+        // A volume filled from a snapshot or another volume stays root's and private until
+        // its content is in (`hand_over_filled`): the fill writes as root, and nobody may
+        // plant a link in the directory for it to follow meanwhile.
+        let filled = rec.content_source.is_some();
+        let mode = if filled {
+            FILLING_PERMISSIONS
+        } else {
+            rec.permissions
+        };
         let d = dir.clone();
         self.fs(format!("create {}", dir.display()), move || {
             volume_dirs::create_volume_dir(&d, mode)
@@ -435,9 +446,25 @@ impl Inner {
             };
             quota.set_limits(rec.project_id, &limits).await?;
         }
+        if filled {
+            return Ok(());
+        }
         // Last: from here on its owner can change it.
+        let (uid, gid) = (rec.uid, rec.gid);
         let d = dir.clone();
         self.fs(format!("chown {}", dir.display()), move || {
+            volume_dirs::hand_over_volume_dir(&d, uid, gid)
+        })
+        .await
+    }
+
+    /// Gives a filled volume's directory the mode and owner its record asks for, once its
+    /// content is in (a restore may have given it the archive's), owner last.
+    async fn hand_over_filled(&self, dir: &Path, rec: &VolumeRecord) -> Result<()> {
+        let (uid, gid, mode) = (rec.uid, rec.gid, rec.permissions);
+        let d = dir.to_path_buf();
+        self.fs(format!("hand over {}", dir.display()), move || {
+            volume_dirs::set_volume_dir_mode(&d, mode)?;
             volume_dirs::hand_over_volume_dir(&d, uid, gid)
         })
         .await
@@ -708,6 +735,10 @@ impl Inner {
         let stores = self.stores(&entry);
         match stores.volume(&name).await {
             Ok(Some(mut rec)) if rec.state == VolumeState::Filling => {
+                let result = match result {
+                    Ok(()) => self.hand_over_filled(&dest, &rec).await,
+                    Err(e) => Err(e),
+                };
                 match result {
                     Ok(()) => {
                         rec.state = VolumeState::Ready;
@@ -1922,6 +1953,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.id, clone.id);
+        assert!(h.fs("exa1").join("clone/a.txt").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_filled_volume_is_private_to_root_until_its_content_is_in() {
+        use std::os::unix::fs::MetadataExt;
+        let h = Harness::controller(ONE);
+        let src = source_with_a_file(&h).await;
+        let params = [
+            ("exaMountUid", "1001"),
+            ("exaMountGid", "1002"),
+            ("volumeDirPermissions", "0770"),
+        ];
+        h.backend
+            .create_volume(&with_source(
+                create_request("clone", &params, GIB as i64),
+                VolumeContentSource::Volume(src.id.to_string()),
+            ))
+            .await
+            .unwrap();
+        // The copy ran in a directory nobody but root could enter...
+        assert_eq!(
+            h.engine.fill_dests.lock().unwrap().clone(),
+            vec![(0o700, 0)]
+        );
+        // ...which then got what the parameters ask for.
+        let meta = std::fs::metadata(h.fs("exa1").join("clone")).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o770, 1001, 1002)
+        );
         assert!(h.fs("exa1").join("clone/a.txt").is_file());
     }
 

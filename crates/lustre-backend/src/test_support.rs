@@ -248,6 +248,8 @@ pub struct FakeEngine {
     pub fail_next: AtomicBool,
     /// Every call, as a line.
     pub calls: Mutex<Vec<String>>,
+    /// The mode and owner of each restore's or copy's destination as the fill began.
+    pub fill_dests: Mutex<Vec<(u32, u32)>>,
 }
 
 impl Default for FakeEngine {
@@ -256,6 +258,7 @@ impl Default for FakeEngine {
             open: tokio::sync::watch::channel(true).0,
             fail_next: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
+            fill_dests: Mutex::new(Vec::new()),
         }
     }
 }
@@ -268,6 +271,14 @@ impl FakeEngine {
 
     fn log(&self, line: String) {
         self.calls.lock().unwrap().push(line);
+    }
+
+    fn note_fill_dest(&self, dest: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dest).map_err(|e| Error::io("stat", dest, e))?;
+        let seen = (meta.mode() & 0o7777, meta.uid());
+        self.fill_dests.lock().unwrap().push(seen);
+        Ok(())
     }
 }
 
@@ -317,6 +328,7 @@ impl SnapshotEngine for FakeEngine {
 
     async fn restore(&self, archive: &Path, dest: &Path, _options: &ArchiveOptions) -> Result<()> {
         self.log(format!("restore {} {}", archive.display(), dest.display()));
+        self.note_fill_dest(dest)?;
         let body = std::fs::read_to_string(archive).map_err(|e| Error::io("read", archive, e))?;
         for name in body.lines().filter(|l| !l.is_empty()) {
             std::fs::write(dest.join(name), b"").map_err(|e| Error::io("write", dest, e))?;
@@ -326,6 +338,7 @@ impl SnapshotEngine for FakeEngine {
 
     async fn copy_tree(&self, source: &Path, dest: &Path, _options: &ArchiveOptions) -> Result<()> {
         self.log(format!("copy {} {}", source.display(), dest.display()));
+        self.note_fill_dest(dest)?;
         let mut open = self.open.subscribe();
         let _ = open.wait_for(|o| *o).await;
         for name in names_in(source).map_err(|e| Error::io("list", source, e))? {

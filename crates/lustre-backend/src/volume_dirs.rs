@@ -44,6 +44,11 @@ pub fn create_volume_dir(path: &Path, mode: u32) -> Result<()> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create volume directory", path, e)),
     }
+    set_volume_dir_mode(path, mode)
+}
+
+/// Sets the mode of the volume directory, through the directory itself.
+pub fn set_volume_dir_mode(path: &Path, mode: u32) -> Result<()> {
     open_dir(path)?
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("chmod", path, e))
