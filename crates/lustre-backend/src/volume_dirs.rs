@@ -65,14 +65,15 @@ pub fn hand_over_volume_dir(path: &Path, uid: Option<u32>, gid: Option<u32>) -> 
 
 /// Creates the snapshot folder `path` below `root` (with its missing parents) and makes it
 /// readable by root only (archives hold volumes' data). A folder given by a parameter may
-/// lie where users write, so no symbolic link on the way is followed: one planted there
-/// is `FailedPrecondition`, and the mode is set through the directory itself.
+/// lie where users write, so no symbolic link on the way is followed, and a folder someone
+/// else made first (theirs, or writable by others) is refused: they could read every
+/// archive in it, or put their own in its place. Both are `FailedPrecondition`.
 pub fn ensure_snapshot_folder(root: &Path, path: &Path) -> Result<()> {
     csi_core::fs_paths::check_no_symlinks_below(root, path)?;
-    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
-    open_dir(path)?
-        .set_permissions(fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io("chmod", path, e))
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+    }
+    csi_core::records::ensure_private_dir(path)
 }
 
 /// Directory `dir` below `root`, reached through no symbolic link: every component below
@@ -321,5 +322,28 @@ mod tests {
             "the link's target keeps its mode"
         );
         assert!(!outside.path().join("sub").exists());
+    }
+
+    #[test]
+    fn a_snapshot_folder_someone_else_made_is_refused_and_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("scratch/snaps");
+        fs::create_dir_all(&folder).unwrap();
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&folder, Some(4242), Some(4242)).unwrap();
+        let err = ensure_snapshot_folder(root.path(), &folder).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("4242"), "{err}");
+        let meta = fs::metadata(&folder).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "left as it was");
+        // One the driver made earlier with looser bits is its own: made private.
+        std::os::unix::fs::chown(&folder, Some(0), Some(0)).unwrap();
+        ensure_snapshot_folder(root.path(), &folder).unwrap();
+        let meta = fs::metadata(&folder).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        // Writable by others: anyone could have swapped archives in it.
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_snapshot_folder(root.path(), &folder).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
     }
 }
