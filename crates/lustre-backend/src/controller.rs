@@ -295,8 +295,10 @@ impl Inner {
                     }
                     VolumeState::Filling => return self.continue_fill(rec, &entry).await,
                     VolumeState::Creating => {
-                        let reservation = self.ids.reserve(rec.project_id)?;
                         let mut rec = rec;
+                        let reservation = self
+                            .resume_project(&mut rec, &params, &target, &stores)
+                            .await?;
                         rec.capacity_bytes = capacity;
                         stores.put_volume(&rec).await?;
                         (rec, reservation)
@@ -419,6 +421,49 @@ impl Inner {
                 )),
                 _ => e,
             })
+    }
+
+    /// The project id of an interrupted creation, reserved again. While the creation was
+    /// cut off, nothing on the filesystem carried its id, and a create in another entry on
+    /// the same filesystem (whose records are elsewhere) may have drawn it: when files other
+    /// than this volume's directory carry it now, another id is drawn.
+    async fn resume_project(
+        &self,
+        rec: &mut VolumeRecord,
+        params: &VolumeParams,
+        target: &Target,
+        stores: &crate::records::Stores,
+    ) -> Result<csi_core::id_alloc::IdReservation> {
+        let reservation = self.ids.reserve(rec.project_id)?;
+        let quota = self.quota(&target.mount_point);
+        let dir = target.path(&rec.dir());
+        let d = dir.clone();
+        let state = self
+            .fs(format!("stat {}", dir.display()), move || {
+                volume_dirs::dir_state(&d)
+            })
+            .await?;
+        if state == DirState::Directory && quota.project_of(&dir).await?.id == rec.project_id {
+            return Ok(reservation);
+        }
+        let report = quota.report(rec.project_id).await?;
+        if report.kbytes_used == 0 && report.files_used == 0 {
+            // Nothing carries it; limits alone are this creation's own, set before it stopped.
+            return Ok(reservation);
+        }
+        if params.project_id.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "parameters[projectId]: project {} is now used on {} by files that are not volume {}'s (its creation was interrupted); name another id",
+                rec.project_id,
+                target.mount_point.display(),
+                rec.name
+            )));
+        }
+        drop(reservation);
+        let fresh = self.reserve_project(params, target, stores).await?;
+        warn!(volume = %rec.name, old = rec.project_id, new = fresh.id(), "the project id of an interrupted creation is now used by other files; drawing another");
+        rec.project_id = fresh.id();
+        Ok(fresh)
     }
 
     async fn make_directory_and_quota(&self, rec: &VolumeRecord, target: &Target) -> Result<()> {
@@ -1252,6 +1297,45 @@ mod tests {
             "project {id} was free to draw while its directory was being given it"
         );
         assert!(ids.reserve(id).is_ok(), "released once the volume is made");
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_creation_whose_id_others_took_meanwhile_draws_another() {
+        let h = Harness::controller(ONE);
+        let request = create_request("a", &[], 1024);
+        h.backend.create_volume(&request).await.unwrap();
+        let entry = h.backend.config().entry("exa1").unwrap().clone();
+        let stores = h.backend.inner.stores(&entry);
+        let dir = h.fs("exa1").join("a");
+        let interrupt = |h: &Harness| {
+            // Cut off after its record, before its directory and limits.
+            let mut rec = stores.volumes.get("a").unwrap().unwrap();
+            rec.state = VolumeState::Creating;
+            stores.volumes.put("a", &rec).unwrap();
+            std::fs::remove_dir(&dir).unwrap();
+            let mut lfs = h.lfs.lock().unwrap();
+            lfs.projects.remove(&dir);
+            lfs.limits.remove(&rec.project_id);
+            rec.project_id
+        };
+
+        // Limits alone (its own, set before it stopped): the id stays.
+        let first = interrupt(&h);
+        h.lfs.lock().unwrap().limits.insert(first, 1);
+        h.backend.create_volume(&request).await.unwrap();
+        assert_eq!(stores.volumes.get("a").unwrap().unwrap().project_id, first);
+
+        // Files of another volume carry it now: another id, in the record and on the
+        // directory, and the other volume's quota is left alone.
+        let taken = interrupt(&h);
+        h.lfs.lock().unwrap().files.insert(taken, 3);
+        h.lfs.lock().unwrap().limits.insert(taken, 4096);
+        h.backend.create_volume(&request).await.unwrap();
+        let rec = stores.volumes.get("a").unwrap().unwrap();
+        assert_ne!(rec.project_id, taken);
+        let lfs = h.lfs.lock().unwrap();
+        assert_eq!(lfs.projects.get(&dir), Some(&rec.project_id));
+        assert_eq!(lfs.limits.get(&taken), Some(&4096));
     }
 
     #[tokio::test]
