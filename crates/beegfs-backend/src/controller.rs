@@ -780,6 +780,15 @@ impl Inner {
         gid: Option<u32>,
     ) -> Result<()> {
         let options = self.archive_options();
+        // What an earlier attempt left (a clone of a source changed since) is not this
+        // attempt's content; nobody else could write here (the directory is root's).
+        let d = dir.to_path_buf();
+        try_blocking(
+            self.fs_timeout(),
+            "empty the volume before filling it",
+            move || csi_core::fs_paths::empty_dir(&d),
+        )
+        .await?;
         match source {
             SourceRecord::Snapshot(id) => {
                 let (archive, _) = self.ready_snapshot_archive(id).await?;

@@ -26,6 +26,36 @@ pub fn open_dir(path: &Path) -> Result<File> {
         })
 }
 
+/// Removes everything in the directory at `path`, which stays: for a directory about to be
+/// filled again. The directory is opened without following a link, and what is in it is
+/// reached through that descriptor; links inside are removed as links, never followed.
+pub fn empty_dir(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = open_dir(path)?;
+    let here = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let entries = std::fs::read_dir(&here).map_err(|e| Error::io("list", path, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", path, e))?;
+        let child = here.join(entry.file_name());
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| Error::io("stat", path.join(entry.file_name()), e))?
+            .is_dir();
+        let removed = if is_dir {
+            std::fs::remove_dir_all(&child)
+        } else {
+            std::fs::remove_file(&child)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", path.join(entry.file_name()), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a path below `root` whose existing components include a symbolic link, so a
 /// link planted in the filesystem cannot redirect an operation out of it.
 pub fn check_no_symlinks(root: &Path, relative: &str) -> Result<()> {
@@ -122,5 +152,30 @@ mod tests {
         check_no_symlinks_below(dir.path(), &dir.path().join("k8s/all/v")).unwrap();
         let err = check_no_symlinks_below(dir.path(), Path::new("/etc")).unwrap_err();
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+    }
+
+    #[test]
+    fn emptying_a_directory_keeps_it_and_follows_no_link() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("vol");
+        std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
+        std::fs::write(d.join("sub/deeper/f"), b"x").unwrap();
+        std::fs::write(d.join("top"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("sub/link")).unwrap();
+        empty_dir(&d).unwrap();
+        assert!(d.is_dir());
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        assert!(outside.path().join("keep").exists(), "nothing followed");
+        // A link in the directory's place is refused, its target untouched.
+        let link = dir.path().join("swapped");
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        assert_eq!(
+            empty_dir(&link).unwrap_err().code(),
+            ErrorCode::FailedPrecondition
+        );
+        assert!(outside.path().join("keep").exists());
     }
 }

@@ -752,6 +752,13 @@ impl Inner {
     ) {
         let engine = self.ctx.snapshots.clone();
         let work = async {
+            // What an earlier attempt left (a clone of a source changed since) is not this
+            // attempt's content; nobody else could write here (the directory is root's).
+            let d = dest.clone();
+            self.fs(format!("empty {}", dest.display()), move || {
+                csi_core::fs_paths::empty_dir(&d)
+            })
+            .await?;
             match &source {
                 FillSource::Archive { archive, options } => {
                     engine.restore(archive, &dest, options).await
@@ -2027,6 +2034,7 @@ mod tests {
         rec.state = VolumeState::Filling;
         stores.volumes.put("clone", &rec).unwrap();
         std::fs::remove_file(h.fs("exa1").join("clone/a.txt")).unwrap();
+        std::fs::write(h.fs("exa1").join("clone/left-by-the-last-attempt"), b"").unwrap();
         h.restart();
         let again = h
             .backend
@@ -2038,6 +2046,7 @@ mod tests {
             .unwrap();
         assert_eq!(again.id, clone.id);
         assert!(h.fs("exa1").join("clone/a.txt").is_file());
+        assert!(!h.fs("exa1").join("clone/left-by-the-last-attempt").exists());
     }
 
     #[tokio::test]
