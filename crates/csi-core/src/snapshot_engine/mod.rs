@@ -35,6 +35,7 @@
 
 pub mod checksum;
 pub mod direct_io;
+pub mod members;
 pub mod tar_writer;
 
 use std::ffi::OsString;
@@ -193,6 +194,16 @@ impl ArchiveSnapshotEngine {
     /// to the disk: the archiver leaves what it wrote in the page cache, and a volume
     /// reported ready must not lose its content when the controller's node crashes.
     async fn extract(&self, archive: &Path, dest: &Path, tool: &ArchiveTool) -> Result<()> {
+        if matches!(tool, ArchiveTool::Dtar(_)) {
+            // dtar writes where member names and links lead: they are checked first.
+            let owned = archive.to_path_buf();
+            try_blocking(
+                self.archive_timeout,
+                format!("checking the members of {}", archive.display()),
+                move || members::check_members(&owned),
+            )
+            .await?;
+        }
         let command = restore_command(tool, archive, dest, self.archive_timeout);
         let output = self.runner.run(&command).await?;
         check_archiver(tool, output, false)?;
@@ -718,7 +729,7 @@ mod tests {
             .returning(move |c| {
                 // The archive is still only a partial file while the archiver runs.
                 assert!(!archive2.exists());
-                fs::write(Path::new(&c.args[5]), b"archive bytes").unwrap();
+                fs::write(Path::new(&c.args[5]), [0u8; 1024]).unwrap();
                 Ok(ok())
             });
         let archive3 = archive.clone();
@@ -747,7 +758,7 @@ mod tests {
             checksum: ChecksumKind::Md5,
         };
         let info = engine.create(&source, &archive, &options).await.unwrap();
-        assert_eq!(info.size_bytes, 13);
+        assert_eq!(info.size_bytes, 1024);
         // dtar's archive is checksummed in a second pass, with the kind asked for.
         assert_eq!(
             info.checksum.map(|c| (c.kind, c.hex)),
@@ -850,7 +861,8 @@ mod tests {
         let dest = dir.path().join("restored");
         fs::create_dir(&dest).unwrap();
         let archive = dir.path().join("snap.tar");
-        fs::write(&archive, b"archive bytes").unwrap();
+        // An empty archive (its end: two zero blocks).
+        fs::write(&archive, [0u8; 1024]).unwrap();
         let mut runner = MockCommandRunner::new();
         let gone = dest.clone();
         // The destination disappears under the archiver: the flush that follows the
@@ -867,6 +879,35 @@ mod tests {
         };
         let err = engine.restore(&archive, &dest, &options).await.unwrap_err();
         assert!(err.to_string().contains("restored"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn dtar_is_not_run_on_an_archive_whose_members_lead_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("restored");
+        fs::create_dir(&dest).unwrap();
+        let archive = dir.path().join("snap.tar");
+        let mut builder = tar::Builder::new(File::create(&archive).unwrap());
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        builder.append_link(&mut link, "l", "/etc").unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_size(1);
+        file.set_mode(0o644);
+        builder.append_data(&mut file, "l/x", &b"x"[..]).unwrap();
+        builder.finish().unwrap();
+        drop(builder);
+        // No expectation: running dtar would fail the test.
+        let engine = ArchiveSnapshotEngine::new(Arc::new(MockCommandRunner::new()));
+        let options = ArchiveOptions {
+            tool: ArchiveTool::Dtar("/opt/dtar".into()),
+            verify: false,
+            checksum: ChecksumKind::Md5,
+        };
+        let err = engine.restore(&archive, &dest, &options).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("below a link"), "{err}");
     }
 
     /// An engine that must not run any command, with verified GNU-tar options.
