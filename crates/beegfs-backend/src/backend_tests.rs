@@ -907,6 +907,39 @@ async fn a_filled_volume_is_private_to_root_until_its_content_is_in() {
 }
 
 #[tokio::test]
+async fn a_restore_uses_the_tool_and_checksum_its_snapshot_was_made_with() {
+    let (world, ctl) = v7_controller(BeegfsSettings::default());
+    let src = ctl
+        .create_volume(&req("src", &params("/k"), GIB as i64))
+        .await
+        .unwrap();
+    let snap_req = CreateSnapshotRequest {
+        name: "snap".into(),
+        source_volume_id: src.id.clone(),
+        parameters: Parameters::default(),
+        secrets: Secrets::default(),
+    };
+    while !ctl.create_snapshot(&snap_req).await.unwrap().ready_to_use {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let made_with = ctl.inner.archive_options();
+    // The settings change: dtar, no verification.
+    let mut settings = BeegfsSettings::default();
+    settings.snapshots.dtar = Some("/opt/dtar".into());
+    settings.snapshots.verify = false;
+    let ctl = controller(&world, settings, NO_AUTH, None);
+    let mut restore = req("restored", &params("/k"), GIB as i64);
+    restore.content_source = Some(VolumeContentSource::Snapshot(
+        ctl.list_snapshots().await.unwrap()[0].id.to_string(),
+    ));
+    ctl.create_volume(&restore).await.unwrap();
+    assert_eq!(
+        world.fills.restore_options.lock().unwrap().clone(),
+        vec![made_with]
+    );
+}
+
+#[tokio::test]
 async fn snapshots_restore_and_clone_into_new_volumes() {
     let (world, ctl) = v7_controller(quota_settings(300, 400));
     let src = ctl

@@ -14,7 +14,9 @@ use csi_core::domain::{
     GIB, MAX_ID_BYTES, Parameters, Volume, VolumeCondition, VolumeContentSource, VolumeId,
 };
 use csi_core::id_alloc::{IdRange, IdReservation};
-use csi_core::ports::{CreateVolumeRequest, QuotaLimits, QuotaManager, VolumeInfo};
+use csi_core::ports::{
+    ArchiveOptions, CreateVolumeRequest, QuotaLimits, QuotaManager, ToolRecord, VolumeInfo,
+};
 use csi_core::records::{Listed, RecordStore, check_key};
 use csi_core::service::DEFAULT_VOLUME_BYTES;
 use csi_core::{Error, ErrorCode, Result};
@@ -713,7 +715,7 @@ impl Inner {
         match source {
             None => Ok(()),
             Some(SourceRecord::Snapshot(id)) => {
-                let (_, size) = self.ready_snapshot_archive(id).await?;
+                let (_, size, _) = self.ready_snapshot_archive(id).await?;
                 match limit {
                     Some(capacity) if size > capacity => Err(Error::OutOfRange(format!(
                         "snapshot {id} holds {size} bytes, more than the {capacity} bytes requested"
@@ -779,7 +781,6 @@ impl Inner {
         dir: &std::path::Path,
         gid: Option<u32>,
     ) -> Result<()> {
-        let options = self.archive_options();
         // What an earlier attempt left (a clone of a source changed since) is not this
         // attempt's content; nobody else could write here (the directory is root's).
         let d = dir.to_path_buf();
@@ -791,11 +792,13 @@ impl Inner {
         .await?;
         match source {
             SourceRecord::Snapshot(id) => {
-                let (archive, _) = self.ready_snapshot_archive(id).await?;
+                // Extracted with the tool and checked with the checksum it was made with.
+                let (archive, _, options) = self.ready_snapshot_archive(id).await?;
                 self.ctx.snapshots.restore(&archive, dir, &options).await?;
             }
             SourceRecord::Volume(id) => {
                 let (src, _) = self.source_volume_dir(id).await?;
+                let options = self.archive_options();
                 self.ctx.snapshots.copy_tree(&src, dir, &options).await?;
             }
         }
@@ -1208,7 +1211,12 @@ impl Inner {
     }
 
     /// The archive of a snapshot that is ready to restore, and its size in bytes.
-    pub(crate) async fn ready_snapshot_archive(&self, id: &str) -> Result<(PathBuf, u64)> {
+    /// The archive of a ready snapshot, its size, and how it was written (for snapshots of
+    /// earlier versions, which did not record it: the current settings).
+    pub(crate) async fn ready_snapshot_archive(
+        &self,
+        id: &str,
+    ) -> Result<(PathBuf, u64, ArchiveOptions)> {
         let sid = BeegfsSnapshotId::parse(id).map_err(|_| {
             Error::NotFound(format!(
                 "snapshot {id} is not a BeeGFS snapshot of this driver"
@@ -1227,6 +1235,9 @@ impl Inner {
             Some(r) => Ok((
                 crate::records::snapshot_archive(&fs.root, &sid.base, &sid.name),
                 r.size_bytes,
+                r.tool
+                    .as_ref()
+                    .map_or_else(|| self.archive_options(), ToolRecord::options),
             )),
         }
     }

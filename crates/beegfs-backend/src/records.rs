@@ -22,6 +22,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use csi_core::ports::ToolRecord;
 use csi_core::records::RecordStore;
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +110,9 @@ pub struct SnapshotRecord {
     /// Why the last cut failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// How the archive was written (records of earlier versions: the settings of the day).
+    #[serde(default)]
+    pub tool: Option<ToolRecord>,
 }
 
 /// A `volDirBasePath` used on a filesystem.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use csi_core::blocking::try_blocking;
 use csi_core::domain::{Snapshot, SnapshotId};
-use csi_core::ports::CreateSnapshotRequest;
+use csi_core::ports::{CreateSnapshotRequest, ToolRecord};
 use csi_core::records::{RecordStore, ensure_private_dir};
 use csi_core::{Error, Result};
 use tracing::{info, warn};
@@ -162,6 +162,7 @@ impl Inner {
                     ready: false,
                     checksum: None,
                     error: None,
+                    tool: None,
                 };
                 this.put_snapshot(&store, &rec).await?;
                 Inner::start_cut(this, &fs, &sid, &source, &volume.volume_id);
@@ -231,6 +232,7 @@ impl Inner {
             let update = {
                 let store = store.clone();
                 let name = name.clone();
+                let tool = ToolRecord::from(&options);
                 try_blocking(inner.fs_timeout(), "update snapshot record", move || {
                     let Some(mut rec) = store.get(&name)? else {
                         return Ok(());
@@ -241,6 +243,7 @@ impl Inner {
                             rec.size_bytes = info.size_bytes;
                             rec.checksum = info.checksum.map(|c| c.hex);
                             rec.error = None;
+                            rec.tool = Some(tool);
                         }
                         Err(e) => rec.error = Some(e.to_string()),
                     }

@@ -18,8 +18,8 @@ use csi_core::domain::{
     TopologyRequirement, VolumeCapability,
 };
 use csi_core::ports::{
-    ArchiveInfo, BackendContext, Command, CommandOutput, CreateVolumeRequest, MockCommandRunner,
-    MockMounter, MockSnapshotEngine, MountEntry, Role,
+    ArchiveInfo, ArchiveOptions, BackendContext, Command, CommandOutput, CreateVolumeRequest,
+    MockCommandRunner, MockMounter, MockSnapshotEngine, MountEntry, Role,
 };
 use csi_core::{Error, Result};
 
@@ -656,6 +656,8 @@ pub struct FillControl {
     pub delay_ms: std::sync::atomic::AtomicU64,
     /// The mode and owner of each fill's destination as the fill began.
     pub dests: Mutex<Vec<(u32, u32)>>,
+    /// The options of each restore.
+    pub restore_options: Mutex<Vec<ArchiveOptions>>,
 }
 
 impl FillControl {
@@ -710,14 +712,21 @@ pub fn fake_snapshots(fills: Arc<FillControl>) -> MockSnapshotEngine {
         })
     });
     let control = fills.clone();
-    engine.expect_restore().returning(move |archive, dest, _| {
-        control.run(dest);
-        let tree: BTreeMap<String, Option<String>> = serde_json::from_slice(
-            &std::fs::read(archive).map_err(|e| Error::io("read", archive, e))?,
-        )
-        .unwrap();
-        restore(&tree, dest)
-    });
+    engine
+        .expect_restore()
+        .returning(move |archive, dest, options| {
+            control
+                .restore_options
+                .lock()
+                .unwrap()
+                .push(options.clone());
+            control.run(dest);
+            let tree: BTreeMap<String, Option<String>> = serde_json::from_slice(
+                &std::fs::read(archive).map_err(|e| Error::io("read", archive, e))?,
+            )
+            .unwrap();
+            restore(&tree, dest)
+        });
     engine.expect_copy_tree().returning(move |source, dest, _| {
         fills.run(dest);
         let mut tree = BTreeMap::new();

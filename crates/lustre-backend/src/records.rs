@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use csi_core::Result;
 use csi_core::domain::VolumeContentSource;
-use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind};
+pub use csi_core::ports::ToolRecord;
 use csi_core::records::RecordStore;
 use serde::{Deserialize, Serialize};
 
@@ -146,58 +146,6 @@ pub enum SnapshotState {
     Ready,
     /// Writing failed (`error` says why).
     Failed,
-}
-
-/// The archiver, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ToolRecord {
-    /// `tar` or `dtar`.
-    pub utility: String,
-    /// The program.
-    pub path: PathBuf,
-    /// Whether a checksum is kept and checked (`verifyMd5` in records of earlier versions).
-    #[serde(alias = "verifyMd5")]
-    pub verify: bool,
-    /// Which checksum is kept; records of earlier versions kept MD5.
-    #[serde(default = "legacy_checksum")]
-    pub checksum: ChecksumKind,
-}
-
-/// The checksum of records written before the choice existed.
-fn legacy_checksum() -> ChecksumKind {
-    ChecksumKind::Md5
-}
-
-impl From<&ArchiveOptions> for ToolRecord {
-    fn from(o: &ArchiveOptions) -> Self {
-        let (utility, path) = match &o.tool {
-            ArchiveTool::Tar(p) => ("tar", p.clone()),
-            ArchiveTool::Dtar(p) => ("dtar", p.clone()),
-        };
-        Self {
-            utility: utility.into(),
-            path,
-            verify: o.verify,
-            checksum: o.checksum,
-        }
-    }
-}
-
-impl ToolRecord {
-    /// Back to the engine's options.
-    pub fn options(&self) -> ArchiveOptions {
-        let tool = if self.utility == "dtar" {
-            ArchiveTool::Dtar(self.path.clone())
-        } else {
-            ArchiveTool::Tar(self.path.clone())
-        };
-        ArchiveOptions {
-            tool,
-            verify: self.verify,
-            checksum: self.checksum,
-        }
-    }
 }
 
 /// A snapshot this driver took.
@@ -379,6 +327,7 @@ impl Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use csi_core::ports::{ArchiveOptions, ArchiveTool, ChecksumKind};
 
     fn record() -> VolumeRecord {
         VolumeRecord {

@@ -20,6 +20,7 @@ pub(crate) use mounter::{check_below, not_mounted, still_mounted, top_mount_id};
 pub use quota::{QuotaLimits, QuotaManager, QuotaUsage};
 pub use snapshot::{
     ArchiveChecksum, ArchiveInfo, ArchiveOptions, ArchiveTool, ChecksumKind, SnapshotEngine,
+    ToolRecord,
 };
 pub use topology::{StaticTopology, TopologyProvider};
 

@@ -69,6 +69,59 @@ pub struct ArchiveOptions {
     pub checksum: ChecksumKind,
 }
 
+/// [`ArchiveOptions`] as snapshot records keep them, so a restore extracts with the tool
+/// and checks the checksum the archive was made with, whatever the settings are now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolRecord {
+    /// `tar` or `dtar`.
+    pub utility: String,
+    /// The program.
+    pub path: PathBuf,
+    /// Whether a checksum is kept and checked (`verifyMd5` in records of earlier versions).
+    #[serde(alias = "verifyMd5")]
+    pub verify: bool,
+    /// Which checksum is kept; records of earlier versions kept MD5.
+    #[serde(default = "legacy_checksum")]
+    pub checksum: ChecksumKind,
+}
+
+/// The checksum of records written before the choice existed.
+fn legacy_checksum() -> ChecksumKind {
+    ChecksumKind::Md5
+}
+
+impl From<&ArchiveOptions> for ToolRecord {
+    fn from(o: &ArchiveOptions) -> Self {
+        let (utility, path) = match &o.tool {
+            ArchiveTool::Tar(p) => ("tar", p.clone()),
+            ArchiveTool::Dtar(p) => ("dtar", p.clone()),
+        };
+        Self {
+            utility: utility.into(),
+            path,
+            verify: o.verify,
+            checksum: o.checksum,
+        }
+    }
+}
+
+impl ToolRecord {
+    /// Back to the engine's options.
+    pub fn options(&self) -> ArchiveOptions {
+        let tool = if self.utility == "dtar" {
+            ArchiveTool::Dtar(self.path.clone())
+        } else {
+            ArchiveTool::Tar(self.path.clone())
+        };
+        ArchiveOptions {
+            tool,
+            verify: self.verify,
+            checksum: self.checksum,
+        }
+    }
+}
+
 /// A checksum of a finished archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveChecksum {
