@@ -12,6 +12,8 @@
 #
 #   scripts/build-release.sh                                  # the image's three binaries
 #   scripts/build-release.sh -p pfs-sim -p pfs-csi-bench      # and these packages as well
+#
+# Extra arguments go to the first `cargo build` only (packages to add), not to the node's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +27,4 @@ elif [ "$libc_a" = "${libc_a#/}" ] || [ ! -e "$libc_a" ]; then
     echo "build-release: glibc's static library (libc.a) was not found: the node plugin is linked dynamically" >&2
     static=()
 fi
-cargo rustc --release --locked -p pfs-csi-node --bin pfs-csi-node -- "${static[@]}"
+cargo rustc --release --locked -p pfs-csi-node --bin pfs-csi-node -- ${static[@]+"${static[@]}"}
