@@ -1517,6 +1517,19 @@ struct Staged {
     controller_mounts: usize,
 }
 
+/// The client mount through which node `n1` sees the filesystem of a volume staged at
+/// `staging` in `mode`.
+fn client_mount(world: &World, mode: ClientMountMode, staging: &Path) -> PathBuf {
+    match mode {
+        ClientMountMode::PerVolume => staging.join("mount"),
+        ClientMountMode::Shared => world
+            .state("n1")
+            .join("beegfs/node/fs")
+            .join(crate::records::safe_key(HOST))
+            .join("mount"),
+    }
+}
+
 async fn staged_volume(mode: ClientMountMode) -> Staged {
     let world = World::new();
     world.add_fs("ctl", HOST, BeegfsVersion::V8, None);
@@ -1606,14 +1619,7 @@ async fn a_blocked_call_below_a_client_mount_refuses_its_own_path_until_unmounte
             staging,
             ..
         } = staged_volume(mode).await;
-        let fs_mount = match mode {
-            ClientMountMode::PerVolume => staging.join("mount"),
-            ClientMountMode::Shared => world
-                .state("n1")
-                .join("beegfs/node/fs")
-                .join(crate::records::safe_key(HOST))
-                .join("mount"),
-        };
+        let fs_mount = client_mount(&world, mode, &staging);
         // Volume b is made, and a staged again so the node's mount shows b too.
         let b = controller
             .create_volume(&req("b", &params("/k"), 0))
@@ -1771,14 +1777,7 @@ async fn a_failed_unstage_keeps_this_node_in_the_volume_tracking() {
             ..
         } = staged_volume(mode).await;
         // The tracking file as the node sees it, through its client mount.
-        let client = match mode {
-            ClientMountMode::PerVolume => staging.join("mount"),
-            ClientMountMode::Shared => world
-                .state("n1")
-                .join("beegfs/node/fs")
-                .join(crate::records::safe_key(HOST))
-                .join("mount"),
-        };
+        let client = client_mount(&world, mode, &staging);
         let tracking = client.join("k/.csi/volumes/a/nodes/n1-node");
         assert!(tracking.is_file(), "{mode:?}: {}", tracking.display());
 

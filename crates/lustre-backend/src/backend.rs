@@ -561,6 +561,19 @@ mod tests {
         LustreBackend::new(config, settings, ctx).unwrap()
     }
 
+    /// A runner whose `lctl get_param` answers as on a node without the Lustre client.
+    fn lctl_without_lustre() -> MockCommandRunner {
+        let mut runner = MockCommandRunner::new();
+        runner.expect_run().times(1..).returning(|_| {
+            Ok(CommandOutput {
+                status: Some(2),
+                stdout: String::new(),
+                stderr: "error: get_param: param_path 'version': No such file or directory".into(),
+            })
+        });
+        runner
+    }
+
     #[tokio::test]
     async fn ready_means_tools_present_and_the_client_answering() {
         let dir = tempfile::tempdir().unwrap();
@@ -581,15 +594,7 @@ mod tests {
         // Within the minute no process is spawned again (the mock allows one call).
         b.check_ready().await.unwrap();
 
-        let mut runner = MockCommandRunner::new();
-        runner.expect_run().returning(|_| {
-            Ok(CommandOutput {
-                status: Some(2),
-                stdout: String::new(),
-                stderr: "error: get_param: param_path 'version': No such file or directory".into(),
-            })
-        });
-        let b = backend(dir.path(), runner, Role::Node);
+        let b = backend(dir.path(), lctl_without_lustre(), Role::Node);
         let err = b.check_ready().await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::Unavailable);
         assert!(
@@ -615,15 +620,7 @@ mod tests {
 
         // A file that names no version falls back to lctl, whose failure is Unavailable.
         std::fs::write(dir.path().join("version"), "\n").unwrap();
-        let mut runner = MockCommandRunner::new();
-        runner.expect_run().times(1).returning(|_| {
-            Ok(CommandOutput {
-                status: Some(2),
-                stdout: String::new(),
-                stderr: "error: get_param: param_path 'version': No such file or directory".into(),
-            })
-        });
-        let b = backend(dir.path(), runner, Role::Node);
+        let b = backend(dir.path(), lctl_without_lustre(), Role::Node);
         let err = b.check_ready().await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::Unavailable);
     }
