@@ -875,13 +875,19 @@ async fn a_long_fill_outlives_its_call_and_is_never_started_twice() {
     assert!(!root.join("k/.pfs-csi/volumes/other.json").exists());
 }
 
-#[tokio::test]
-async fn a_filled_volume_is_private_to_root_until_its_content_is_in() {
+/// A BeeGFS 7 controller with default settings and its volume `src` of `/k`.
+async fn v7_with_source() -> (World, BeegfsBackend, csi_core::domain::Volume) {
     let (world, ctl) = v7_controller(BeegfsSettings::default());
     let src = ctl
         .create_volume(&req("src", &params("/k"), GIB as i64))
         .await
         .unwrap();
+    (world, ctl, src)
+}
+
+#[tokio::test]
+async fn a_filled_volume_is_private_to_root_until_its_content_is_in() {
+    let (world, ctl, src) = v7_with_source().await;
     let root = world.fake.root(HOST);
     std::fs::write(root.join("k/src/file"), b"hello").unwrap();
     let mut p = params("/k");
@@ -908,11 +914,7 @@ async fn a_filled_volume_is_private_to_root_until_its_content_is_in() {
 
 #[tokio::test]
 async fn a_restore_uses_the_tool_and_checksum_its_snapshot_was_made_with() {
-    let (world, ctl) = v7_controller(BeegfsSettings::default());
-    let src = ctl
-        .create_volume(&req("src", &params("/k"), GIB as i64))
-        .await
-        .unwrap();
+    let (world, ctl, src) = v7_with_source().await;
     let snap_req = CreateSnapshotRequest {
         name: "snap".into(),
         source_volume_id: src.id.clone(),
