@@ -781,13 +781,14 @@ impl Inner {
         dir: &std::path::Path,
         gid: Option<u32>,
     ) -> Result<()> {
-        // What an earlier attempt left (a clone of a source changed since) is not this
-        // attempt's content; nobody else could write here (the directory is root's).
+        // Root's alone again (an attempt that failed after the hand-over gave it away) and
+        // empty: what an earlier attempt left (a clone of a source changed since) is not
+        // this attempt's content.
         let d = dir.to_path_buf();
         try_blocking(
             self.fs_timeout(),
-            "empty the volume before filling it",
-            move || csi_core::fs_paths::empty_dir(&d),
+            "prepare the volume for its fill",
+            move || csi_core::fs_paths::make_private_and_empty(&d),
         )
         .await?;
         match source {

@@ -26,12 +26,23 @@ pub fn open_dir(path: &Path) -> Result<File> {
         })
 }
 
-/// Removes everything in the directory at `path`, which stays: for a directory about to be
-/// filled again. The directory is opened without following a link, and what is in it is
-/// reached through that descriptor; links inside are removed as links, never followed.
-pub fn empty_dir(path: &Path) -> Result<()> {
+/// Readies the directory at `path` for a fill that runs as this process: makes it this
+/// process's, mode 0700 (mode first, so its former owner is never left with more), then
+/// removes everything in it, which a former owner or an earlier attempt left. The directory
+/// is opened without following a link, and all of this goes through that descriptor; links
+/// inside are removed as links, never followed.
+pub fn make_private_and_empty(path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
     let dir = open_dir(path)?;
+    dir.set_permissions(std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("chmod", path, e))?;
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))
+        .map_err(|e| Error::io("chown", path, e))?;
     let here = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     let entries = std::fs::read_dir(&here).map_err(|e| Error::io("list", path, e))?;
     for entry in entries {
@@ -114,6 +125,7 @@ pub fn existing_dirs(root: &Path, relative: &str) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn existing_directories_are_counted_from_the_top() {
@@ -155,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn emptying_a_directory_keeps_it_and_follows_no_link() {
+    fn a_directory_made_ready_for_a_fill_is_private_empty_and_followed_nowhere() {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("keep"), b"x").unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -165,15 +177,20 @@ mod tests {
         std::fs::write(d.join("top"), b"x").unwrap();
         std::os::unix::fs::symlink(outside.path(), d.join("link")).unwrap();
         std::os::unix::fs::symlink(outside.path(), d.join("sub/link")).unwrap();
-        empty_dir(&d).unwrap();
-        assert!(d.is_dir());
+        // Handed to a user by an earlier attempt.
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(&d, Some(4242), Some(4242)).unwrap();
+        make_private_and_empty(&d).unwrap();
+        let meta = std::fs::metadata(&d).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
         assert!(outside.path().join("keep").exists(), "nothing followed");
         // A link in the directory's place is refused, its target untouched.
         let link = dir.path().join("swapped");
         std::os::unix::fs::symlink(outside.path(), &link).unwrap();
         assert_eq!(
-            empty_dir(&link).unwrap_err().code(),
+            make_private_and_empty(&link).unwrap_err().code(),
             ErrorCode::FailedPrecondition
         );
         assert!(outside.path().join("keep").exists());

@@ -752,11 +752,12 @@ impl Inner {
     ) {
         let engine = self.ctx.snapshots.clone();
         let work = async {
-            // What an earlier attempt left (a clone of a source changed since) is not this
-            // attempt's content; nobody else could write here (the directory is root's).
+            // Root's alone again (an attempt that failed after the hand-over gave it away)
+            // and empty: what an earlier attempt left (a clone of a source changed since)
+            // is not this attempt's content.
             let d = dest.clone();
-            self.fs(format!("empty {}", dest.display()), move || {
-                csi_core::fs_paths::empty_dir(&d)
+            self.fs(format!("prepare {}", dest.display()), move || {
+                csi_core::fs_paths::make_private_and_empty(&d)
             })
             .await?;
             match &source {
@@ -2035,6 +2036,8 @@ mod tests {
         stores.volumes.put("clone", &rec).unwrap();
         std::fs::remove_file(h.fs("exa1").join("clone/a.txt")).unwrap();
         std::fs::write(h.fs("exa1").join("clone/left-by-the-last-attempt"), b"").unwrap();
+        // Handed over before the attempt failed: the retry takes the directory back first.
+        std::os::unix::fs::chown(h.fs("exa1").join("clone"), Some(4242), Some(4242)).unwrap();
         h.restart();
         let again = h
             .backend
@@ -2047,6 +2050,11 @@ mod tests {
         assert_eq!(again.id, clone.id);
         assert!(h.fs("exa1").join("clone/a.txt").is_file());
         assert!(!h.fs("exa1").join("clone/left-by-the-last-attempt").exists());
+        assert_eq!(
+            h.engine.fill_dests.lock().unwrap().last().copied(),
+            Some((0o700, 0)),
+            "the retry filled a directory only root could enter"
+        );
     }
 
     #[tokio::test]
