@@ -61,24 +61,36 @@ fn check_member(
     hard_link_target: Option<&Path>,
 ) -> std::result::Result<(), &'static str> {
     let normal = relative(name).ok_or("an absolute name or a `..` component")?;
-    let mut prefix = PathBuf::new();
-    let parts: Vec<_> = normal.components().collect();
-    for part in parts.iter().take(parts.len().saturating_sub(1)) {
-        prefix.push(part);
-        if links.contains(&prefix) {
-            return Err("below a link member");
-        }
+    if below_link(links, &normal) {
+        return Err("below a link member");
+    }
+    // Some extractors make a directory through a link already at its name.
+    if links.contains(&normal) {
+        return Err("at the name of an earlier link member");
     }
     if let Some(target) = hard_link_target {
-        relative(target).ok_or("a hard link to an absolute name or through `..`")?;
+        let target = relative(target).ok_or("a hard link to an absolute name or through `..`")?;
+        if below_link(links, &target) || links.contains(&target) {
+            return Err("a hard link through a link member");
+        }
     }
     if is_link {
         links.insert(normal);
-    } else {
-        // A directory or file at the name replaces a link the archive made there.
-        links.remove(&normal);
     }
     Ok(())
+}
+
+/// Whether a proper prefix of `name` is one of `links`.
+fn below_link(links: &HashSet<PathBuf>, name: &Path) -> bool {
+    let mut prefix = PathBuf::new();
+    let parts: Vec<_> = name.components().collect();
+    parts
+        .iter()
+        .take(parts.len().saturating_sub(1))
+        .any(|part| {
+            prefix.push(part);
+            links.contains(&prefix)
+        })
 }
 
 /// `path` without `.` components, when it is relative and has no `..`.
@@ -155,6 +167,13 @@ mod tests {
             vec![("h", Link, "/etc/shadow")],
             vec![("h", Link, "../x")],
             vec![("h", Link, "f"), ("h/x", Regular, "")],
+            vec![
+                ("x", Symlink, "/etc"),
+                ("x/", Directory, ""),
+                ("x/cron.d/evil", Regular, ""),
+            ],
+            vec![("x", Symlink, "/etc"), ("./x/.", Directory, "")],
+            vec![("up", Symlink, "../victim"), ("h", Link, "up/secret")],
         ] {
             let path = archive(dir.path(), &members);
             let err = check_members(&path).unwrap_err();
@@ -167,11 +186,12 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_made_where_a_link_was_is_a_directory() {
+    fn a_member_at_a_link_members_name_is_refused() {
         let mut links = HashSet::new();
         check_member(&mut links, Path::new("x"), true, None).unwrap();
-        check_member(&mut links, Path::new("x"), false, None).unwrap();
-        check_member(&mut links, Path::new("x/y"), false, None).unwrap();
+        assert!(check_member(&mut links, Path::new("x"), false, None).is_err());
+        assert!(check_member(&mut links, Path::new("./x/."), false, None).is_err());
+        check_member(&mut links, Path::new("y/x"), false, None).unwrap();
     }
 
     proptest! {
