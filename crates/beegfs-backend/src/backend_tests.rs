@@ -875,9 +875,11 @@ async fn a_long_fill_outlives_its_call_and_is_never_started_twice() {
     assert!(!root.join("k/.pfs-csi/volumes/other.json").exists());
 }
 
-/// A BeeGFS 7 controller with default settings and its volume `src` of `/k`.
-async fn v7_with_source() -> (World, BeegfsBackend, csi_core::domain::Volume) {
-    let (world, ctl) = v7_controller(BeegfsSettings::default());
+/// A BeeGFS 7 controller with `settings` and its volume `src` of `/k`.
+async fn v7_with_source(
+    settings: BeegfsSettings,
+) -> (World, BeegfsBackend, csi_core::domain::Volume) {
+    let (world, ctl) = v7_controller(settings);
     let src = ctl
         .create_volume(&req("src", &params("/k"), GIB as i64))
         .await
@@ -887,34 +889,35 @@ async fn v7_with_source() -> (World, BeegfsBackend, csi_core::domain::Volume) {
 
 #[tokio::test]
 async fn a_filled_volume_is_private_to_root_until_its_content_is_in() {
-    let (world, ctl, src) = v7_with_source().await;
+    let (world, ctl, src) = v7_with_source(quota_settings(300, 400)).await;
     let root = world.fake.root(HOST);
     std::fs::write(root.join("k/src/file"), b"hello").unwrap();
     let mut p = params("/k");
     p.push(("permissions/uid", "1000".into()));
-    p.push(("permissions/gid", "1001".into()));
     p.push(("permissions/mode", "0770".into()));
     let mut clone = req("clone", &p, GIB as i64);
     clone.content_source = Some(VolumeContentSource::Volume(src.id.to_string()));
-    ctl.create_volume(&clone).await.unwrap();
+    let made = ctl.create_volume(&clone).await.unwrap();
+    let quota_gid: u32 = made.context["quotaGid"].parse().unwrap();
     // The copy ran in a directory nobody but root could enter...
     let euid = nix::unistd::geteuid().as_raw();
     assert_eq!(
         world.fills.dests.lock().unwrap().clone(),
         vec![(0o700, euid)]
     );
-    // ...which then got what the parameters ask for.
+    // ...which then got what the parameters ask for, and the quota group, which new files
+    // inherit (setgid).
     let meta = std::fs::metadata(root.join("k/clone")).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
-        (1000, 1001, 0o770)
+        (1000, quota_gid, 0o2770)
     );
     assert_eq!(std::fs::read(root.join("k/clone/file")).unwrap(), b"hello");
 }
 
 #[tokio::test]
 async fn a_restore_uses_the_tool_and_checksum_its_snapshot_was_made_with() {
-    let (world, ctl, src) = v7_with_source().await;
+    let (world, ctl, src) = v7_with_source(BeegfsSettings::default()).await;
     let snap_req = CreateSnapshotRequest {
         name: "snap".into(),
         source_volume_id: src.id.clone(),

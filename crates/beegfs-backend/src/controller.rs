@@ -49,6 +49,9 @@ struct Making {
 /// The mode of a volume directory while it is being filled: root's alone.
 const FILLING_MODE: u32 = 0o700;
 
+/// The bound of a walk over a filled volume's whole tree (emptying it, regrouping it).
+const FILL_TREE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The key of the background making of volume `id` (one with a content source).
 fn fill_key(id: &str) -> String {
     format!("fill:{id}")
@@ -558,6 +561,18 @@ impl Inner {
             mut record,
             name,
         } = m;
+        // A retry may have started this just after an earlier making recorded the volume
+        // ready: a ready volume is never made (emptied, filled) again.
+        let current = {
+            let (store, key) = (store.clone(), record.name.clone());
+            try_blocking(self.fs_timeout(), "read volume record", move || {
+                store.get(&key)
+            })
+            .await?
+        };
+        if let Some(ready) = current.filter(|r| r.state == VolumeState::Ready) {
+            return ready.to_volume();
+        }
         let made = async {
             let perms = &params.permissions;
             let group = record.quota_gid.or(perms.gid);
@@ -610,9 +625,6 @@ impl Inner {
                 })
                 .await?;
             }
-            if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
-                self.quota_manager(&fs, q).assign(&dir, gid).await?;
-            }
             if let Some(src) = &record.source {
                 self.fill_from_source(src, &dir, record.quota_gid).await?;
                 // Content in: the mode and owner the parameters ask for (a restore may have
@@ -624,8 +636,12 @@ impl Inner {
                 })
                 .await?;
             }
+            // After the mode is set (which would clear its setgid bit): new files take the
+            // quota group from the directory.
             if let (Some(gid), Some(q)) = (record.quota_gid, &quota) {
-                self.quota_manager(&fs, q)
+                let quota = self.quota_manager(&fs, q);
+                quota.assign(&dir, gid).await?;
+                quota
                     .set_limits(gid, &limits_for(q, record.capacity_bytes))
                     .await?;
             }
@@ -784,9 +800,11 @@ impl Inner {
         // Root's alone again (an attempt that failed after the hand-over gave it away) and
         // empty: what an earlier attempt left (a clone of a source changed since) is not
         // this attempt's content.
+        // Bounded as the regrouping is, not as a tool call: a removal still running past its
+        // bound would race the next attempt.
         let d = dir.to_path_buf();
         try_blocking(
-            self.fs_timeout(),
+            FILL_TREE_TIMEOUT,
             "prepare the volume for its fill",
             move || csi_core::fs_paths::make_private_and_empty(&d),
         )
@@ -806,7 +824,7 @@ impl Inner {
         if let Some(gid) = gid {
             let dir = dir.to_path_buf();
             try_blocking(
-                Duration::from_secs(3600),
+                FILL_TREE_TIMEOUT,
                 "set the quota group of restored content",
                 move || fs_tree::regroup_tree(&dir, gid),
             )

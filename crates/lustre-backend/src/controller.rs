@@ -750,15 +750,24 @@ impl Inner {
         dest: PathBuf,
         mut stop: StopSignal,
     ) {
+        // A retry may have started this task just after the last one recorded the volume
+        // ready: a ready volume is never emptied.
+        match self.stores(&entry).volume(&name).await {
+            Ok(Some(rec)) if rec.state == VolumeState::Filling => {}
+            _ => return,
+        }
         let engine = self.ctx.snapshots.clone();
         let work = async {
             // Root's alone again (an attempt that failed after the hand-over gave it away)
             // and empty: what an earlier attempt left (a clone of a source changed since)
-            // is not this attempt's content.
+            // is not this attempt's content. Bounded as the fill is, not as a tool call: a
+            // removal still running past its bound would race the next attempt.
             let d = dest.clone();
-            self.fs(format!("prepare {}", dest.display()), move || {
-                csi_core::fs_paths::make_private_and_empty(&d)
-            })
+            csi_core::blocking::try_blocking(
+                self.settings.archive_timeout(),
+                format!("prepare {}", dest.display()),
+                move || csi_core::fs_paths::make_private_and_empty(&d),
+            )
             .await?;
             match &source {
                 FillSource::Archive { archive, options } => {
@@ -2086,6 +2095,31 @@ mod tests {
             (0o770, 1001, 1002)
         );
         assert!(h.fs("exa1").join("clone/a.txt").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_fill_started_from_a_stale_record_leaves_a_ready_volume_alone() {
+        let h = Harness::controller(ONE);
+        let src = source_with_a_file(&h).await;
+        let request = with_source(
+            create_request("clone", &[], GIB as i64),
+            VolumeContentSource::Volume(src.id.to_string()),
+        );
+        h.backend.create_volume(&request).await.unwrap();
+        std::fs::write(h.fs("exa1").join("clone/written-by-its-pod"), b"x").unwrap();
+        // A retry read the record just before the last fill recorded it ready.
+        let entry = h.backend.config().entry("exa1").unwrap().clone();
+        let stores = h.backend.inner.stores(&entry);
+        let mut stale = stores.volumes.get("clone").unwrap().unwrap();
+        stale.state = VolumeState::Filling;
+        let fills = h.engine.fill_dests.lock().unwrap().len();
+        h.backend.inner.continue_fill(stale, &entry).await.unwrap();
+        assert!(h.fs("exa1").join("clone/written-by-its-pod").exists());
+        assert_eq!(
+            h.engine.fill_dests.lock().unwrap().len(),
+            fills,
+            "no new fill"
+        );
     }
 
     #[tokio::test]
