@@ -233,6 +233,16 @@ impl Inner {
         csi_core::blocking::try_blocking(self.settings.command_timeout(), &what, work).await
     }
 
+    /// What is at `dir` ([`volume_dirs::dir_state`]), on the blocking pool within the
+    /// command timeout.
+    pub async fn dir_state(&self, dir: &Path) -> Result<volume_dirs::DirState> {
+        let d = dir.to_path_buf();
+        self.fs(format!("stat {}", dir.display()), move || {
+            volume_dirs::dir_state(&d)
+        })
+        .await
+    }
+
     /// The entry's topology segment.
     pub fn entry_topology(entry: &LustreEntry) -> Topology {
         entry

@@ -307,11 +307,7 @@ impl Inner {
             }
             None => {
                 let dir = target.path(&VolumePath::single(&name)?);
-                let state = self
-                    .fs(format!("stat {}", dir.display()), move || {
-                        volume_dirs::dir_state(&dir)
-                    })
-                    .await?;
+                let state = self.dir_state(&dir).await?;
                 if state != DirState::Missing {
                     return Err(Error::AlreadyExists(format!(
                         "{} already exists on the filesystem and was not created by this driver; it is left untouched",
@@ -437,12 +433,7 @@ impl Inner {
         let reservation = self.ids.reserve(rec.project_id)?;
         let quota = self.quota(&target.mount_point);
         let dir = target.path(&rec.dir());
-        let d = dir.clone();
-        let state = self
-            .fs(format!("stat {}", dir.display()), move || {
-                volume_dirs::dir_state(&d)
-            })
-            .await?;
+        let state = self.dir_state(&dir).await?;
         if state == DirState::Directory && quota.project_of(&dir).await?.id == rec.project_id {
             return Ok(reservation);
         }
@@ -846,12 +837,7 @@ impl Inner {
             let target = Target::at(&entry, location.as_ref());
             self.mount_controller(&target, mgmt.as_ref()).await?;
             let dir = target.path(&handle.dir);
-            let d = dir.clone();
-            let state = self
-                .fs(format!("stat {}", dir.display()), move || {
-                    volume_dirs::dir_state(&d)
-                })
-                .await?;
+            let state = self.dir_state(&dir).await?;
             if state == DirState::Missing {
                 info!(volume_id = %id, "volume does not exist: nothing to delete");
                 return Ok(());
@@ -1027,13 +1013,7 @@ impl Inner {
                 let target = Target::at(&entry, handle.location.as_ref());
                 self.mount_controller(&target, None).await?;
                 let dir = target.path(&handle.dir);
-                let d = dir.clone();
-                match self
-                    .fs(format!("stat {}", dir.display()), move || {
-                        volume_dirs::dir_state(&d)
-                    })
-                    .await?
-                {
+                match self.dir_state(&dir).await? {
                     DirState::Directory => Ok(VolumeInfo {
                         volume: Volume {
                             id: id.clone(),
@@ -1064,13 +1044,7 @@ impl Inner {
             return VolumeCondition::abnormal(format!("the filesystem cannot be mounted: {e}"));
         }
         let dir = target.path(&rec.dir());
-        let d = dir.clone();
-        match self
-            .fs(format!("stat {}", dir.display()), move || {
-                volume_dirs::dir_state(&d)
-            })
-            .await
-        {
+        match self.dir_state(&dir).await {
             Ok(DirState::Directory) => VolumeCondition::healthy(),
             Ok(DirState::Missing) => VolumeCondition::abnormal(format!(
                 "the volume directory {} is missing",
