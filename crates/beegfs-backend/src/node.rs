@@ -41,6 +41,19 @@ impl Inner {
         self.state().join("node").join("fs").join(safe_key(host))
     }
 
+    /// Whether volume `id`'s directory is a real directory below the client mount `mount`,
+    /// reached through no link; refused at once while an earlier check of it is blocked.
+    async fn volume_dir_exists(&self, mount: &Path, id: &BeegfsVolumeId) -> Result<bool> {
+        let rel = id.path.relative().to_string();
+        let dir = mount.join(&rel);
+        let (root, check) = (mount.to_path_buf(), dir.clone());
+        self.below_mount(&dir, "stat volume", move || {
+            fs_tree::check_no_symlinks(&root, &rel)?;
+            fs_tree::is_real_dir(&check)
+        })
+        .await
+    }
+
     /// Touches this node's tracking file of a volume the driver created; returns its path
     /// relative to `fs_mount`.
     async fn touch_node_file(
@@ -152,18 +165,7 @@ impl Inner {
             let _ = store.remove(&key);
             return Err(e);
         }
-        let dir = mount_point.join(id.path.relative());
-        let (root, rel, check) = (
-            mount_point.to_path_buf(),
-            id.path.relative().to_string(),
-            dir.clone(),
-        );
-        let exists = self
-            .below_mount(&dir, "stat volume", move || {
-                fs_tree::check_no_symlinks(&root, &rel)?;
-                fs_tree::is_real_dir(&check)
-            })
-            .await;
+        let exists = self.volume_dir_exists(mount_point, id).await;
         if !matches!(exists, Ok(true)) {
             let _ = self.unmount_client(mount_point).await;
             let _ = std::fs::remove_dir(mount_point);
@@ -204,17 +206,7 @@ impl Inner {
             info!(host = %id.host, mount = %shared.mount_point.display(), "shared client mount ready");
         }
         let volume_dir = shared.mount_point.join(id.path.relative());
-        let (root, rel, check) = (
-            shared.mount_point.clone(),
-            id.path.relative().to_string(),
-            volume_dir.clone(),
-        );
-        let exists = self
-            .below_mount(&volume_dir, "stat volume", move || {
-                fs_tree::check_no_symlinks(&root, &rel)?;
-                fs_tree::is_real_dir(&check)
-            })
-            .await;
+        let exists = self.volume_dir_exists(&shared.mount_point, id).await;
         if !matches!(exists, Ok(true)) {
             if shared.users.is_empty() {
                 let _ = self.unmount_client(&shared.mount_point).await;
@@ -453,16 +445,8 @@ impl Inner {
                 id.path
             )));
         }
-        let (root, rel) = (mount_point.clone(), id.path.relative().to_string());
         let below = mount_point.join(id.path.relative());
-        let probe = below.clone();
-        let is_dir = self
-            .below_mount(&below, "stat volume", move || {
-                fs_tree::check_no_symlinks(&root, &rel)?;
-                fs_tree::is_real_dir(&probe)
-            })
-            .await?;
-        if !is_dir {
+        if !self.volume_dir_exists(&mount_point, id).await? {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id}: directory {} is not on the filesystem mounted at {}",
                 id.path,
