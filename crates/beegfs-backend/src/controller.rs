@@ -46,9 +46,6 @@ struct Making {
     name: String,
 }
 
-/// The mode of a volume directory while it is being filled: root's alone.
-const FILLING_MODE: u32 = 0o700;
-
 /// The bound of a walk over a filled volume's whole tree (emptying it, regrouping it).
 const FILL_TREE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -582,7 +579,7 @@ impl Inner {
             // in the directory for it (or the regrouping) to follow meanwhile.
             let filled = record.source.is_some();
             let (first_mode, first_uid) = if filled {
-                (FILLING_MODE, None)
+                (csi_core::fs_paths::FILLING_MODE, None)
             } else {
                 (perms.mode, uid)
             };

@@ -26,10 +26,13 @@ pub fn open_dir(path: &Path) -> Result<File> {
         })
 }
 
+/// The mode of a volume directory while it is being filled: this process's user alone.
+pub const FILLING_MODE: u32 = 0o700;
+
 /// Readies the directory at `path` for a fill that runs as this process: makes it this
-/// process's, then mode 0700 (owner first: once it is ours its former owner can no longer
-/// change the mode), then removes everything in it, which a former owner or an earlier
-/// attempt left. The directory is opened without following a link, and all of this goes
+/// process's, then mode [`FILLING_MODE`] (owner first: once it is ours its former owner can
+/// no longer change the mode), then removes everything in it, which a former owner or an
+/// earlier attempt left. The directory is opened without following a link, and all of this goes
 /// through that descriptor; links inside are removed as links, never followed.
 pub fn make_private_and_empty(path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
@@ -41,7 +44,7 @@ pub fn make_private_and_empty(path: &Path) -> Result<()> {
     );
     std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))
         .map_err(|e| Error::io("chown", path, e))?;
-    dir.set_permissions(std::fs::Permissions::from_mode(0o700))
+    dir.set_permissions(std::fs::Permissions::from_mode(FILLING_MODE))
         .map_err(|e| Error::io("chmod", path, e))?;
     let here = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     let entries = std::fs::read_dir(&here).map_err(|e| Error::io("list", path, e))?;

@@ -41,9 +41,6 @@ use csi_core::tasks::StopSignal;
 /// Mode of a volume directory when neither the StorageClass nor the entry sets one.
 pub const DEFAULT_PERMISSIONS: u32 = 0o777;
 
-/// The mode of a volume directory while it is being filled: root's alone.
-const FILLING_PERMISSIONS: u32 = 0o700;
-
 /// The hard limit for a capacity range: whole KiB, at least `required`, at most `limit`.
 pub fn quota_capacity(range: &CapacityRange) -> Result<u64> {
     let bytes = range.size_or(DEFAULT_VOLUME_BYTES);
@@ -464,7 +461,7 @@ impl Inner {
         // plant a link in the directory for it to follow meanwhile.
         let filled = rec.content_source.is_some();
         let mode = if filled {
-            FILLING_PERMISSIONS
+            csi_core::fs_paths::FILLING_MODE
         } else {
             rec.permissions
         };
